@@ -1,0 +1,97 @@
+# Data flow: search_spaces/*.yaml -> study (Optuna) -> trials (Keras) -> mlruns/ (MLflow) -> analysis -> reports/
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+SPACE     ?= search_spaces/cnn.yaml
+TRIALS    ?= 40
+TIMEOUT   ?= 1800
+STUDY     ?=
+STORAGE   ?=
+TRACKING  ?=
+SET       ?=
+WORKERS   ?= 1
+EXPERIMENT ?= fashion-cnn
+HOST      ?= 127.0.0.1
+PORT      ?= 5000
+DASHBOARD_PORT ?= 8080
+
+comma := ,
+search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
+  $(if $(STUDY),--study-name $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') \
+  $(if $(TRACKING),--tracking-uri '$(TRACKING)') $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
+  $(foreach kv,$(SET),--set $(kv))
+tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
+
+define banner
+	@printf '\n\033[1m== %s ==\033[0m\n' "$(1)"
+endef
+
+.PHONY: help setup data search search-quick campaign report ui dashboard server test test-fast bench clean clean-runs
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.lock
+	$(call banner,virtual environment + pinned packages)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	touch $(STAMP)
+
+setup: $(STAMP) data ## Create the venv, install pinned packages, get Fashion-MNIST
+
+data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
+	$(call banner,Fashion-MNIST)
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else $(MAKE) --no-print-directory $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+
+search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
+	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
+	$(PY) -m study search $(search_flags)
+
+search-quick: setup ## A few minutes: 6 trials, 3 epochs, on a 6000-image subset
+	$(call banner,quick search)
+	$(PY) -m study search --space $(SPACE) --trials 6 --study-name quick \
+	  --set data.train_size=6000 --set data.val_size=2000 --set data.test_size=2000 --set train.epochs=3
+
+campaign: setup ## Replicated studies for the disagreement rate: 8 x 12 trials, QMC, no pruning
+	$(call banner,campaign: 8 replicates x 12 trials)
+	$(PY) -m study search --space $(SPACE) --experiment $(EXPERIMENT)-campaign --replicates 8 --trials 12 \
+	  --sampler qmc --pruner none --set data.train_size=6000 --set data.val_size=3000 --set data.test_size=3000 \
+	  --set train.epochs=6 $(foreach kv,$(SET),--set $(kv))
+
+report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
+	$(call banner,report on $(EXPERIMENT))
+	$(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e)) $(if $(TRACKING),--tracking-uri '$(TRACKING)')
+
+ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store
+	$(call banner,MLflow UI on http://$(HOST):$(PORT))
+	mkdir -p mlruns
+	$(VENV)/bin/mlflow ui --backend-store-uri '$(tracking_uri)' --host $(HOST) --port $(PORT)
+
+dashboard: $(STAMP) ## optuna-dashboard on the study storage, on $(HOST):$(DASHBOARD_PORT)
+	$(call banner,optuna-dashboard on http://$(HOST):$(DASHBOARD_PORT))
+	$(VENV)/bin/optuna-dashboard '$(or $(STORAGE),mlruns/optuna.journal)' --host $(HOST) --port $(DASHBOARD_PORT)
+
+test: setup ## The full suite, what CI runs (~15 min on 2 cores)
+	$(call banner,tests)
+	$(PY) -m pytest -q
+
+test-fast: setup ## The suite without tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
+	$(call banner,benchmarks)
+	$(PY) -m benchmarks
+
+clean: ## Remove build leftovers (caches); keeps runs, data and the venv
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	rm -rf .pytest_cache
+
+clean-runs: ## Delete mlruns/ (every MLflow run and Optuna study!)
+	find mlruns -mindepth 1 -not -name .gitkeep -delete

@@ -1,0 +1,133 @@
+"""`python -m study search|reconcile`: the contract's flags, exit codes and one-line errors.
+
+TensorFlow, MLflow and Optuna load only after the arguments and the space have been
+checked, so a typo is answered in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from study.paths import DEFAULT_SPACE, default_storage, default_tracking_uri
+
+EXIT_BAD_INPUT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; the contract wants exactly one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m study", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    search = commands.add_parser("search", help="run (or resume) Optuna studies of Keras CNNs")
+    search.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML")
+    search.add_argument("--trials", type=int, default=40,
+                        help="finished trials (COMPLETE+PRUNED+FAIL) the study should reach; re-runs resume")
+    search.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
+    search.add_argument("--experiment", default=None, help="MLflow experiment (default: the space's name)")
+    search.add_argument("--study-name", default=None, help="default <experiment>-seed<seed>")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--replicates", type=int, default=1, help="K studies with seeds seed..seed+K-1")
+    search.add_argument("--sampler", choices=("tpe", "qmc", "random", "gp", "cmaes"), default="tpe")
+    search.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
+    search.add_argument("--objective", choices=("val_accuracy", "val_loss", "both"), default="val_accuracy")
+    search.add_argument("--storage", default=None, help="*.journal path or RDB URL (default mlruns/optuna.journal)")
+    search.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI or mlruns/mlflow.db")
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override data.*, train.* or pin params.<name>; repeatable")
+    search.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX .gz files")
+    search.add_argument("--max-consecutive-failures", type=int, default=5)
+    search.add_argument("--heartbeat-interval", type=int, default=30, help="RDB storages: seconds")
+    search.add_argument("--grace-period", type=int, default=90, help="RDB storages: seconds")
+    search.add_argument("--max-retry", type=int, default=1, help="RDB storages: retries of a stale trial")
+
+    reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
+    reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
+    reconcile.add_argument("--storage", default=None)
+    reconcile.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+def search_config(args: argparse.Namespace):
+    from study.config import SearchConfig
+    from study.space import load_space
+
+    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    space = load_space(args.space, overrides)
+    return SearchConfig(
+        space_file=args.space, space=space, trials=args.trials, timeout=args.timeout,
+        experiment=args.experiment or space.name, study_name=args.study_name, seed=args.seed,
+        replicates=args.replicates, sampler=args.sampler, pruner=args.pruner, objective=args.objective,
+        storage=args.storage or default_storage(), tracking_uri=args.tracking_uri or default_tracking_uri(),
+        max_consecutive_failures=args.max_consecutive_failures, heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period, max_retry=args.max_retry)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    config = search_config(args)
+    _quiet_tensorflow()
+    from study.search import run_search
+
+    return run_search(config)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import optuna
+
+    from study.reconcile import reconcile_study
+    from study.storage import open_storage
+    from study.tracking import Tracker
+
+    storage = open_storage(args.storage or default_storage())
+    tracker = Tracker(args.tracking_uri or default_tracking_uri())
+    names = [args.study_name] if args.study_name else optuna.get_all_study_names(storage)
+    for name in names:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            print(f"study: error: --study-name {name}: no such study in the storage", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        experiment_id = tracker.experiment_id(study.user_attrs.get("experiment", ""))
+        if experiment_id is None:
+            print(f"{name}: no MLflow experiment recorded; nothing to repair")
+            continue
+        counts = reconcile_study(study, tracker, experiment_id)
+        print(f"{name}: {counts['lost_trials_failed']} lost trials marked FAIL (worker_lost), "
+              f"{counts['runs_ended']} MLflow runs ended")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from study.data import DataError
+    from study.secrets import mask_secrets
+    from study.space import SpaceError
+    from study.storage import StorageError
+
+    handled: tuple[type[BaseException], ...] = (SpaceError, DataError, StorageError, ValueError)
+    try:
+        return cmd_search(args) if args.command == "search" else cmd_reconcile(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        print(f"study: error: {key}: {first['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except handled as exc:
+        print(f"study: error: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,179 @@
+"""One Optuna trial: propose, train, record in MLflow, and classify how it ended."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from study.config import SearchConfig
+from study.curves import plot_learning_curves
+from study.data import Splits
+from study.metrics import summarize_history
+from study.model import InfeasibleArchitecture
+from study.sampling import suggest_params
+from study.tracking import Tracker
+from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_trial
+
+HOST = socket.gethostname()
+
+
+class TrialFailed(Exception):
+    """Raised after a trial is recorded as FAIL, so Optuna marks it and the study goes on."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one study shares."""
+
+    config: SearchConfig
+    splits: Splits
+    tracker: Tracker
+    experiment_id: str
+    study_run_id: str
+    study_name: str
+    seed: int
+    base_params: dict[str, Any] = field(default_factory=dict)
+
+
+def objective_value(config: SearchConfig, summary: dict[str, float]) -> float | tuple[float, float]:
+    """Best-over-epochs scoring, the same rule the analysis uses."""
+    if config.objective == "val_loss":
+        return summary["best_val_loss"]
+    if config.objective == "both":
+        return summary["best_val_loss"], summary["best_val_accuracy"]
+    return summary["best_val_accuracy"]
+
+
+def _becomes_best(study: optuna.Study, value: float | tuple) -> bool:
+    if isinstance(value, tuple):
+        return False  # multi-objective: no single best to keep a model for
+    previous = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if not previous:
+        return True
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return value > max(previous) if maximize else value < min(previous)
+
+
+class Objective:
+    """Callable handed to `study.optimize`."""
+
+    def __init__(self, context: TrialContext) -> None:
+        self.context = context
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        ctx, config = self.context, self.context.config
+        # First, so a crash at any later point leaves a trial another process can diagnose.
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", os.getpid())
+        hp = suggest_params(trial, config.space)
+        run_id = ctx.tracker.start_trial_run(
+            ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
+            params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+        trial.set_user_attr("mlflow_run_id", run_id)
+        print(f"[{ctx.study_name}] trial {trial.number} started: "
+              + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
+
+        best_metric = None if config.objective == "both" else config.objective
+        evaluator = EpochEvaluator(ctx.splits, config.space.train, best_metric,
+                                   on_epoch=lambda epoch, row: ctx.tracker.log_epoch(run_id, epoch, row))
+        callbacks = []
+        if config.objective != "both" and config.pruner != "none":
+            callbacks.append(KerasPruningCallback(trial, config.objective))
+        try:
+            model = train_trial(hp, ctx.splits, config.space.train, ctx.seed * 10007 + trial.number,
+                                evaluator, callbacks)
+        except InfeasibleArchitecture as exc:
+            self._finish(trial, run_id, evaluator, "PRUNED", "infeasible_architecture", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        except optuna.TrialPruned:
+            self._finish(trial, run_id, evaluator, "PRUNED", None, None)
+            raise
+        except NonFiniteLoss as exc:
+            self._finish(trial, run_id, evaluator, "FAIL", "nan_loss", str(exc))
+            raise TrialFailed("nan_loss", str(exc)) from None
+        except TrialTimeout as exc:
+            self._finish(trial, run_id, evaluator, "FAIL", "timeout", str(exc))
+            raise TrialFailed("timeout", str(exc)) from None
+        except KeyboardInterrupt:
+            self._finish(trial, run_id, evaluator, "FAIL", "interrupted", "SIGINT/SIGTERM", status="KILLED")
+            raise
+        except Exception as exc:  # OOM and any other crash: this trial fails, the study goes on
+            reason = f"exception:{type(exc).__name__}"
+            self._finish(trial, run_id, evaluator, "FAIL", reason, str(exc))
+            raise TrialFailed(reason, str(exc)) from None
+
+        summary = self._finish(trial, run_id, evaluator, "COMPLETE", None, None)
+        value = objective_value(config, summary)
+        if evaluator.best_weights is not None and _becomes_best(trial.study, value):
+            model.set_weights(evaluator.best_weights)
+            ctx.tracker.log_keras_model(run_id, model)
+        return value
+
+    def _finish(self, trial: optuna.Trial, run_id: str, evaluator: EpochEvaluator, state: str,
+                reason: str | None, message: str | None, status: str | None = None) -> dict[str, float]:
+        history = evaluator.history
+        summary = {**summarize_history(history), "train_seconds": evaluator.seconds}
+        if reason:
+            trial.set_user_attr("failure_reason", reason)
+        with tempfile.TemporaryDirectory() as folder:
+            figure = None
+            if not history.empty:
+                figure = plot_learning_curves(history, f"{self.context.study_name} trial {trial.number} ({state})",
+                                              Path(folder) / "learning_curves.png")
+            self.context.tracker.finish_trial_run(
+                run_id, state, status=status, failure_reason=reason, failure_message=message,
+                summary=summary, history=history, predictions=evaluator.predictions_at_best(), figure=figure)
+        return summary
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def elapsed_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+    """Plain lines (CI logs, files, terminals alike): state, best so far and an ETA."""
+
+    def __init__(self, study_name: str, target: int | None, timeout: float | None) -> None:
+        self.study_name, self.target, self.timeout = study_name, target, timeout
+        self.started = time.monotonic()
+        self.done_here = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done_here += 1
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        value = "" if trial.values is None else " value=" + "/".join(f"{v:.4f}" for v in trial.values)
+        reason = trial.user_attrs.get("failure_reason")
+        line = f"[{self.study_name}] trial {trial.number} {trial.state.name}{value}"
+        if reason:
+            line += f" ({reason})"
+        line += f" | {finished}/{self.target or '?'} finished"
+        try:
+            if len(study.directions) == 1:
+                line += f" | best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            pass
+        elapsed = time.monotonic() - self.started
+        if self.target:
+            remaining = max(0, self.target - finished) * elapsed / self.done_here
+            if self.timeout:
+                remaining = min(remaining, max(0.0, self.timeout - elapsed))
+            line += f" | elapsed {elapsed_text(elapsed)}, ETA {elapsed_text(remaining)}"
+        print(line, flush=True)

@@ -1,0 +1,207 @@
+"""A search: validate everything, then create the studies and their MLflow runs, then optimise.
+
+Nothing is created before every input has been checked, so bad input leaves no trace.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from study.config import SearchConfig
+from study.data import Splits, load_dataset
+from study.objective import Objective, Progress, TrialContext, TrialFailed
+from study.paths import PROJECT_ROOT
+from study.reconcile import reconcile_study
+from study.sampling import baseline_params, directions, make_pruner, make_sampler
+from study.secrets import mask_secrets
+from study.storage import open_storage
+from study.tracking import Tracker
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class BadInput(ValueError):
+    """One line for the user; exit 2."""
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (kill, Slurm, Kubernetes) ends a search the same way as Ctrl-C."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+class ConsecutiveFailures:
+    """Stops the study after N FAIL trials in a row in this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.streak, self.tripped, self.last_reason = limit, 0, False, None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.last_reason = trial.user_attrs.get("failure_reason")
+        if self.streak >= self.limit:
+            self.tripped = True
+            study.stop()
+
+
+@dataclass
+class PreparedStudy:
+    name: str
+    seed: int
+    storage: optuna.storages.BaseStorage
+
+
+def check_inputs(config: SearchConfig) -> tuple[Splits, Tracker, list[PreparedStudy]]:
+    """Load data, open both stores and check resumability, creating nothing."""
+    splits = load_dataset(config.space.data)
+    tracker = Tracker(config.tracking_uri)
+    try:
+        tracker.client.search_experiments(max_results=1)
+    except Exception as exc:
+        raise BadInput(f"--tracking-uri {mask_secrets(config.tracking_uri)}: cannot open "
+                       f"({mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})") from None
+    prepared = []
+    for seed in config.replicate_seeds():
+        name = config.study_name_for(seed)
+        storage = open_storage(config.storage, config.heartbeat_interval, config.grace_period, config.max_retry)
+        try:
+            existing = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            stored = existing.user_attrs.get("space_sha")
+            if stored and stored != config.space.sha():
+                raise BadInput(f"{config.space_file}: study '{name}' was created with another space "
+                               f"(space_sha {stored}, now {config.space.sha()}); use a new --study-name")
+        prepared.append(PreparedStudy(name, seed, storage))
+    return splits, tracker, prepared
+
+
+def create_study(config: SearchConfig, prepared: PreparedStudy, worker_index: int = 0) -> optuna.Study:
+    """Create or load; seeds the sampler with seed + worker index so workers differ."""
+    study = optuna.create_study(
+        study_name=prepared.name, storage=prepared.storage, load_if_exists=True,
+        sampler=make_sampler(config.sampler, prepared.seed + worker_index),
+        pruner=make_pruner(config.pruner if config.objective != "both" else "none", config.space.train.epochs),
+        directions=directions(config.objective))
+    if "space_sha" not in study.user_attrs:
+        for key, value in {"space_sha": config.space.sha(), "experiment": config.experiment,
+                           "seed": prepared.seed, "sampler": config.sampler, "pruner": config.pruner,
+                           "objective": config.objective}.items():
+            study.set_user_attr(key, value)
+        if config.space.baseline and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(baseline_params(config.space), skip_if_exists=True)
+    return study
+
+
+def study_run_tags(config: SearchConfig, prepared: PreparedStudy, splits: Splits) -> dict[str, object]:
+    return {"optuna.study_name": prepared.name, "sampler": config.sampler,
+            "pruner": config.pruner if config.objective != "both" else "none",
+            "objective": config.objective, "seed": prepared.seed, "dataset": config.space.data.name,
+            "data_source": splits.source, "space_sha": config.space.sha(), "git_commit": git_commit(),
+            "storage": config.storage, "workers": config.workers}
+
+
+def open_study_run(config: SearchConfig, prepared: PreparedStudy, splits: Splits, tracker: Tracker,
+                   experiment_id: str, study: optuna.Study) -> str:
+    run_id = tracker.open_study_run(
+        experiment_id, prepared.name, study_run_tags(config, prepared, splits),
+        params={**config.flat(), "seed": prepared.seed, **splits.sizes(), "data.source": splits.source},
+        space_file=Path(config.space_file), effective_space=config.space.model_dump(mode="json"))
+    study.set_user_attr("mlflow_study_run_id", run_id)
+    return run_id
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
+             timeout: float | None) -> ConsecutiveFailures:
+    """Run trials until --trials finished ones exist in the storage (any process), or timeout."""
+    failures = ConsecutiveFailures(config.max_consecutive_failures)
+    if config.trials is not None and finished_count(study) >= config.trials:
+        return failures
+    callbacks = [failures, Progress(study.study_name, config.trials, timeout)]
+    if config.trials is not None:
+        callbacks.insert(0, MaxTrialsCallback(config.trials, states=FINISHED_STATES))
+    study.optimize(Objective(context), timeout=timeout, callbacks=callbacks, catch=(TrialFailed,),
+                   gc_after_trial=True)
+    return failures
+
+
+def study_result(study: optuna.Study) -> tuple[dict[str, float], dict[str, object]]:
+    """What the study run records when it ends: the best trial, or the Pareto trials."""
+    metrics: dict[str, float] = {"n_finished": float(finished_count(study)),
+                                 "n_complete": float(len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))}
+    tags: dict[str, object] = {}
+    try:
+        if len(study.directions) == 1:
+            metrics["best_value"] = study.best_value
+            metrics["best_trial_number"] = float(study.best_trial.number)
+            tags["best_trial"] = study.best_trial.number
+        else:
+            tags["pareto_trials"] = ",".join(str(t.number) for t in study.best_trials)
+    except ValueError:
+        pass
+    return metrics, tags
+
+
+def run_search(config: SearchConfig) -> int:
+    """The whole `python -m study search`; returns the exit code."""
+    splits, tracker, prepared = check_inputs(config)
+    install_signal_handlers()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our Progress lines say it better
+    experiment_id = tracker.ensure_experiment(config.experiment)
+    deadline = time.monotonic() + config.timeout if config.timeout else None
+    print(f"search: {len(prepared)} stud{'y' if len(prepared) == 1 else 'ies'} of {config.space.name} on "
+          f"{splits.source} ({splits.sizes()}), storage {mask_secrets(config.storage)}, "
+          f"tracking {mask_secrets(config.tracking_uri)}", flush=True)
+    for item in prepared:
+        study = create_study(config, item)
+        run_id = open_study_run(config, item, splits, tracker, experiment_id, study)
+        reconcile_study(study, tracker, experiment_id)
+        context = TrialContext(config, splits, tracker, experiment_id, run_id, item.name, item.seed,
+                               base_params={**config.flat(), **splits.sizes(), "data.source": splits.source})
+        remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
+        try:
+            failures = optimize(config, study, context, remaining)
+        except KeyboardInterrupt:
+            metrics, tags = study_result(study)
+            tracker.end_study_run(run_id, "KILLED", metrics, tags)
+            print(f"[{item.name}] interrupted; re-run the same command to continue the study", flush=True)
+            return EXIT_INTERRUPTED
+        metrics, tags = study_result(study)
+        tracker.end_study_run(run_id, "FAILED" if failures.tripped else "FINISHED", metrics, tags)
+        if failures.tripped:
+            print(f"search: stopped after {failures.streak} consecutive failed trials "
+                  f"(last: {failures.last_reason}); check the ranges in {config.space_file}", flush=True)
+            return EXIT_FAILURES
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"search: --timeout reached after study {item.name}", flush=True)
+            break
+    return EXIT_OK
+

@@ -1,0 +1,198 @@
+"""The search space: a declarative YAML file, validated, with `--set` overrides applied.
+
+Knows nothing about Keras or Optuna: it only says which knobs exist, their ranges, and
+their role (scientific, nuisance or fixed, after Google's Tuning Playbook).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DATASETS = ("fashion_mnist", "digits", "mnist", "cifar10", "npz", "image_folder")
+
+
+class SpaceError(ValueError):
+    """Bad input in a search space or an override; carries the file and the key."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+
+class _Strict(BaseModel):
+    # A typo in a YAML key must be an error, not a silently ignored knob.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    name: str = Field("fashion_mnist", description="data set; one of DATASETS")
+    path: str | None = Field(None, description="file (npz) or folder (image_folder) to read")
+    data_dir: str | None = Field(None, description="where to look first for IDX files")
+    val_size: int = Field(10000, ge=1, description="validation images carved from train")
+    train_size: int | None = Field(None, ge=1, description="subsample train for quick runs")
+    test_size: int | None = Field(None, ge=1, description="subsample test to cut eval time")
+    class_imbalance: float = Field(1.0, ge=1.0, description="rho = n_max/n_min, long tail")
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of train relabelled")
+    split_seed: int = Field(0, description="fixed so every trial sees the same split")
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> "DataConfig":
+        if self.name not in DATASETS:
+            raise ValueError(f"unknown dataset '{self.name}', expected one of {', '.join(DATASETS)}")
+        if self.name in ("npz", "image_folder") and not self.path:
+            raise ValueError(f"dataset '{self.name}' needs data.path")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(12, ge=1, description="fixed budget; pruning decides who gets it all")
+    max_trial_seconds: float = Field(1800, gt=0, description="one runaway trial cannot eat the study")
+    eval_batch_size: int = Field(1024, ge=1, description="large: evaluation has no gradients")
+
+
+class Hyperparameter(_Strict):
+    type: Literal["int", "float", "categorical", "bool"]
+    role: Literal["scientific", "nuisance", "fixed"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+    value: Any = None
+    default: Any = None
+    condition: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Hyperparameter":
+        if self.role == "fixed":
+            if self.value is None:
+                raise ValueError("a fixed hyperparameter needs a value")
+            return self
+        if self.type in ("int", "float"):
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.type} needs low and high")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) > high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("log scale needs low > 0")
+        elif self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs non-empty choices")
+        return self
+
+    def candidates(self) -> list[Any] | None:
+        """The finite values this knob can take, or None for a numeric range."""
+        if self.role == "fixed":
+            return [self.value]
+        if self.type == "bool":
+            return [False, True]
+        return self.choices
+
+    def is_active(self, chosen: dict[str, Any]) -> bool:
+        """Conditional knobs (e.g. decay_rate) exist only when their parent allows."""
+        for parent, allowed in (self.condition or {}).items():
+            allowed_values = allowed if isinstance(allowed, list) else [allowed]
+            if chosen.get(parent) not in allowed_values:
+                return False
+        return True
+
+
+class SearchSpace(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    params: dict[str, Hyperparameter]
+    baseline: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _conditions_and_baseline(self) -> "SearchSpace":
+        seen: list[str] = []
+        for name, hp in self.params.items():
+            for parent, allowed in (hp.condition or {}).items():
+                if parent not in seen:
+                    raise ValueError(f"params.{name}.condition: '{parent}' must be defined above it")
+                parent_hp = self.params[parent]
+                # A pinned parent (--set params.x=...) may make a child inactive; that is fine.
+                options = None if parent_hp.role == "fixed" else parent_hp.candidates()
+                for value in allowed if isinstance(allowed, list) else [allowed]:
+                    if options is not None and value not in options:
+                        raise ValueError(f"params.{name}.condition: {value!r} is not a choice of {parent}")
+            seen.append(name)
+        for name in self.baseline:
+            if name not in self.params:
+                raise ValueError(f"baseline.{name}: not a hyperparameter of this space")
+        return self
+
+    def searched(self) -> dict[str, Hyperparameter]:
+        return {n: hp for n, hp in self.params.items() if hp.role != "fixed"}
+
+    def sha(self) -> str:
+        """Identity of the effective space, stored on the study so a resume cannot mix spaces."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SpaceError("--set", text, "expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
+    section, _, field = key.partition(".")
+    if section in ("data", "train") and field:
+        model = DataConfig if section == "data" else TrainConfig
+        if field not in model.model_fields:
+            raise SpaceError("--set", key, f"unknown key; {section} has {', '.join(model.model_fields)}")
+        raw.setdefault(section, {})[field] = value
+    elif section == "params" and field:
+        params = raw.get("params") or {}
+        if field not in params:
+            raise SpaceError("--set", key, f"unknown hyperparameter; the space has {', '.join(params)}")
+        pinned = {k: v for k, v in params[field].items() if k in ("type", "condition", "default")}
+        params[field] = {**pinned, "role": "fixed", "value": value}
+        raw.get("baseline", {}).pop(field, None)
+    else:
+        raise SpaceError("--set", key, "unknown key; use data.<field>, train.<field> or params.<name>")
+
+
+def _first_error(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    return key, first["msg"].removeprefix("Value error, ")
+
+
+def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SearchSpace:
+    """Read, override and validate a space; every problem is one SpaceError line."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpaceError(source, "", f"cannot read search space ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise SpaceError(source, where, "not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(source, "", "a search space is a YAML mapping")
+    for text_override in overrides:
+        key, value = parse_override(text_override)
+        _apply_override(raw, key, value)
+    try:
+        return SearchSpace.model_validate(raw)
+    except ValidationError as exc:
+        key, message = _first_error(exc)
+        raise SpaceError(source, key, message) from None

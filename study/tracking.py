@@ -1,0 +1,160 @@
+"""All of the study's MLflow code: experiment, study run, trial runs, metrics and artifacts.
+
+Uses MlflowClient with explicit run ids rather than the fluent API's global active run, so
+a study run and its trial runs can be open at once and workers never share state.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from study.secrets import mask_secrets
+
+# Without this tag the MLflow 3.17 UI opens an experiment on its GenAI traces overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+
+
+def trial_run_name(number: int) -> str:
+    return f"trial-{number:04d}"
+
+
+def _tags(mapping: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(key, mask_secrets(str(value))) for key, value in mapping.items() if value is not None]
+
+
+def _params(mapping: Mapping[str, Any]) -> list[Param]:
+    return [Param(key, mask_secrets(str(value))[:6000]) for key, value in mapping.items()]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """One MLflow store (SQLite file, server, ...) seen through its client."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    # --- experiment and study run ---------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            return self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
+        for key, value in EXPERIMENT_TAGS.items():
+            if experiment.tags.get(key) != value:
+                self.client.set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
+
+    def find_study_run(self, experiment_id: str, study_name: str) -> str | None:
+        runs = self.client.search_runs(
+            [experiment_id], f"tags.run_role = 'study' AND tags.`optuna.study_name` = '{study_name}'",
+            max_results=1, order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def open_study_run(self, experiment_id: str, study_name: str, tags: Mapping[str, Any],
+                       params: Mapping[str, Any], space_file: Path, effective_space: Mapping[str, Any]) -> str:
+        """Create the study's parent run, or reopen it when the study resumes."""
+        run_id = self.find_study_run(experiment_id, study_name)
+        if run_id is None:
+            run = self.client.create_run(experiment_id, run_name=study_name,
+                                         tags={"run_role": "study", "optuna.study_name": study_name})
+            run_id = run.info.run_id
+            param_list = _params(params)
+            for start in range(0, len(param_list), MAX_PARAMS_PER_CALL):
+                self.client.log_batch(run_id, params=param_list[start:start + MAX_PARAMS_PER_CALL])
+            self.client.log_artifact(run_id, str(space_file), "space")
+            self.log_dict(run_id, dict(effective_space), "space/effective_space.json")
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.client.log_batch(run_id, tags=_tags(tags))
+        return run_id
+
+    def end_study_run(self, run_id: str, status: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+                              tags=_tags(tags))
+        self.client.set_terminated(run_id, status)
+
+    # --- trial runs -----------------------------------------------------------------
+
+    def start_trial_run(self, experiment_id: str, parent_run_id: str, study_name: str, number: int,
+                        params: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
+        run = self.client.create_run(experiment_id, run_name=trial_run_name(number), tags={
+            "mlflow.parentRunId": parent_run_id, "run_role": "trial", "optuna.study_name": study_name,
+            "optuna.trial_number": str(number), **{k: str(v) for k, v in tags.items()}})
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def log_epoch(self, run_id: str, epoch: int, row: Mapping[str, float]) -> None:
+        """One request per epoch, every metric at step = epoch."""
+        stamp = _now_ms()
+        batch = [Metric(key, float(value), stamp, int(epoch)) for key, value in row.items()
+                 if key != "epoch" and value is not None and np.isfinite(value)]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def finish_trial_run(self, run_id: str, state: str, *, status: str | None = None,
+                         failure_reason: str | None = None, failure_message: str | None = None,
+                         summary: Mapping[str, float] | None = None, history: pd.DataFrame | None = None,
+                         predictions: Mapping[str, np.ndarray] | None = None,
+                         figure: Path | None = None) -> None:
+        """Summary metrics and artifacts, then the state tags and the terminal status."""
+        if history is not None and not history.empty:
+            with tempfile.TemporaryDirectory() as folder:
+                history.to_csv(Path(folder) / "history.csv", index=False)
+                if predictions:
+                    np.savez_compressed(Path(folder) / "test_predictions.npz", **predictions)
+                self.client.log_artifacts(run_id, folder)
+        if figure is not None and figure.exists():
+            self.client.log_artifact(run_id, str(figure))
+        tags = {"optuna.trial_state": state, "failure_reason": failure_reason,
+                "failure_message": failure_message[:4000] if failure_message else None}
+        metric_list = [Metric(k, float(v), _now_ms(), 0) for k, v in (summary or {}).items() if np.isfinite(v)]
+        self.client.log_batch(run_id, metrics=metric_list, tags=_tags(tags))
+        self.client.set_terminated(run_id, status or STATUS_FOR_STATE[state])
+
+    def log_keras_model(self, run_id: str, model: Any, name: str = "model") -> None:
+        """The Keras flavour, so `mlflow.keras.load_model('runs:/<id>/model')` restores it."""
+        import mlflow.keras
+
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / name
+            # Explicit requirements: inferring them imports and scans the environment (seconds).
+            mlflow.keras.save_model(model, str(target), pip_requirements=["tensorflow-cpu", "keras"])
+            self.client.log_artifacts(run_id, str(target), name)
+        self.client.set_tag(run_id, "best_model_logged", "true")
+
+    def log_dict(self, run_id: str, payload: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_text(run_id, mask_secrets(json.dumps(payload, indent=2, default=str)), artifact_file)
+
+    # --- reading back (reconcile, workers) -------------------------------------------
+
+    def trial_runs(self, experiment_id: str, study_name: str) -> list:
+        return self.client.search_runs(
+            [experiment_id], f"tags.run_role = 'trial' AND tags.`optuna.study_name` = '{study_name}'",
+            max_results=50000)
+
+    def mark_run(self, run_id: str, state: str, status: str, failure_reason: str | None = None) -> None:
+        self.client.log_batch(run_id, tags=_tags({"optuna.trial_state": state, "failure_reason": failure_reason}))
+        self.client.set_terminated(run_id, status)
+
+    def experiment_id(self, name: str) -> str | None:
+        experiment = self.client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else None
+
+
+def run_status_is_running(run: Any) -> bool:
+    return run.info.status == RunStatus.to_string(RunStatus.RUNNING)

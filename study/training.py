@@ -1,0 +1,171 @@
+"""Trains one CNN: the tf.data input pipeline, per-epoch evaluation, and failure signals.
+
+Knows nothing of Optuna or MLflow: callers pass extra Keras callbacks (pruning) and an
+`on_epoch` hook (logging), so the same runner serves the study and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from study import metrics
+from study.data import Splits
+from study.model import build_model, compile_model, plateau_callbacks
+from study.space import TrainConfig
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: the trial cannot recover."""
+
+
+class TrialTimeout(RuntimeError):
+    """The trial ran past `train.max_trial_seconds`."""
+
+
+def augmentation(hp: Mapping[str, Any], seed: int) -> keras.Sequential | None:
+    """Random transforms, applied in tf.data: inside the model they doubled epoch time here."""
+    if not hp.get("augment"):
+        return None
+    layers: list[keras.layers.Layer] = []
+    if hp.get("flip"):
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if hp.get("rotation", 0) > 0:
+        layers.append(keras.layers.RandomRotation(float(hp["rotation"]), fill_mode="constant", seed=seed))
+    if hp.get("shift", 0) > 0:
+        layers.append(keras.layers.RandomTranslation(float(hp["shift"]), float(hp["shift"]),
+                                                     fill_mode="constant", seed=seed))
+    if hp.get("zoom", 0) > 0:
+        layers.append(keras.layers.RandomZoom(float(hp["zoom"]), fill_mode="constant", seed=seed))
+    if hp.get("contrast", 0) > 0:
+        layers.append(keras.layers.RandomContrast(float(hp["contrast"]), seed=seed))
+    return keras.Sequential(layers) if layers else None
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                  augmenter: keras.Sequential | None = None) -> tf.data.Dataset:
+    dataset = (tf.data.Dataset.from_tensor_slices((x, y)).cache()
+               .shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+               .batch(batch_size))
+    if augmenter is not None:
+        # Whole batches through the layers, in parallel with training.
+        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)
+
+
+def regularization_penalty(model: keras.Model) -> float:
+    """What Keras adds to the cross-entropy to form `loss` and `val_loss` (the L2 terms)."""
+    return float(sum(float(term) for term in model.losses)) if model.losses else 0.0
+
+
+class EpochEvaluator(keras.callbacks.Callback):
+    """Evaluates validation and test once per epoch and writes the results into `logs`.
+
+    Placed first among the callbacks, so that the pruning and plateau callbacks after it
+    read our val_* values, and the epoch at which a trial is pruned is already recorded.
+    """
+
+    def __init__(self, splits: Splits, train_config: TrainConfig, best_weights_metric: str | None = None,
+                 on_epoch: EpochHook | None = None, evaluate_test: bool = True) -> None:
+        super().__init__()
+        self.splits = splits
+        self.val_data = eval_dataset(splits.x_val, train_config.eval_batch_size)
+        self.test_data = eval_dataset(splits.x_test, train_config.eval_batch_size) if evaluate_test else None
+        self.deadline = time.monotonic() + train_config.max_trial_seconds
+        self.max_seconds = train_config.max_trial_seconds
+        self.best_weights_metric = best_weights_metric
+        self.on_epoch = on_epoch
+        self.rows: list[dict[str, float]] = []
+        self.test_predictions: list[np.ndarray] = []
+        self.best_weights: list[np.ndarray] | None = None
+        self.started = time.monotonic()
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["epoch", *metrics.EPOCH_METRICS])
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if time.monotonic() > self.deadline:
+            raise TrialTimeout(f"trial exceeded train.max_trial_seconds={self.max_seconds:g}")
+
+    def _evaluate(self, data: tf.data.Dataset, labels: np.ndarray, penalty: float) -> tuple[dict[str, float], np.ndarray]:
+        probabilities = self.model.predict(data, verbose=0)
+        crossentropy = metrics.crossentropy(labels, probabilities)
+        return ({"loss": crossentropy + penalty, "crossentropy": crossentropy,
+                 "accuracy": metrics.accuracy(labels, probabilities)}, probabilities)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if not math.isfinite(float(logs.get("loss", float("nan")))):
+            raise NonFiniteLoss(f"training loss is {logs.get('loss')} at epoch {epoch}")
+        penalty = regularization_penalty(self.model)
+        val, val_probabilities = self._evaluate(self.val_data, self.splits.y_val, penalty)
+        if not math.isfinite(val["crossentropy"]) or np.isnan(val_probabilities).any():
+            raise NonFiniteLoss(f"validation predictions are not finite at epoch {epoch}")
+        row = {"epoch": float(epoch), "loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", np.nan)),
+               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_crossentropy": val["crossentropy"],
+               "val_ece": metrics.expected_calibration_error(self.splits.y_val, val_probabilities),
+               "val_confidence": metrics.mean_confidence(val_probabilities),
+               "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        if self.test_data is not None:
+            test, test_probabilities = self._evaluate(self.test_data, self.splits.y_test, penalty)
+            row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], test_crossentropy=test["crossentropy"])
+            self.test_predictions.append(np.argmax(test_probabilities, axis=1).astype(np.int16))
+        logs.update({key: row[key] for key in ("val_loss", "val_accuracy", "val_crossentropy")})
+        self._keep_best_weights(row)
+        self.rows.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, row)
+
+    def _keep_best_weights(self, row: dict[str, float]) -> None:
+        metric = self.best_weights_metric
+        if metric is None:
+            return
+        direction = metrics.SELECTION_METRICS[metric]
+        previous = [r[metric] for r in self.rows]
+        improved = not previous or (row[metric] < min(previous) if direction == "min" else row[metric] > max(previous))
+        if improved:
+            self.best_weights = self.model.get_weights()
+
+    def predictions_at_best(self) -> dict[str, np.ndarray]:
+        """Predicted test labels at each best_* epoch, plus every epoch, for paired tests."""
+        if not self.test_predictions:
+            return {}
+        history = self.history
+        arrays = {"y_true": self.splits.y_test.astype(np.int16), "per_epoch": np.stack(self.test_predictions)}
+        for metric, direction in metrics.SELECTION_METRICS.items():
+            arrays[f"best_{metric}"] = self.test_predictions[metrics.best_epoch(history[metric], direction)]
+        return arrays
+
+
+def train_trial(hp: Mapping[str, Any], splits: Splits, train_config: TrainConfig, seed: int,
+                evaluator: EpochEvaluator, callbacks: list[keras.callbacks.Callback] = ()) -> keras.Model:
+    """Build, compile and fit; the evaluator keeps the record even if fitting raises."""
+    keras.backend.clear_session()  # free the previous trial's graph and memory
+    keras.utils.set_random_seed(seed)
+    model = build_model(hp, splits.input_shape, splits.num_classes)
+    batch_size = int(hp["batch_size"])
+    steps_per_epoch = math.ceil(len(splits.y_train) / batch_size)
+    compile_model(model, hp, steps_per_epoch, train_config.epochs)
+    data = train_dataset(splits.x_train, splits.y_train, batch_size, seed, augmentation(hp, seed))
+    model.fit(data, epochs=train_config.epochs, verbose=0,
+              callbacks=[evaluator, *plateau_callbacks(hp), *callbacks])
+    return model
