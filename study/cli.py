@@ -76,11 +76,14 @@ def _quiet_tensorflow() -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from study.inputs import check_inputs
+
     config = search_config(args)
+    checked = check_inputs(config)  # before TensorFlow loads: bad input is answered in a second
     _quiet_tensorflow()
     from study.search import run_search
 
-    return run_search(config)
+    return run_search(config, checked)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -114,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from study.data import DataError
+    from study.inputs import BadInput
     from study.secrets import mask_secrets
     from study.space import SpaceError
     from study.storage import StorageError
 
-    handled: tuple[type[BaseException], ...] = (SpaceError, DataError, StorageError, ValueError)
+    # Each carries one finished line naming the file or flag and the key.
+    handled: tuple[type[BaseException], ...] = (SpaceError, DataError, BadInput, StorageError)
     try:
         return cmd_search(args) if args.command == "search" else cmd_reconcile(args)
     except ValidationError as exc:

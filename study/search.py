@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -16,21 +15,17 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from study.config import SearchConfig
-from study.data import Splits, load_dataset
+from study.data import Splits
+from study.inputs import PreparedStudy, check_inputs
 from study.objective import Objective, Progress, TrialContext, TrialFailed
 from study.paths import PROJECT_ROOT
 from study.reconcile import reconcile_study
 from study.sampling import baseline_params, directions, make_pruner, make_sampler
 from study.secrets import mask_secrets
-from study.storage import open_storage
 from study.tracking import Tracker
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-class BadInput(ValueError):
-    """One line for the user; exit 2."""
 
 
 def git_commit() -> str:
@@ -65,39 +60,6 @@ class ConsecutiveFailures:
         if self.streak >= self.limit:
             self.tripped = True
             study.stop()
-
-
-@dataclass
-class PreparedStudy:
-    name: str
-    seed: int
-    storage: optuna.storages.BaseStorage
-
-
-def check_inputs(config: SearchConfig) -> tuple[Splits, Tracker, list[PreparedStudy]]:
-    """Load data, open both stores and check resumability, creating nothing."""
-    splits = load_dataset(config.space.data)
-    tracker = Tracker(config.tracking_uri)
-    try:
-        tracker.client.search_experiments(max_results=1)
-    except Exception as exc:
-        raise BadInput(f"--tracking-uri {mask_secrets(config.tracking_uri)}: cannot open "
-                       f"({mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})") from None
-    prepared = []
-    for seed in config.replicate_seeds():
-        name = config.study_name_for(seed)
-        storage = open_storage(config.storage, config.heartbeat_interval, config.grace_period, config.max_retry)
-        try:
-            existing = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            existing = None
-        if existing is not None:
-            stored = existing.user_attrs.get("space_sha")
-            if stored and stored != config.space.sha():
-                raise BadInput(f"{config.space_file}: study '{name}' was created with another space "
-                               f"(space_sha {stored}, now {config.space.sha()}); use a new --study-name")
-        prepared.append(PreparedStudy(name, seed, storage))
-    return splits, tracker, prepared
 
 
 def create_study(config: SearchConfig, prepared: PreparedStudy, worker_index: int = 0) -> optuna.Study:
@@ -170,9 +132,9 @@ def study_result(study: optuna.Study) -> tuple[dict[str, float], dict[str, objec
     return metrics, tags
 
 
-def run_search(config: SearchConfig) -> int:
-    """The whole `python -m study search`; returns the exit code."""
-    splits, tracker, prepared = check_inputs(config)
+def run_search(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStudy]] | None = None) -> int:
+    """The whole `python -m study search` after its inputs passed `check_inputs`; the exit code."""
+    splits, tracker, prepared = checked or check_inputs(config)
     install_signal_handlers()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our Progress lines say it better
     experiment_id = tracker.ensure_experiment(config.experiment)

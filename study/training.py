@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,9 @@ from study import metrics
 from study.data import Splits
 from study.model import build_model, compile_model, plateau_callbacks
 from study.space import TrainConfig
+
+# Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag regardless.
+warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
 EpochHook = Callable[[int, dict[str, float]], None]
 

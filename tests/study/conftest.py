@@ -1,0 +1,25 @@
+"""One real tiny search, shared by the end-to-end and UI tests (training is the slow part)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FASHION_DIR, require, run_cli
+
+TINY = ["--set", "data.train_size=1000", "--set", "data.val_size=500", "--set", "data.test_size=500",
+        "--set", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`python -m study search` with 3 trials x 2 epochs into a temporary store."""
+    require((FASHION_DIR / "train-images-idx3-ubyte.gz").exists(), "dataset-fashion-mnist is not installed")
+    folder = tmp_path_factory.mktemp("search")
+    stores = {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "storage": str(folder / "optuna.journal")}
+    result = run_cli("study", "search", "--trials", "3", "--sampler", "random", "--pruner", "hyperband",
+                     "--experiment", "e2e", "--storage", stores["storage"],
+                     "--tracking-uri", stores["tracking_uri"], *TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {**stores, "folder": folder, "stdout": result.stdout, "study_name": "e2e-seed0"}
