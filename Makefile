@@ -70,7 +70,7 @@ report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experim
 	$(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e)) $(if $(TRACKING),--tracking-uri '$(TRACKING)')
 
 ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store
-	$(call banner,MLflow UI on http://$(HOST):$(PORT))
+	$(call banner,MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning)
 	mkdir -p mlruns
 	$(VENV)/bin/mlflow ui --backend-store-uri '$(tracking_uri)' --host $(HOST) --port $(PORT)
 
