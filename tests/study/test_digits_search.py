@@ -1,0 +1,43 @@
+"""The offline digits path end to end, and an infeasible design ending PRUNED, not failed."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.storage import open_storage
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_infeasible_architecture_is_pruned_and_the_study_goes_on(stores: dict) -> None:
+    result = run_cli("study", "search", "--space", "search_spaces/digits.yaml", "--trials", "2",
+                     "--sampler", "random", "--pruner", "none", "--max-consecutive-failures", "1",
+                     "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"],
+                     "--set", "train.epochs=1", "--set", "params.n_conv_blocks=4")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(stores["storage"]))
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    assert {t.user_attrs["failure_reason"] for t in study.trials} == {"infeasible_architecture"}
+    client = MlflowClient(stores["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("digits-cnn").experiment_id],
+                              "tags.run_role = 'trial'")
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["optuna.trial_state"] == "PRUNED"
+        assert run.data.tags["failure_reason"] == "infeasible_architecture"
+        assert "4 conv blocks" in run.data.tags["failure_message"]
+
+
+def test_digits_study_completes_offline(stores: dict) -> None:
+    result = run_cli("study", "search", "--space", "search_spaces/digits.yaml", "--trials", "2",
+                     "--sampler", "tpe", "--pruner", "median", "--storage", stores["storage"],
+                     "--tracking-uri", stores["tracking_uri"], "--set", "train.epochs=3")
+    assert result.returncode == 0, result.stderr
+    assert "[digits-cnn-seed0] trial 1" in result.stdout and "ETA" in result.stdout
+    study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(stores["storage"]))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].value > 0.5  # the baseline learns 8x8 digits in 3 epochs
