@@ -71,16 +71,23 @@ def search_config(args: argparse.Namespace):
         grace_period=args.grace_period, max_retry=args.max_retry)
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_libraries() -> None:
+    """Keep the progress lines readable: library chatter that is not actionable for a user."""
+    import logging
+    import warnings
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=r".*is (an )?experimental.*")  # optuna's QMC, group=True
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables"
+    logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)  # "no model signature"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from study.inputs import check_inputs
 
     config = search_config(args)
+    _quiet_libraries()
     checked = check_inputs(config)  # before TensorFlow loads: bad input is answered in a second
-    _quiet_tensorflow()
     from study.search import run_search
 
     return run_search(config, checked)
