@@ -1,0 +1,128 @@
+"""`python -m analysis report`: read trials, analyse, draw, write, and log the report.
+
+Bad input (unknown or empty experiment, missing columns, empty table) exits 2 with one
+line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from analysis.errors import AnalysisInputError
+from study.paths import PROJECT_ROOT, default_tracking_uri
+
+DEFAULT_SPACE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
+
+
+def default_experiment() -> str:
+    """The default space's `name`, as `make search` uses it, read without the study package."""
+    try:
+        match = re.search(r"^name:\s*['\"]?([^'\"#\n]+?)['\"]?\s*(#.*)?$",
+                          DEFAULT_SPACE.read_text(), flags=re.MULTILINE)
+    except OSError:
+        match = None
+    if not match:
+        raise AnalysisInputError(f"no --experiment given and no `name:` in {DEFAULT_SPACE}")
+    return match.group(1).strip()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis",
+                                description="How often minimal validation loss and maximal "
+                                            "validation accuracy pick different trials and epochs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("report", help="write summary.json, report.md, index.html and figures")
+    src = r.add_argument_group("MLflow input (default)")
+    src.add_argument("--experiment", action="append", default=[], metavar="NAME",
+                     help="experiment to analyse; repeat to compare several "
+                          "(default: the default search space's experiment)")
+    src.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's "
+                          "mlruns/mlflow.db)")
+    src.add_argument("--no-log", action="store_true",
+                     help="do not log the report to a run_role=report run")
+    tab = r.add_argument_group("table input")
+    tab.add_argument("--csv", type=Path, metavar="FILE", help="a CSV or Parquet table of trials")
+    tab.add_argument("--study-col", default="study")
+    tab.add_argument("--trial-col", default="trial")
+    tab.add_argument("--loss-col", default="val_loss")
+    tab.add_argument("--accuracy-col", default="val_accuracy")
+    tab.add_argument("--test-accuracy-col", default=None)
+    tab.add_argument("--epoch-col", default=None, help="rows are epochs; adds the epoch level")
+    tab.add_argument("--state-col", default=None,
+                     help="column with COMPLETE/PRUNED/FAIL (default: all rows COMPLETE)")
+    tab.add_argument("--explain-col", action="append", default=[], metavar="COL",
+                     help="numeric column to relate to disagreement; repeatable")
+    r.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: reports/<experiment>/)")
+    r.add_argument("--scoring", choices=["best", "final"], default="best",
+                   help="score a trial by its best epoch or its last epoch")
+    r.add_argument("--include-pruned", action="store_true", help="count PRUNED trials too")
+    r.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
+    r.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED")
+    return p
+
+
+def _log_report(tracking_uri: str, experiment: str, out: Path, summary: dict) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    run = client.create_run(exp.experiment_id, run_name="report", tags={
+        "run_role": "report", "experiments": ",".join(summary["by_experiment"]),
+        "loss_metric": summary["loss_metric"], "scoring": summary["scoring"]})
+    rate = summary["trial_level"]["rate"]
+    if rate == rate:  # NaN is not a metric MLflow should show as a number
+        client.log_metric(run.info.run_id, "trial_level_disagreement_rate", rate)
+    client.log_artifacts(run.info.run_id, str(out))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def report(args: argparse.Namespace) -> int:
+    # Plotting and statistics load only after the input is known to be good, so bad input
+    # is answered quickly.
+    from analysis import sources
+
+    if args.bootstrap < 0:
+        raise AnalysisInputError("--bootstrap must be >= 0")
+    if args.csv is not None:
+        if args.experiment:
+            raise AnalysisInputError("use either --csv or --experiment, not both")
+        ds = sources.load_table(args.csv, study_col=args.study_col, trial_col=args.trial_col,
+                                loss_col=args.loss_col, accuracy_col=args.accuracy_col,
+                                test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
+                                explain_cols=args.explain_col, include_pruned=args.include_pruned,
+                                state_col=args.state_col)
+        tracking_uri = None
+    else:
+        experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]
+        tracking_uri = args.tracking_uri or default_tracking_uri()
+        ds = sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned)
+    from analysis import figures, report as report_doc
+    from analysis.summary import analyse
+
+    name = "+".join(ds.experiments)
+    out = args.out or PROJECT_ROOT / "reports" / re.sub(r"[^\w.+-]", "_", name)
+    analysis = analyse(ds, scoring=args.scoring, include_pruned=args.include_pruned,
+                       n_boot=args.bootstrap, seed=args.bootstrap_seed)
+    figs = figures.draw_all(analysis, out)
+    files = report_doc.write(analysis, figs, out,
+                             title=f"Loss vs accuracy picks: {', '.join(ds.experiments)}")
+    print(f"wrote {len(files)} files to {out}")
+    if tracking_uri is not None and not args.no_log:
+        run_id = _log_report(tracking_uri, ds.experiments[0], out, analysis.summary)
+        print(f"logged to run {run_id} (run_role=report) in experiment {ds.experiments[0]!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return report(args)
+    except AnalysisInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,193 @@
+"""Drawing only: each function takes a table from `plotdata` and writes one PNG.
+
+Every figure returns a `Figure` with a one-sentence caption that says what to look for;
+the report prints the caption under the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are built on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis import plotdata  # noqa: E402
+
+PALETTE = {"other": "#b0b0b0", "loss pick": "#1f77b4", "accuracy pick": "#d62728",
+           "both picks": "#7b3294"}
+MAX_PANELS = 12
+DPI = 100
+
+
+@dataclass
+class Figure:
+    file: str
+    title: str
+    caption: str
+
+
+def _save(grid_or_fig, out: Path, name: str) -> str:
+    fig = getattr(grid_or_fig, "figure", grid_or_fig)
+    fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def picks_scatter(table: pd.DataFrame, out: Path, loss: str, name: str, panels: int) -> str:
+    studies = list(table["study"].cat.categories)[:panels]
+    t = table[table["study"].isin(studies)].copy()
+    t["study"] = t["study"].cat.remove_unused_categories()
+    cols = min(4, len(studies))
+    g = sns.relplot(data=t, x=loss, y="val_accuracy", hue="role", palette=PALETTE,
+                    hue_order=list(PALETTE), col="study", col_wrap=cols, height=2.6,
+                    facet_kws={"sharex": False, "sharey": False}, s=45)
+    g.set_titles("{col_name}", size=8)
+    return _save(g, out, name)
+
+
+def learning_curves(table: pd.DataFrame, out: Path) -> str:
+    g = sns.relplot(data=table, x="epoch", y="value", hue="role", row="panel", col="metric",
+                    kind="line", height=2.4, aspect=1.5, marker="o", hue_order=list(PALETTE)[1:3],
+                    palette=PALETTE, facet_kws={"sharey": False})
+    for (panel, metric), ax in g.axes_dict.items():
+        sub = table[(table["panel"] == panel) & (table["metric"] == metric)]
+        for role, curve in sub.groupby("role"):
+            ax.axvline(curve["min_loss_epoch"].iloc[0], color=PALETTE[role], ls="--", lw=1)
+            ax.axvline(curve["max_accuracy_epoch"].iloc[0], color=PALETTE[role], ls=":", lw=1.4)
+    g.set_titles("{row_name} · {col_name}", size=8)
+    return _save(g, out, "learning_curves.png")
+
+
+def rates(table: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(table)))
+    labels = [f"{r.experiment} · {r.level} (n={r.n})" for r in table.itertuples()]
+    y = range(len(table))
+    # Bootstrap-free Wilson bounds contain the rate; clipping only guards float noise.
+    xerr = [(table["rate"] - table["lo"]).clip(lower=0), (table["hi"] - table["rate"]).clip(lower=0)]
+    ax.errorbar(table["rate"], y, xerr=xerr,
+                fmt="o", color="black", capsize=4)
+    ax.set_yticks(list(y), labels)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("disagreement rate (Wilson 95% CI)")
+    ax.invert_yaxis()
+    return _save(fig, out, "rates.png")
+
+
+def epoch_gap(ep: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.histplot(ep["epoch_gap"], discrete=True, ax=ax, color="#4c72b0")
+    ax.axvline(0, color="black", lw=1)
+    ax.set_xlabel("epoch of max val_accuracy − epoch of min val_loss")
+    ax.set_ylabel("trials")
+    return _save(fig, out, "epoch_gap.png")
+
+
+def disagreement_vs_k(size: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.lineplot(data=size, x="k", y="rate", marker="o", ax=ax)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("trials per study (k)")
+    ax.set_ylabel("P(loss and accuracy picks differ)")
+    return _save(fig, out, "disagreement_vs_k.png")
+
+
+def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool) -> str:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if pd.api.types.is_numeric_dtype(table["value"]):
+        sns.scatterplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
+                        hue_order=list(PALETTE), ax=ax, s=40)
+        if log:
+            ax.set_xscale("log")
+    else:
+        sns.stripplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
+                      hue_order=list(PALETTE), ax=ax)
+    ax.set_xlabel(hp)
+    ax.set_title(f"{hp}" + ("  ⚠ picks at the edge of the explored range" if at_edge else ""),
+                 size=9, color="#b00000" if at_edge else "black")
+    ax.legend(fontsize=7)
+    name = f"axis_{''.join(c if c.isalnum() else '_' for c in hp)}.png"
+    return _save(fig, out, name)
+
+
+def rank_distribution(table: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.boxplot(data=table, x="value", y="statistic", ax=ax, color="#dddddd", fliersize=0)
+    sns.stripplot(data=table, x="value", y="statistic", ax=ax, color="#1f77b4", size=5)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("rank correlation of −loss and accuracy across a study's trials")
+    ax.set_ylabel("")
+    return _save(fig, out, "rank_correlation.png")
+
+
+def calibration(table: pd.DataFrame, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sns.pointplot(data=table[~table["agree"]] if (~table["agree"]).any() else table, x="pick",
+                  y="val_ece", hue="study", ax=ax, palette="tab20", legend=False)
+    ax.set_ylabel("val_ECE at the picked epoch")
+    ax.set_xlabel("")
+    return _save(fig, out, "calibration.png")
+
+
+def draw_all(analysis, out: Path) -> list[Figure]:
+    """Draw every figure the data supports; returns them in report order."""
+    out.mkdir(parents=True, exist_ok=True)
+    figs: list[Figure] = []
+    loss = analysis.loss_label
+    scatter = plotdata.scatter_table(analysis.scored, analysis.trial)
+    n_studies = len(scatter["study"].cat.categories)
+    figs.append(Figure(picks_scatter(scatter, out, "val_loss", "picks_scatter.png", MAX_PANELS),
+                       "Loss against accuracy per trial",
+                       f"Each panel is a study (disagreeing ones first); where the blue loss pick and "
+                       f"the red accuracy pick are different points, minimal {loss} and maximal "
+                       "val_accuracy chose different trials."))
+    if n_studies > MAX_PANELS:
+        figs.append(Figure(picks_scatter(scatter, out, "val_loss", "picks_scatter_all.png", n_studies),
+                           "Loss against accuracy, all studies",
+                           "The same panels for every study, for studies beyond the first twelve."))
+    if analysis.epochs is not None:
+        curves = plotdata.curves_table(analysis.epochs, analysis.trial)
+        if not curves.empty:
+            figs.append(Figure(learning_curves(curves, out), "Learning curves of the picks",
+                               "Dashed lines mark each curve's epoch of minimal val_loss and dotted "
+                               "lines its epoch of maximal val_accuracy, in the curve's colour; "
+                               "look for accuracy still rising after the loss has turned."))
+    figs.append(Figure(rates(plotdata.rates_table(analysis.summary), out), "Disagreement rates",
+                       "Points are the share of studies (trial level) or trials (epoch level) whose "
+                       "two picks differ, with Wilson 95% intervals; wide bars mean more replicates "
+                       "are needed."))
+    if analysis.epoch is not None:
+        figs.append(Figure(epoch_gap(analysis.epoch, out), "Epoch gap",
+                           "Bars right of zero are trials whose accuracy peaked after their loss "
+                           "minimum, the usual overfitting shape; mass at zero means the epochs agree."))
+    if not analysis.size.empty:
+        figs.append(Figure(disagreement_vs_k(analysis.size, out), "Disagreement against study size",
+                           "The curve shows how the chance that the picks differ grows with the "
+                           "number of trials k, by subsampling each study."))
+    edges = {(b["param"]): b["at_edge"] for b in analysis.summary.get("boundary_checks", [])}
+    for hp in analysis.hyperparams:
+        table = plotdata.axis_table(analysis.scored, analysis.trial, hp)
+        name = hp[3:] if hp.startswith("hp.") else hp
+        x = pd.to_numeric(table["value"], errors="coerce")
+        log = bool(x.notna().all() and x.min() > 0 and x.max() / x.min() >= 10)
+        figs.append(Figure(axis_plot(table, out, name, log, edges.get(name, False)),
+                           f"Playbook axis plot: {name}",
+                           f"Validation accuracy against {name}; a title flagged in red means most "
+                           "picks sit at the edge of the explored range, so the range should widen."))
+    ranks = plotdata.ranks_table(analysis.ranks)
+    if not ranks.empty:
+        figs.append(Figure(rank_distribution(ranks, out), "Rank agreement",
+                           "Each point is a study; values near +1 mean loss and accuracy rank its "
+                           "trials the same way, values near 0 or below mean they do not."))
+    calib = plotdata.calibration_table(analysis.trial)
+    if not calib.empty:
+        figs.append(Figure(calibration(calib, out), "Calibration of the picks",
+                           "Lines join the two picks of a study (disagreeing studies only when any); "
+                           "a higher ECE for the accuracy pick means it is the more overconfident model."))
+    return figs

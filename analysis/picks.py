@@ -1,0 +1,166 @@
+"""Pick rules: the loss pick, the accuracy pick, ties, and whether they agree.
+
+One function serves both levels: at trial level the groups are studies and the order is
+the trial number (or file order); at epoch level the groups are trials and the order is
+the epoch. The rule is the issue's: the loss pick is the first row at minimal loss; the
+group agrees when that row is among the rows tied at maximal accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.sources import KEY
+
+
+def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
+         accuracy: str) -> pd.DataFrame:
+    """Per group: `n`, `loss_pick` and `accuracy_pick` (index labels into `frame`), `agree`,
+    `loss_ties` and `accuracy_ties` (rows tied at the optimum).
+
+    When the group agrees the accuracy pick *is* the loss pick, so a gain is exactly 0 there;
+    otherwise it is the first row at maximal accuracy.
+    """
+    group = list(group)
+    d = frame.sort_values([*group, order], kind="stable")
+    grouped = d.groupby(group, sort=False)
+    at_min = d[loss] == grouped[loss].transform("min")
+    at_max = d[accuracy] == grouped[accuracy].transform("max")
+    first_min = d[at_min].groupby(group, sort=False).head(1)
+    first_max = d[at_max].groupby(group, sort=False).head(1)
+    out = pd.DataFrame({"n": grouped.size(),
+                        "loss_ties": at_min.groupby([d[g] for g in group], sort=False).sum(),
+                        "accuracy_ties": at_max.groupby([d[g] for g in group], sort=False).sum()})
+    out["loss_pick"] = pd.Series(first_min.index, index=pd.MultiIndex.from_frame(first_min[group])
+                                 if len(group) > 1 else pd.Index(first_min[group[0]]))
+    out["first_max"] = pd.Series(first_max.index, index=pd.MultiIndex.from_frame(first_max[group])
+                                 if len(group) > 1 else pd.Index(first_max[group[0]]))
+    out["agree"] = at_max.loc[out["loss_pick"]].to_numpy()
+    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], out["first_max"])
+    return out.drop(columns=["first_max"])
+
+
+def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
+    """One row per trial with its score for each rule and the epoch the score comes from.
+
+    `best` takes the optimum over epochs (earliest on ties, as the search logs
+    `best_*_epoch`); `final` takes the last epoch. For each scored metric `m` the row holds
+    `m`, `m_epoch` and, when present, `test_accuracy_at_m`, `val_ece_at_m`,
+    `val_confidence_at_m`.
+    """
+    e = epochs.sort_values([*KEY, "epoch"], kind="stable")
+    last = e.groupby(KEY, sort=False).tail(1).set_index(KEY)
+    out = pd.DataFrame(index=last.index)
+    out["epochs_trained"] = e.groupby(KEY, sort=False).size()
+    # The train/validation gap at the end of training is the overfitting signal.
+    if "accuracy" in e:
+        out["overfit_gap"] = last["accuracy"] - last["val_accuracy"]
+    carried = [c for c in ("test_accuracy", "val_ece", "val_confidence") if c in e]
+    losses = [m for m in ("val_loss", "val_crossentropy") if m in e and e[m].notna().any()]
+    for loss in losses:
+        usable = e[e[loss].notna()]
+        if scoring == "final":
+            rows = {loss: usable.groupby(KEY, sort=False).tail(1).index,
+                    "val_accuracy": e.groupby(KEY, sort=False).tail(1).index}
+        else:
+            picked = pick(usable, KEY, "epoch", loss, "val_accuracy")
+            # The trial's accuracy score is its first maximal epoch, not the agreeing one.
+            first_max = usable.loc[usable["val_accuracy"]
+                                   == usable.groupby(KEY)["val_accuracy"].transform("max")]
+            rows = {loss: picked["loss_pick"].to_numpy(),
+                    "val_accuracy": first_max.groupby(KEY, sort=False).head(1).index}
+        for metric, idx in rows.items():
+            chosen = e.loc[idx].set_index(KEY)
+            out[metric] = chosen[metric]
+            out[f"{metric}_epoch"] = chosen["epoch"]
+            for c in carried:
+                out[f"{c}_at_{metric}"] = chosen[c]
+    return out.reset_index()
+
+
+def scored_trials(ds, scoring: str) -> pd.DataFrame:
+    """The trial table both levels use: scores, plus metadata, minus single-trial studies.
+
+    A study with one trial has nothing to disagree about; it is dropped here, once, and
+    listed in the exclusions so the count is never silently smaller.
+    """
+    if ds.epochs is None:
+        scored = ds.trials.copy()
+        for metric in ("val_loss", "val_accuracy"):
+            scored[f"{metric}_epoch"] = np.nan
+            if "test_accuracy" in scored:
+                # One test accuracy per trial: both picks are judged by the same number.
+                scored[f"test_accuracy_at_{metric}"] = scored["test_accuracy"]
+    else:
+        scored = ds.trials.merge(score_trials(ds.epochs, scoring), on=KEY, how="inner")
+    sizes = scored.groupby("study")["trial"].transform("size")
+    single = sizes < 2
+    ds.exclude("studies", "single-trial study (nothing to compare)",
+               int(scored.loc[single, "study"].nunique()))
+    return scored[~single].reset_index(drop=True)
+
+
+def trial_picks(scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
+    """One row per study: both picks, agreement, ties, and the held-out cost of each pick.
+
+    `gain` is the test accuracy of the accuracy pick minus that of the loss pick, each at
+    the epoch its rule scored (what each rule would deploy), and 0 where they agree. The regret reference is the test-optimal trial: the highest
+    test accuracy any trial of the study reached at either of its scored epochs.
+    """
+    s = scored[scored[loss].notna()]
+    p = pick(s, ["study"], "order", loss, "val_accuracy")
+    lp, ap = s.loc[p["loss_pick"]], s.loc[p["accuracy_pick"]]
+    out = pd.DataFrame({
+        "experiment": lp["experiment"].to_numpy(), "study": p.index.to_numpy(),
+        "n": p["n"].to_numpy(), "agree": p["agree"].to_numpy(bool),
+        "loss_ties": p["loss_ties"].to_numpy(), "accuracy_ties": p["accuracy_ties"].to_numpy(),
+        "loss_pick": lp["trial"].to_numpy(), "accuracy_pick": ap["trial"].to_numpy(),
+        "loss_pick_epoch": lp[f"{loss}_epoch"].to_numpy(),
+        "accuracy_pick_epoch": ap["val_accuracy_epoch"].to_numpy()})
+    out["disagree"] = ~out["agree"]
+    test_l, test_a = f"test_accuracy_at_{loss}", "test_accuracy_at_val_accuracy"
+    if test_l in s and s[test_l].notna().any():
+        out["test_loss_pick"] = lp[test_l].to_numpy()
+        out["test_accuracy_pick"] = ap[test_a].to_numpy()
+        # Where the picks agree the same trial is deployed and the trial-level gain is 0 by
+        # definition; the remaining epoch difference is the epoch level's business.
+        out["gain"] = np.where(out["agree"], 0.0, out["test_accuracy_pick"] - out["test_loss_pick"])
+        oracle = s[[test_l, test_a]].max(axis=1).groupby(s["study"]).max()
+        out["test_oracle"] = oracle.loc[out["study"]].to_numpy()
+        out["regret_loss_pick"] = out["test_oracle"] - out["test_loss_pick"]
+        out["regret_accuracy_pick"] = out["test_oracle"] - out["test_accuracy_pick"]
+    for c in ("val_ece", "val_confidence"):
+        if f"{c}_at_{loss}" in s:
+            out[f"{c}_loss_pick"] = lp[f"{c}_at_{loss}"].to_numpy()
+            out[f"{c}_accuracy_pick"] = ap[f"{c}_at_val_accuracy"].to_numpy()
+    return out
+
+
+def epoch_picks(epochs: pd.DataFrame, scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
+    """One row per trial (the same trials as the trial level): the epoch of minimal loss,
+    the epoch of maximal accuracy, agreement, the gap and where both fall in the budget."""
+    keep = scored[KEY + ["experiment", "budget"]]
+    e = epochs.merge(keep[KEY], on=KEY)
+    e = e[e[loss].notna()]
+    p = pick(e, KEY, "epoch", loss, "val_accuracy")
+    lp, ap = e.loc[p["loss_pick"]], e.loc[p["accuracy_pick"]]
+    out = pd.DataFrame({"study": lp["study"].to_numpy(), "trial": lp["trial"].to_numpy(),
+                        "n_epochs": p["n"].to_numpy(), "agree": p["agree"].to_numpy(bool),
+                        "accuracy_ties": p["accuracy_ties"].to_numpy(),
+                        "loss_epoch": lp["epoch"].to_numpy(),
+                        "accuracy_epoch": ap["epoch"].to_numpy()})
+    out["disagree"] = ~out["agree"]
+    out = out.merge(keep, on=KEY, how="left")
+    # Positive gap: accuracy keeps improving after the loss has turned (overfitting shape).
+    out["epoch_gap"] = out["accuracy_epoch"] - out["loss_epoch"]
+    # Position as the fraction of the budget used, so epoch 0 of 10 is 0.1, the last is 1.0.
+    out["loss_position"] = (out["loss_epoch"] + 1) / out["budget"]
+    out["accuracy_position"] = (out["accuracy_epoch"] + 1) / out["budget"]
+    if "test_accuracy" in e and e["test_accuracy"].notna().any():
+        out["test_loss_pick"] = lp["test_accuracy"].to_numpy()
+        out["test_accuracy_pick"] = ap["test_accuracy"].to_numpy()
+        out["gain"] = out["test_accuracy_pick"] - out["test_loss_pick"]
+    return out

@@ -1,0 +1,337 @@
+"""Load trials into tidy tables, from MLflow (the search contract) or from a CSV/Parquet file.
+
+Everything downstream sees the same `Dataset`: canonical metric names (`val_loss`,
+`val_accuracy`, `test_accuracy`, ...), one `study` key per study and an `order` column
+that carries the tie rule (trial number in MLflow, file order in CSV mode).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
+                 "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr")
+KEY = ["study", "trial"]
+# Kept columns that are not hyperparameters, so `hyperparams` never picks them up.
+META_COLUMNS = {"experiment", "study", "trial", "order", "state", "budget", "class_imbalance",
+                "run_id"}
+
+Predictions = Callable[[str, str], "dict[str, np.ndarray] | None"]
+
+
+@dataclass
+class Dataset:
+    """The tidy input of every analysis.
+
+    `trials`: one row per usable trial (experiment, study, trial, order, state, budget,
+    class_imbalance, hyperparameters, explanatory columns; in per-trial CSV mode also the
+    metric columns). `epochs`: one row per epoch (study, trial, epoch, metrics), or None
+    when the input has no epoch level.
+    """
+
+    trials: pd.DataFrame
+    epochs: pd.DataFrame | None
+    studies: pd.DataFrame
+    loss_metric: str
+    experiments: list[str]
+    hyperparams: list[str] = field(default_factory=list)
+    explanatory: list[str] = field(default_factory=list)
+    exclusions: list[dict] = field(default_factory=list)
+    source: dict = field(default_factory=dict)
+    predictions: Predictions | None = None
+
+    def exclude(self, what: str, why: str, count: int) -> None:
+        if count:
+            self.exclusions.append({"what": what, "why": why, "count": int(count)})
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for col in columns:
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce")
+    return out
+
+
+def _maybe_numeric(values: pd.Series) -> pd.Series:
+    """Params arrive as strings; numbers become floats, anything else stays categorical."""
+    converted = pd.to_numeric(values, errors="coerce")
+    if converted[values.notna()].notna().all():
+        return converted
+    return values.astype("string")
+
+
+# --------------------------------------------------------------------------- CSV / Parquet
+
+def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, accuracy_col: str,
+               test_accuracy_col: str | None = None, epoch_col: str | None = None,
+               explain_cols: Sequence[str] = (), include_pruned: bool = False,
+               state_col: str | None = None) -> Dataset:
+    """Read a generic table of trials (or of epochs, with `epoch_col`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisInputError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise AnalysisInputError(f"{path}: cannot read table ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    named = {"--study-col": study_col, "--trial-col": trial_col, "--loss-col": loss_col,
+             "--accuracy-col": accuracy_col, "--test-accuracy-col": test_accuracy_col,
+             "--epoch-col": epoch_col, "--state-col": state_col}
+    named.update({f"--explain-col {c}": c for c in explain_cols})
+    missing = [f"{flag}={col}" for flag, col in named.items() if col and col not in raw.columns]
+    if missing:
+        raise AnalysisInputError(f"{path}: missing column(s) {', '.join(missing)}; "
+                                 f"columns are {', '.join(map(str, raw.columns))}")
+    if raw.empty:
+        raise AnalysisInputError(f"{path}: the table has no rows")
+
+    rename = {loss_col: "val_loss", accuracy_col: "val_accuracy"}
+    if test_accuracy_col:
+        rename[test_accuracy_col] = "test_accuracy"
+    if epoch_col:
+        rename[epoch_col] = "epoch"
+    table = pd.DataFrame({"study": raw[study_col].astype(str), "trial": raw[trial_col].astype(str)})
+    for src, dst in rename.items():
+        table[dst] = raw[src]
+    explanatory = [f"x.{c}" for c in explain_cols]
+    for col, name in zip(explain_cols, explanatory):
+        table[name] = raw[col]
+    table["state"] = raw[state_col].astype(str).str.upper() if state_col else "COMPLETE"
+    # File order is the CSV tie rule: the first trial seen wins a tie at minimal loss.
+    first_seen = table.drop_duplicates(KEY).reset_index(drop=True)
+    order = {k: i for i, k in enumerate(zip(first_seen["study"], first_seen["trial"]))}
+    table["order"] = [order[k] for k in zip(table["study"], table["trial"])]
+    experiment = path.stem
+    table["experiment"] = experiment
+
+    ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric=loss_col,
+                 experiments=[experiment], explanatory=explanatory,
+                 source={"kind": "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv",
+                         "path": str(path.resolve()), "rows": int(len(raw)),
+                         "columns": {k.lstrip("-"): v for k, v in named.items() if v}})
+    table = _filter_states(ds, table, include_pruned, unit="rows")
+    metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
+    table = _numeric(table, [*metric_cols, "test_accuracy", *explanatory])
+    bad = table[metric_cols].isna().any(axis=1)
+    ds.exclude("rows", f"non-numeric or NaN {', '.join(c for c in (loss_col, accuracy_col, epoch_col) if c)}",
+               int(bad.sum()))
+    table = table[~bad]
+    if table.empty:
+        raise AnalysisInputError(f"{path}: no usable rows (every row is excluded)")
+
+    studies = pd.DataFrame({"experiment": experiment, "study": table["study"].unique()})
+    for tag in ("sampler", "pruner", "objective"):
+        studies[tag] = "unknown"
+    ds.studies = studies
+    if epoch_col:
+        table["epoch"] = table["epoch"].astype(int)
+        dup = table.duplicated([*KEY, "epoch"])
+        ds.exclude("rows", "duplicate (study, trial, epoch); the first is kept", int(dup.sum()))
+        table = table[~dup]
+        ds.epochs = table[[*KEY, "epoch", "val_loss", "val_accuracy"]
+                          + (["test_accuracy"] if test_accuracy_col else [])].reset_index(drop=True)
+        trials = table.groupby(KEY, sort=False).agg(
+            experiment=("experiment", "first"), order=("order", "first"), state=("state", "first"),
+            budget=("epoch", "max"), **{c: (c, "mean") for c in explanatory}).reset_index()
+        # Without a budget column the longest trial of the study stands for the budget.
+        trials["budget"] = trials.groupby("study")["budget"].transform("max") + 1
+        ds.trials = trials
+    else:
+        dup = table.duplicated(KEY)
+        ds.exclude("rows", "duplicate (study, trial); the first is kept", int(dup.sum()))
+        ds.trials = table[~dup].reset_index(drop=True)
+    ds.trials["class_imbalance"] = np.nan
+    return ds
+
+
+def _filter_states(ds: Dataset, frame: pd.DataFrame, include_pruned: bool, unit: str) -> pd.DataFrame:
+    state = frame["state"]
+    ds.exclude(unit, "trial state FAIL", int((state == "FAIL").sum()))
+    if not include_pruned:
+        ds.exclude(unit, "trial state PRUNED (use --include-pruned to count them)",
+                   int((state == "PRUNED").sum()))
+    keep = {"COMPLETE", "PRUNED"} if include_pruned else {"COMPLETE"}
+    other = ~state.isin({"COMPLETE", "PRUNED", "FAIL"})
+    for name, count in Counter(state[other].fillna("missing")).items():
+        ds.exclude(unit, f"trial state {name} (unfinished or unknown)", count)
+    return frame[state.isin(keep)]
+
+
+# --------------------------------------------------------------------------- MLflow
+
+def _all_runs(client, experiment_ids: list[str], role: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=f"tags.run_role = '{role}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _local_path(artifact_uri: str, name: str) -> Path | None:
+    """Artifacts in a local store are read in place: one file read per run, no copy."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path)) / name
+    return None
+
+
+def _read_artifact(client, run_id: str, artifact_uri: str, name: str) -> bytes | None:
+    local = _local_path(artifact_uri, name)
+    if local is not None:
+        return local.read_bytes() if local.is_file() else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
+    except Exception:  # noqa: BLE001 - a missing artifact on a remote store is an exclusion
+        return None
+
+
+def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
+                include_pruned: bool = False) -> Dataset:
+    """Studies are `run_role=study` runs, trials `run_role=trial` runs; epochs come from
+    each trial's `history.csv`, one artifact read per run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp_ids: dict[str, str] = {}
+    for name in experiments:
+        try:
+            exp = client.get_experiment_by_name(name)
+        except Exception as exc:  # noqa: BLE001 - a bad URI is bad input, not a crash
+            raise AnalysisInputError(f"cannot open tracking store {tracking_uri}: "
+                                     f"{type(exc).__name__}") from None
+        if exp is None:
+            raise AnalysisInputError(f"unknown experiment {name!r} in {tracking_uri}")
+        exp_ids[name] = exp.experiment_id
+    by_id = {v: k for k, v in exp_ids.items()}
+
+    trial_runs = _all_runs(client, list(exp_ids.values()), "trial")
+    empty = set(exp_ids) - {by_id[r.info.experiment_id] for r in trial_runs}
+    if empty:
+        raise AnalysisInputError(f"experiment {sorted(empty)[0]!r} has no trial runs "
+                                 f"(tag run_role=trial) in {tracking_uri}")
+    study_runs = _all_runs(client, list(exp_ids.values()), "study")
+
+    rows = []
+    for run in trial_runs:
+        tags, params = run.data.tags, run.data.params
+        row = {"experiment": by_id[run.info.experiment_id],
+               "study": tags.get("optuna.study_name") or tags.get("mlflow.parentRunId", "?"),
+               "trial": tags.get("optuna.trial_number", ""),
+               "state": tags.get("optuna.trial_state"),
+               "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
+               "budget": params.get("train.epochs"),
+               "class_imbalance": params.get("data.class_imbalance")}
+        # Sampled hyperparameters are the undotted params; dotted ones are fixed config.
+        row.update({f"hp.{k}": v for k, v in params.items() if "." not in k})
+        rows.append(row)
+    trials = pd.DataFrame(rows)
+    # A study name reused in two experiments would merge two studies; keep them apart.
+    per_name = trials.groupby("study")["experiment"].nunique()
+    clash = trials["study"].isin(per_name[per_name > 1].index)
+    trials.loc[clash, "study"] = trials.loc[clash, "experiment"] + "/" + trials.loc[clash, "study"]
+    trials["order"] = pd.to_numeric(trials["trial"], errors="coerce")
+    trials["budget"] = pd.to_numeric(trials["budget"], errors="coerce")
+    trials["class_imbalance"] = pd.to_numeric(trials["class_imbalance"], errors="coerce")
+
+    ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric="val_loss",
+                 experiments=list(experiments),
+                 source={"kind": "mlflow", "tracking_uri": tracking_uri,
+                         "experiments": {n: exp_ids[n] for n in experiments},
+                         "trial_runs": len(trial_runs), "study_runs": len(study_runs)})
+    trials = _filter_states(ds, trials, include_pruned, unit="trials")
+    bad_number = trials["order"].isna()
+    ds.exclude("trials", "tag optuna.trial_number missing or not an integer", int(bad_number.sum()))
+    trials = trials[~bad_number].copy()
+    trials["order"] = trials["order"].astype(int)
+    trials["trial"] = trials["order"].astype(str)
+
+    def fetch(row) -> pd.DataFrame | None:
+        blob = _read_artifact(client, row.run_id, row.artifact_uri, "history.csv")
+        return None if blob is None else pd.read_csv(io.BytesIO(blob))
+
+    # Threads only help remote stores; a local store reads each file in place.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        histories = list(pool.map(fetch, trials.itertuples(index=False)))
+    frames, missing = [], []
+    for row, hist in zip(trials.itertuples(index=False), histories):
+        if hist is None or hist.empty or "epoch" not in hist:
+            missing.append(row.run_id)
+            continue
+        hist = hist.assign(study=row.study, trial=row.trial)
+        frames.append(hist)
+    ds.exclude("trials", "no usable history.csv artifact", len(missing))
+    trials = trials[~trials["run_id"].isin(missing)]
+    if not frames:
+        raise AnalysisInputError(f"no usable trials in {', '.join(experiments)} "
+                                 f"(see exclusions: {ds.exclusions})")
+    epochs = pd.concat(frames, ignore_index=True)
+    metric_cols = [c for c in EPOCH_METRICS if c in epochs]
+    epochs = _numeric(epochs, ["epoch", *metric_cols])
+    bad = epochs[["epoch", "val_loss", "val_accuracy"]].isna().any(axis=1)
+    ds.exclude("epochs", "non-numeric or NaN epoch, val_loss or val_accuracy", int(bad.sum()))
+    epochs = epochs[~bad]
+    epochs["epoch"] = epochs["epoch"].astype(int)
+    trials = trials[trials.set_index(KEY).index.isin(epochs.set_index(KEY).index.unique())]
+    # A trial without its epoch budget (a CSV-less run) falls back to the epochs it trained.
+    trained = epochs.groupby(KEY)["epoch"].max().rename("trained") + 1
+    trials = trials.join(trained, on=KEY)
+    trials["budget"] = trials["budget"].fillna(trials["trained"])
+    trials = trials.drop(columns=["trained"])
+
+    hp_cols = [c for c in trials.columns if c.startswith("hp.")]
+    for col in hp_cols:
+        trials[col] = _maybe_numeric(trials[col])
+    ds.hyperparams = [c for c in hp_cols if trials[c].nunique(dropna=True) > 1]
+    ds.trials = trials.reset_index(drop=True)
+    ds.epochs = epochs[[*KEY, "epoch", *metric_cols]].reset_index(drop=True)
+
+    srows = []
+    for run in study_runs:
+        tags = run.data.tags
+        srows.append({"experiment": by_id[run.info.experiment_id],
+                      "study_name": tags.get("optuna.study_name", run.info.run_name),
+                      **{t: tags.get(t, "unknown") for t in
+                         ("sampler", "pruner", "objective", "seed", "dataset", "space_sha")}})
+    studies = pd.DataFrame(srows, columns=["experiment", "study_name", "sampler", "pruner",
+                                           "objective", "seed", "dataset", "space_sha"])
+    keys = ds.trials[["experiment", "study"]].drop_duplicates()
+    keys["study_name"] = keys["study"].str.split("/").str[-1]
+    studies = keys.merge(studies.drop_duplicates(["experiment", "study_name"]),
+                         on=["experiment", "study_name"], how="left").fillna("unknown")
+    ds.studies = studies.drop(columns=["study_name"])
+
+    locations = {(r.study, r.trial): (r.run_id, r.artifact_uri)
+                 for r in ds.trials.itertuples(index=False)}
+
+    def predictions(study: str, trial: str) -> dict[str, np.ndarray] | None:
+        if (study, trial) not in locations:
+            return None
+        blob = _read_artifact(client, *locations[(study, trial)], "test_predictions.npz")
+        if blob is None:
+            return None
+        with np.load(io.BytesIO(blob)) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    ds.predictions = predictions
+    return ds

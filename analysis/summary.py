@@ -1,0 +1,225 @@
+"""Assemble every computed table and statistic into `summary.json`'s dict.
+
+`analyse` is the one entry point: it turns a `Dataset` into an `Analysis` holding the
+summary dict and the tidy tables the figures and the report draw from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import axes, compare, cost, design, explain, ranks, size
+from analysis.intervals import bootstrap_mean, wilson
+from analysis.picks import epoch_picks, scored_trials, trial_picks
+from analysis.sources import KEY, Dataset
+
+EARLY, LATE = 0.10, 0.75  # the Playbook's first 10% and last 25% of the budget
+WARN_SHARE = 0.2
+
+
+@dataclass
+class Analysis:
+    summary: dict
+    scored: pd.DataFrame
+    trial: pd.DataFrame
+    epoch: pd.DataFrame | None
+    ranks: pd.DataFrame
+    size: pd.DataFrame
+    epochs: pd.DataFrame | None
+    loss_label: str
+    hyperparams: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _rate_block(disagree: pd.Series, clusters: pd.Series | None, unit: str, n_boot: int,
+                seed: int) -> dict:
+    n, k = int(len(disagree)), int(disagree.sum())
+    return {unit: n, "disagreements": k, "rate": k / n if n else math.nan,
+            "ci95_wilson": list(wilson(k, n)),
+            "ci95_bootstrap": list(bootstrap_mean(disagree.astype(float), clusters,
+                                                  n_boot=n_boot, seed=seed))}
+
+
+def trial_level(picks: pd.DataFrame, rank_table: pd.DataFrame, mcnemar: pd.DataFrame | None,
+                n_boot: int, seed: int) -> dict:
+    """Trial-level statistics; each study is one unit, so the bootstrap resamples studies."""
+    out = _rate_block(picks["disagree"], None, "studies", n_boot, seed)
+    out["trials"] = int(picks["n"].sum())
+    out["accuracy_tie_studies"] = int((picks["accuracy_ties"] > 1).sum())
+    out["loss_tie_studies"] = int((picks["loss_ties"] > 1).sum())
+    out["kendall_tau_b"] = ranks.distribution(rank_table["tau_b"])
+    out["spearman_rho"] = ranks.distribution(rank_table["rho"])
+    if "gain" in picks:
+        out["test_accuracy_gain_of_accuracy_pick"] = cost.gain_summary(picks, n_boot=n_boot, seed=seed)
+        out["test_regret"] = cost.regret_summary(picks)
+    if mcnemar is not None and len(mcnemar):
+        out["mcnemar"] = cost.mcnemar_summary(mcnemar)
+    return out
+
+
+def epoch_level(ep: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Epoch-level statistics; trials cluster in studies, so the bootstrap resamples studies."""
+    out = _rate_block(ep["disagree"], ep["study"], "trials", n_boot, seed)
+    out["accuracy_tie_trials"] = int((ep["accuracy_ties"] > 1).sum())
+    gap = ep["epoch_gap"]
+    out["epoch_gap"] = {"mean": _f(gap.mean()), "median": _f(gap.median()),
+                        "mean_abs": _f(gap.abs().mean()),
+                        "mean_when_disagree": _f(gap[ep["disagree"]].mean())}
+    out["optimum_position"] = {
+        rule: {"first_10pct": _f((ep[col] <= EARLY).mean()), "last_25pct": _f((ep[col] > LATE).mean()),
+               "median_fraction_of_budget": _f(ep[col].median())}
+        for rule, col in (("loss", "loss_position"), ("accuracy", "accuracy_position"))}
+    if "gain" in ep:
+        out["test_accuracy_gain_of_accuracy_pick"] = cost.gain_summary(
+            ep, clusters="study", n_boot=n_boot, seed=seed)
+    return out
+
+
+def _f(x) -> float:
+    return float(x) if x is not None and not pd.isna(x) else math.nan
+
+
+def playbook_warnings(level: dict, loss_label: str) -> list[str]:
+    out = []
+    pos = level.get("optimum_position", {})
+    for rule, name in (("loss", f"minimal {loss_label}"), ("accuracy", "maximal val_accuracy")):
+        share_early = pos.get(rule, {}).get("first_10pct", math.nan)
+        share_late = pos.get(rule, {}).get("last_25pct", math.nan)
+        if share_early > WARN_SHARE:
+            out.append(f"{share_early:.0%} of trials reach {name} in the first 10% of the epoch "
+                       "budget: the Playbook reads this as a learning rate too high or a budget "
+                       "far longer than needed.")
+        if share_late > WARN_SHARE:
+            out.append(f"{share_late:.0%} of trials reach {name} in the last 25% of the epoch "
+                       "budget: the Playbook reads this as a budget too short, so the optimum "
+                       "may lie beyond it.")
+    return out
+
+
+def _levels(scored: pd.DataFrame, epochs: pd.DataFrame | None, loss: str, ds: Dataset,
+            scoring: str, n_boot: int, seed: int, with_mcnemar: bool):
+    picks = trial_picks(scored, loss)
+    rank_table = ranks.rank_agreement(scored, loss)
+    mcn = cost.mcnemar_picks(picks, ds.predictions, scoring) if with_mcnemar else None
+    out = {"trial_level": trial_level(picks, rank_table, mcn, n_boot, seed)}
+    ep = None
+    if epochs is not None and loss in epochs:
+        ep = epoch_picks(epochs, scored, loss)
+        out["epoch_level"] = epoch_level(ep, n_boot, seed)
+    return out, picks, ep, rank_table
+
+
+def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
+            n_boot: int = 2000, seed: int = 0) -> Analysis:
+    scored = scored_trials(ds, scoring)
+    if scored.empty:
+        from analysis.errors import AnalysisInputError
+        raise AnalysisInputError("no study has two or more usable trials "
+                                 f"(exclusions: {ds.exclusions})")
+    loss_label = ds.loss_metric
+    main, picks, ep, rank_table = _levels(scored, ds.epochs, "val_loss", ds, scoring, n_boot, seed,
+                                          with_mcnemar=ds.predictions is not None)
+    studies = ds.studies[ds.studies["study"].isin(picks["study"])]
+    summary: dict = {**main, "loss_metric": loss_label, "scoring": scoring,
+                     "include_pruned": include_pruned}
+
+    # The val_crossentropy variant: the same statistics without the L2 term in the loss.
+    summary["variants"] = {}
+    if ds.epochs is not None and "val_crossentropy" in ds.epochs and ds.epochs["val_crossentropy"].notna().any():
+        variant, xpicks, _, _ = _levels(scored, ds.epochs, "val_crossentropy", ds, scoring, n_boot,
+                                        seed, with_mcnemar=False)
+        summary["variants"]["val_crossentropy"] = variant
+        both = picks.merge(xpicks[["study", "loss_pick"]], on="study", suffixes=("", "_xent"))
+        changed = int((both["loss_pick"] != both["loss_pick_xent"]).sum())
+        summary["l2_changes_loss_pick"] = {
+            "studies": int(len(both)), "changed": changed,
+            "rate": changed / len(both) if len(both) else math.nan,
+            "ci95_wilson": list(wilson(changed, len(both))),
+            "meaning": "studies whose minimal-val_loss trial differs from their "
+                       "minimal-val_crossentropy trial: the L2 penalty alone moved the loss pick"}
+
+    summary["by_experiment"] = {}
+    for name in ds.experiments:
+        sub = scored[scored["experiment"] == name]
+        if sub.empty:
+            continue
+        sub_epochs = ds.epochs.merge(sub[KEY], on=KEY) if ds.epochs is not None else None
+        block, _, _, _ = _levels(sub, sub_epochs, "val_loss", ds, scoring, n_boot, seed, False)
+        summary["by_experiment"][name] = block
+    if len(summary["by_experiment"]) > 1:
+        summary["experiment_comparison"] = {"trial_level": compare.compare_rates(picks)}
+        if ep is not None:
+            summary["experiment_comparison"]["epoch_level"] = compare.compare_rates(ep)
+
+    summary["study_design"] = design.design(studies)
+    warnings = design.bias_warnings(studies, include_pruned)
+    if "epoch_level" in summary:
+        warnings += playbook_warnings(summary["epoch_level"], loss_label)
+    summary["warnings"] = warnings
+
+    if {"val_ece_loss_pick", "val_ece_accuracy_pick"} <= set(picks):
+        summary["calibration_of_picks"] = {
+            "val_ece_loss_pick_mean": _f(picks["val_ece_loss_pick"].mean()),
+            "val_ece_accuracy_pick_mean": _f(picks["val_ece_accuracy_pick"].mean()),
+            "val_confidence_loss_pick_mean": _f(picks.get("val_confidence_loss_pick", pd.Series()).mean()),
+            "val_confidence_accuracy_pick_mean": _f(picks.get("val_confidence_accuracy_pick", pd.Series()).mean())}
+
+    summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
+    summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams)
+    size_table = size.disagreement_vs_k(scored, "val_loss", seed=seed)
+    summary["study_size"] = size_table.to_dict(orient="records")
+
+    notes = []
+    if len(picks) == 1:
+        notes.append("Only one study: its trial-level rate is 0 or 1 and says nothing about how "
+                     "often the rules disagree; a rate needs replicates (e.g. --replicates 5).")
+    elif len(picks) < 10:
+        notes.append(f"Only {len(picks)} studies: the trial-level intervals are wide; add replicates.")
+    summary["notes"] = notes
+    summary["exclusions"] = ds.exclusions
+    summary["source"] = {**ds.source, "studies_analysed": int(len(picks)),
+                         "trials_analysed": int(len(scored)),
+                         "bootstrap": {"resamples": n_boot, "seed": seed}}
+    return Analysis(summary=summary, scored=scored, trial=picks, epoch=ep, ranks=rank_table,
+                    size=size_table, epochs=ds.epochs, loss_label=loss_label,
+                    hyperparams=ds.hyperparams, notes=notes, warnings=warnings)
+
+
+def _explanations(scored, picks, ep, studies, ds: Dataset) -> dict:
+    feats = explain.features(scored, ds.hyperparams, ds.explanatory)
+    out: dict = {"features": feats}
+    if ep is not None:
+        units = ep[[*KEY, "disagree"]].merge(scored[[*KEY, *feats]], on=KEY)
+        out["epoch_level"] = {
+            "grouped_rates": [r for f in feats for r in explain.grouped_rates(units, f).to_dict("records")],
+            "logistic": explain.logistic(units, list(feats))}
+    # A study is the unit at trial level, so features are study means (or study tags).
+    numeric = [f for f in feats if pd.api.types.is_numeric_dtype(scored[f])]
+    study_units = picks[["study", "experiment", "disagree"]].merge(
+        scored.groupby("study")[numeric].mean().reset_index(), on="study", how="left")
+    study_units = study_units.merge(studies[["study", "sampler", "pruner"]], on="study", how="left")
+    columns = ["experiment", "sampler", "pruner", *[c for c in ("class_imbalance",) if c in numeric]]
+    out["trial_level"] = {"grouped_rates": [
+        r for c in columns if study_units[c].nunique(dropna=True) > 1
+        for r in explain.grouped_rates(study_units, c).to_dict("records")]}
+    return out
+
+
+def jsonable(obj):
+    """NaN and infinities become null; numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,103 @@
+"""Pick and tie rules on hand-made tables with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analysis.errors import AnalysisInputError
+from analysis.picks import epoch_picks, score_trials, scored_trials, trial_picks
+from analysis.sources import load_table
+from analysis.summary import analyse
+from tests.analysis.tables import epoch_table, trial_table
+
+
+def _load(tmp_path, frame, **kw):
+    path = tmp_path / "trials.csv"
+    frame.to_csv(path, index=False)
+    cols = dict(study_col="study", trial_col="trial", loss_col="val_loss",
+                accuracy_col="val_accuracy", test_accuracy_col="test_accuracy")
+    cols.update(kw)
+    return load_table(path, **cols)
+
+
+def test_trial_level_known_answers(tmp_path):
+    ds = _load(tmp_path, trial_table(), state_col="state")
+    picks = trial_picks(scored_trials(ds, "best")).set_index("study")
+    assert sorted(picks.index) == ["A", "B", "C", "D", "E"]
+    assert picks["disagree"].to_dict() == {"A": False, "B": True, "C": False, "D": True, "E": False}
+    assert picks.loc["C", "loss_pick"] == "t0" and picks.loc["D", "loss_pick"] == "t0"
+    assert picks.loc["E", "accuracy_pick"] == "t1"  # agreeing: the accuracy pick is the loss pick
+    assert picks.loc["B", "gain"] == pytest.approx(0.06)
+    assert picks.loc["D", "gain"] == pytest.approx(0.10)
+    assert picks.loc["A", "gain"] == 0.0
+
+
+def test_summary_counts_ties_and_exclusions(tmp_path):
+    ds = _load(tmp_path, trial_table(), state_col="state")
+    s = analyse(ds, n_boot=200).summary
+    t = s["trial_level"]
+    assert (t["studies"], t["disagreements"], t["rate"]) == (5, 2, 0.4)
+    assert t["accuracy_tie_studies"] == 2  # C and E
+    assert t["loss_tie_studies"] == 2      # C and D
+    gain = t["test_accuracy_gain_of_accuracy_pick"]
+    assert gain["mean"] == pytest.approx(0.16 / 5)
+    assert gain["mean_when_disagree"] == pytest.approx(0.08)
+    why = {x["why"]: x["count"] for x in s["exclusions"]}
+    assert why["trial state FAIL"] == 1
+    assert why["trial state PRUNED (use --include-pruned to count them)"] == 1
+    assert why["single-trial study (nothing to compare)"] == 1
+    assert why["non-numeric or NaN val_loss, val_accuracy"] == 2
+    assert "epoch_level" not in s  # per-trial rows have no epoch level
+
+
+def test_include_pruned_changes_the_pick(tmp_path):
+    ds = _load(tmp_path, trial_table(), state_col="state", include_pruned=True)
+    picks = trial_picks(scored_trials(ds, "best")).set_index("study")
+    assert picks.loc["A", "loss_pick"] == "tp" and picks.loc["A", "disagree"]
+
+
+def test_one_study_says_it_needs_replicates(tmp_path):
+    one = trial_table().query("study == 'B'")
+    s = analyse(_load(tmp_path, one), n_boot=200).summary
+    assert s["trial_level"]["rate"] == 1.0
+    assert all(math.isnan(v) for v in s["trial_level"]["ci95_bootstrap"])
+    assert any("needs replicates" in n for n in s["notes"])
+
+
+def test_many_studies_have_a_bootstrap_interval(tmp_path):
+    s = analyse(_load(tmp_path, trial_table()), n_boot=500).summary
+    lo, hi = s["trial_level"]["ci95_bootstrap"]
+    assert 0 <= lo <= s["trial_level"]["rate"] <= hi <= 1
+    assert not any("needs replicates" in n for n in s["notes"])
+
+
+def test_empty_after_exclusions_is_bad_input(tmp_path):
+    only_single = trial_table().query("study == 'F'")
+    with pytest.raises(AnalysisInputError):
+        analyse(_load(tmp_path, only_single))
+
+
+def test_epoch_picks_and_scores(tmp_path):
+    ds = _load(tmp_path, epoch_table(), epoch_col="epoch")
+    scored = scored_trials(ds, "best").set_index("trial")
+    assert scored.loc["x0", "val_loss"] == 0.5 and scored.loc["x0", "val_loss_epoch"] == 1
+    assert scored.loc["x0", "val_accuracy"] == 0.8 and scored.loc["x0", "val_accuracy_epoch"] == 2
+    ep = epoch_picks(ds.epochs, scored.reset_index()).set_index("trial")
+    assert ep["disagree"].to_dict() == {"x0": True, "x1": False, "y0": True, "y1": False}
+    assert ep.loc["x0", "epoch_gap"] == 1 and ep.loc["x1", "epoch_gap"] == 0
+    assert ep.loc["x0", "gain"] == pytest.approx(0.75 - 0.6)
+    assert ep.loc["x0", "loss_position"] == pytest.approx(2 / 4)
+
+
+def test_final_scoring_uses_the_last_epoch(tmp_path):
+    ds = _load(tmp_path, epoch_table(), epoch_col="epoch")
+    final = score_trials(ds.epochs, "final").set_index("trial")
+    assert final.loc["x1", "val_loss"] == 0.7 and final.loc["x1", "val_accuracy_epoch"] == 3
+    s = analyse(ds, scoring="final", n_boot=100).summary
+    # Final: S1 x0 (0.7, 0.8) vs x1 (0.7, 0.7) -> loss tie, first x0 also max acc: agree.
+    # S2 y0 (0.9, 0.7) vs y1 (0.5, 0.8) -> agree. Best scoring: S1 x1 min loss 0.4 acc 0.8
+    # ties x0 0.8 -> agree; S2 y1 0.3 vs y0 acc 0.9 -> disagree.
+    assert s["trial_level"]["disagreements"] == 0
+    assert analyse(ds, scoring="best", n_boot=100).summary["trial_level"]["disagreements"] == 1

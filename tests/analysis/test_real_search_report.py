@@ -1,0 +1,78 @@
+"""The whole product: a replicated tiny search on Fashion-MNIST, then the report, recounted
+independently from the MLflow store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FASHION_DIR, require, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def recount(client: MlflowClient, experiment_id: str, folder: Path) -> dict:
+    """Trial- and epoch-level disagreements, straight from the runs' metrics and histories."""
+    runs = client.search_runs([experiment_id], "tags.run_role = 'trial'", max_results=1000)
+    complete = [r for r in runs if r.data.tags["optuna.trial_state"] == "COMPLETE"]
+    studies, disagreements, epoch_trials, epoch_disagreements = 0, 0, 0, 0
+    for study in sorted({r.data.tags["optuna.study_name"] for r in complete}):
+        trials = sorted((r for r in complete if r.data.tags["optuna.study_name"] == study),
+                        key=lambda r: int(r.data.tags["optuna.trial_number"]))
+        if len(trials) < 2:
+            continue
+        studies += 1
+        loss_pick = min(trials, key=lambda r: r.data.metrics["best_val_loss"])  # first on ties
+        best_accuracy = max(r.data.metrics["best_val_accuracy"] for r in trials)
+        disagreements += loss_pick.data.metrics["best_val_accuracy"] != best_accuracy
+        for run in trials:
+            history = pd.read_csv(client.download_artifacts(run.info.run_id, "history.csv",
+                                                            str(folder / run.info.run_id)))
+            loss_epoch = int(history["val_loss"].idxmin())
+            epoch_trials += 1
+            epoch_disagreements += history["val_accuracy"].iloc[loss_epoch] != history["val_accuracy"].max()
+    return {"studies": studies, "disagreements": int(disagreements), "epoch_trials": epoch_trials,
+            "epoch_disagreements": int(epoch_disagreements)}
+
+
+def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
+    require((FASHION_DIR / "train-images-idx3-ubyte.gz").exists(), "dataset-fashion-mnist is not installed")
+    search = run_cli("study", "search", "--experiment", "campaign-e2e", "--replicates", "3", "--trials", "4",
+                     "--sampler", "random", "--pruner", "none", "--storage", stores["storage"],
+                     "--tracking-uri", stores["tracking_uri"], "--set", "data.train_size=600",
+                     "--set", "data.val_size=300", "--set", "data.test_size=300", "--set", "train.epochs=3",
+                     "--set", "params.n_conv_blocks=1", "--set", "params.augment=false")
+    assert search.returncode == 0, search.stderr
+
+    out = tmp_path / "report"
+    report = run_cli("analysis", "report", "--experiment", "campaign-e2e", "--tracking-uri",
+                     stores["tracking_uri"], "--out", str(out), "--bootstrap", "300")
+    assert report.returncode == 0, report.stdout + report.stderr
+
+    summary = json.loads((out / "summary.json").read_text())
+    client = MlflowClient(stores["tracking_uri"])
+    experiment_id = client.get_experiment_by_name("campaign-e2e").experiment_id
+    expected = recount(client, experiment_id, tmp_path / "recount")
+    assert expected["studies"] == 3
+    assert summary["trial_level"]["studies"] == expected["studies"]
+    assert summary["trial_level"]["disagreements"] == expected["disagreements"]
+    assert summary["trial_level"]["rate"] == pytest.approx(expected["disagreements"] / 3)
+    assert summary["epoch_level"]["trials"] == expected["epoch_trials"]
+    assert summary["epoch_level"]["disagreements"] == expected["epoch_disagreements"]
+    assert summary["loss_metric"] == "val_loss" and "val_crossentropy" in summary["variants"]
+
+    html = (out / "index.html").read_text()
+    referenced = re.findall(r'(?:src|href)="([^"#:]+)"', html)
+    assert any(name.endswith(".png") for name in referenced)
+    for name in referenced:
+        assert (out / name).exists(), name
+
+    reports = client.search_runs([experiment_id], "tags.run_role = 'report'")
+    assert len(reports) == 1
+    logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
+    assert {"summary.json", "report.md", "index.html"} <= logged
