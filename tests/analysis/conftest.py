@@ -3,31 +3,16 @@ report built from it that the end-to-end and browser tests share."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def require_dependency(condition: bool, reason: str) -> None:
-    """Skip outside CI, fail under CI=true: CI must never pass by skipping real work."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"missing real dependency under CI=true: {reason}")
-    pytest.skip(reason)
+from tests.conftest import run_cli
 
 
 def run_analysis(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m analysis ...` from the project venv, as a user would run it."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=PROJECT_ROOT)
+    return run_cli("analysis", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
