@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -54,13 +55,24 @@ def picks_scatter(table: pd.DataFrame, out: Path, loss: str, name: str, panels: 
 def learning_curves(table: pd.DataFrame, out: Path) -> str:
     g = sns.relplot(data=table, x="epoch", y="value", hue="role", row="panel", col="metric",
                     kind="line", height=2.4, aspect=1.5, marker="o", hue_order=list(PALETTE)[1:3],
-                    palette=PALETTE, facet_kws={"sharey": False})
+                    palette=PALETTE, facet_kws={"sharey": False}, legend=False)
     for (panel, metric), ax in g.axes_dict.items():
         sub = table[(table["panel"] == panel) & (table["metric"] == metric)]
         for role, curve in sub.groupby("role"):
             ax.axvline(curve["min_loss_epoch"].iloc[0], color=PALETTE[role], ls="--", lw=1)
             ax.axvline(curve["max_accuracy_epoch"].iloc[0], color=PALETTE[role], ls=":", lw=1.4)
-    g.set_titles("{row_name} · {col_name}", size=8)
+        # Study and picks on one line, the metric on the next: long study names stay
+        # inside their own column instead of running into the neighbouring title.
+        ax.set_title(f"{panel}\n{metric}", size=8)
+        ax.set_ylabel(metric)
+    # One legend for the whole figure, below the axes, so it covers no panel or title.
+    handles = [Line2D([], [], color=PALETTE["loss pick"], marker="o", label="loss pick"),
+               Line2D([], [], color=PALETTE["accuracy pick"], marker="o", label="accuracy pick"),
+               Line2D([], [], color="black", ls="--", lw=1, label="epoch of minimal val_loss"),
+               Line2D([], [], color="black", ls=":", lw=1.4, label="epoch of maximal val_accuracy")]
+    g.figure.tight_layout()
+    g.figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+                    frameon=False, fontsize=8)
     return _save(g, out, "learning_curves.png")
 
 
@@ -97,18 +109,22 @@ def disagreement_vs_k(size: pd.DataFrame, out: Path) -> str:
     return _save(fig, out, "disagreement_vs_k.png")
 
 
-def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool) -> str:
+def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool,
+              range_source: str = "explored", bounds: tuple[float, float] | None = None) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     if pd.api.types.is_numeric_dtype(table["value"]):
         sns.scatterplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
                         hue_order=list(PALETTE), ax=ax, s=40)
         if log:
             ax.set_xscale("log")
+        if bounds is not None:  # the searched range's ends, so its edges are visible
+            for b in bounds:
+                ax.axvline(b, color="#555555", ls="--", lw=0.8)
     else:
         sns.stripplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
                       hue_order=list(PALETTE), ax=ax)
-    ax.set_xlabel(hp)
-    ax.set_title(f"{hp}" + ("  ⚠ picks at the edge of the explored range" if at_edge else ""),
+    ax.set_xlabel(hp + (" (dashed: ends of the searched range)" if bounds is not None else ""))
+    ax.set_title(f"{hp}" + (f"  ⚠ picks at the edge of the {range_source} range" if at_edge else ""),
                  size=9, color="#b00000" if at_edge else "black")
     ax.legend(fontsize=7)
     name = f"axis_{''.join(c if c.isalnum() else '_' for c in hp)}.png"
@@ -170,16 +186,35 @@ def draw_all(analysis, out: Path) -> list[Figure]:
         figs.append(Figure(disagreement_vs_k(analysis.size, out), "Disagreement against study size",
                            "The curve shows how the chance that the picks differ grows with the "
                            "number of trials k, by subsampling each study."))
-    edges = {(b["param"]): b["at_edge"] for b in analysis.summary.get("boundary_checks", [])}
+    checks: dict[str, dict] = {}
+    for b in analysis.summary.get("boundary_checks", []):
+        c = checks.setdefault(b["param"], {**b, "at_edge": False})
+        c["at_edge"] = c["at_edge"] or b["at_edge"]
     for hp in analysis.hyperparams:
         table = plotdata.axis_table(analysis.scored, analysis.trial, hp)
         name = hp[3:] if hp.startswith("hp.") else hp
+        check = checks.get(name)
         x = pd.to_numeric(table["value"], errors="coerce")
-        log = bool(x.notna().all() and x.min() > 0 and x.max() / x.min() >= 10)
-        figs.append(Figure(axis_plot(table, out, name, log, edges.get(name, False)),
+        if check is not None:
+            log, source = check["log_scale"], check["range_source"]
+        else:
+            log = bool(x.notna().all() and x.min() > 0 and x.max() / x.min() >= 10)
+            source = "explored"
+        bounds = None
+        if check and check["range_source"] == "searched" and len(check["ranges"]) == 1 \
+                and check["ranges"][0]["kind"] == "interval":
+            bounds = (check["ranges"][0]["low"], check["ranges"][0]["high"])
+        if check is None:
+            edge_note = "no edge check (categorical, or fewer than three values)"
+        else:
+            edge_note = (f"the edge check uses the {source} range {check['range']}; a red "
+                         "title means most picks sit in its outer 10% (first or last choice), "
+                         "so the range should widen")
+        figs.append(Figure(axis_plot(table, out, name, log, bool(check and check["at_edge"]),
+                                     source, bounds),
                            f"Playbook axis plot: {name}",
-                           f"Validation accuracy against {name}; a title flagged in red means most "
-                           "picks sit at the edge of the explored range, so the range should widen."))
+                           f"Validation accuracy of every trial against {name}, with both "
+                           f"picks coloured; {edge_note}."))
     ranks = plotdata.ranks_table(analysis.ranks)
     if not ranks.empty:
         figs.append(Figure(rank_distribution(ranks, out), "Rank agreement",

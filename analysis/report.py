@@ -21,25 +21,64 @@ DEFINITIONS = [
     "The *loss pick* is the trial with minimal validation loss; if several tie, the first "
     "(lowest trial number, or first in file order). The *accuracy pick* is the trial with "
     "maximal validation accuracy. A study *agrees* when its loss pick is among the trials tied "
-    "at maximal accuracy; otherwise it *disagrees*.",
+    "at maximal accuracy (the accuracy pick is then the loss pick); otherwise it *disagrees*. "
+    "The *disagreement rate* is disagreeing studies / studies.",
     "**Epoch level (per trial).** The same rule over the epochs of each trial analysed at trial "
-    "level: the epoch of minimal loss against the epochs tied at maximal accuracy (earliest "
-    "epoch wins a loss tie). The *epoch gap* is the accuracy epoch minus the loss epoch.",
+    "level: the epoch of minimal loss (the earliest, on ties) against the epochs tied at maximal "
+    "accuracy. The rate is disagreeing trials / trials. The *epoch gap* is the epoch of maximal "
+    "accuracy minus the epoch of minimal loss, in epochs; positive means accuracy peaked later.",
     "**Loss metric.** The primary loss is `{loss}`. For `val_loss` this is what Keras and the "
     "MLflow UI show, and it includes the L2 penalty; `val_crossentropy` is the pure form and "
     "gets the same statistics as a variant.",
-    "**Intervals.** Wilson 95% intervals for proportions; a cluster bootstrap over studies "
-    "({boot} resamples, seed {seed}), since trials of one study are not independent.",
+    "**Intervals.** All intervals are 95%. *Wilson*: the Wilson score interval for a proportion "
+    "k/n, treating units as independent. *Bootstrap*: a percentile bootstrap that resamples "
+    "whole studies with replacement ({boot} resamples, seed {seed}); trials of one study share "
+    "a sampler history and a data split, so at epoch level this cluster bootstrap is the honest "
+    "interval, and at trial level (one unit per study) it is an ordinary bootstrap. With fewer "
+    "than two studies there is no bootstrap interval (n/a).",
     "**Rank agreement.** Kendall τ-b and Spearman ρ between −loss and accuracy across a study's "
-    "trials: +1 means both order the trials identically.",
-    "**Gain and regret.** Gain = test accuracy of the accuracy pick − test accuracy of the loss "
-    "pick, each at the epoch its rule scored, 0 where the picks agree; its CI is a paired "
-    "bootstrap over studies. Regret = the best test accuracy any trial of the study reached at "
-    "its scored epochs, minus the pick's. McNemar's exact test compares the two picks' test "
-    "predictions in each disagreeing study.",
+    "trials, one value per study: +1 means both rules order the trials identically, 0 means "
+    "unrelated orders. The report gives the median and quartiles over studies.",
+    "**Gain and regret** (in percentage points, pp, of test accuracy). Gain = test accuracy of "
+    "the accuracy pick − test accuracy of the loss pick, each at the epoch its rule scored "
+    "(what each rule would deploy), 0 where the picks agree; positive favours the accuracy "
+    "pick. Its CI is a paired bootstrap: the per-study (epoch level: per-trial) differences are "
+    "resampled by study. Regret = the best test accuracy any trial of the study reached at its "
+    "scored epochs, minus the pick's; 0 means the rule found the test-best trial.",
+    "**McNemar.** An exact McNemar test on the same test images classified by two models: *b* "
+    "images only the loss rule's model got right, *c* images only the accuracy rule's model got "
+    "right; the test asks whether b and c differ by more than chance. Trial level: the two "
+    "picks of each disagreeing study (`test_predictions.npz`). Epoch level: the predictions of "
+    "each disagreeing trial at its two epochs (rows of `per_epoch`). p < 0.05 counts as "
+    "significant; no pooled p-value is given, because the trials share one test set.",
     "**Budget position.** Where an optimum falls as (epoch + 1) / epoch budget; the Tuning "
-    "Playbook warns about optima in the first 10% and the last 25% of the budget.",
+    "Playbook warns about optima in the first 10% (learning rate too high, or budget far too "
+    "long) and the last 25% (budget too short) of the budget.",
+    "**Boundary check.** A pick's hyperparameter value is *at the edge* when it lies in the "
+    "outer 10% of its range at either end (on a log scale for log-scale knobs; for numeric "
+    "choices, the first or last choice). The range is the *searched* one from the study's "
+    "`space/effective_space.json` when logged, else the *explored* one (min to max over the "
+    "analysed trials); each check says which. A knob is flagged when more than half of the "
+    "picks sit at its edge: the Playbook's sign to widen the range.",
 ]
+
+TESTS = {"fisher_exact": "Fisher's exact test on the 2 × 2 table of disagreeing and agreeing "
+                         "units per experiment",
+         "chi2_contingency": "a chi-square test of homogeneity on the table of disagreeing and "
+                             "agreeing units per experiment"}
+
+
+def _pp(x, signed: bool = True) -> str:
+    """A difference of accuracies (fractions) in percentage points."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x * 100:+.2f} pp" if signed else f"{x * 100:.2f} pp"
+
+
+def _ci_pp(pair) -> str:
+    if not pair or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in pair):
+        return "n/a"
+    return f"[{_pp(pair[0])}, {_pp(pair[1])}]"
 
 
 def _fmt(x, pct: bool = False) -> str:
@@ -151,15 +190,17 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     doc = Doc()
     doc.h(1, title)
     doc.p(f"**Answer.** In {t['disagreements']} of {t['studies']} studies "
-          f"({_fmt(t['rate'], True)}, Wilson 95% CI {_ci(t['ci95_wilson'])}, cluster bootstrap "
-          f"{_ci(t['ci95_bootstrap'])}) the trial with minimal `{loss}` was not among the trials "
-          f"with maximal `val_accuracy` (scoring: {s['scoring']}).")
+          f"({_fmt(t['rate'], True)}; 95% CI: Wilson {_ci(t['ci95_wilson'])}, bootstrap over "
+          f"studies {_ci(t['ci95_bootstrap'])}) the trial with minimal `{loss}` was not among the "
+          f"trials with maximal `val_accuracy` (trials scored by their {s['scoring']} epoch; "
+          f"{t['trials']} trials in all).")
     if "epoch_level" in s:
         e = s["epoch_level"]
         doc.p(f"Within trials, the epoch of minimal `{loss}` was not an epoch of maximal "
               f"`val_accuracy` in {e['disagreements']} of {e['trials']} trials "
-              f"({_fmt(e['rate'], True)}, Wilson {_ci(e['ci95_wilson'])}, bootstrap over studies "
-              f"{_ci(e['ci95_bootstrap'])}).")
+              f"({_fmt(e['rate'], True)}; 95% CI: Wilson {_ci(e['ci95_wilson'])}, cluster "
+              f"bootstrap over studies {_ci(e['ci95_bootstrap'])}).")
+    doc.p("Definitions and interval methods are in the *Definitions* section below.")
     if s["notes"] or s["warnings"]:
         doc.h(2, "Read this first")
         doc.bullets(s["notes"] + s["warnings"])
@@ -167,6 +208,8 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     doc.bullets([d.format(loss=loss, boot=boot["resamples"], seed=boot["seed"]) for d in DEFINITIONS])
 
     doc.h(2, "Disagreement rates")
+    doc.p("Disagreements / units: studies at trial level, trials at epoch level. Wilson and "
+          "bootstrap are the two 95% intervals defined above.")
     rows = _level_rows("all", s)
     if len(s["by_experiment"]) > 1:
         for name, block in s["by_experiment"].items():
@@ -175,53 +218,96 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     doc.p(f"Ties: {t['accuracy_tie_studies']} studies had several trials tied at maximal accuracy "
           f"and {t['loss_tie_studies']} at minimal loss"
           + (f"; {s['epoch_level']['accuracy_tie_trials']} trials had several epochs tied at "
-             "maximal accuracy." if "epoch_level" in s else "."))
+             "maximal accuracy" if "epoch_level" in s else "")
+          + ". The tie rules are in the definitions.")
     for level, cmp in s.get("experiment_comparison", {}).items():
         if cmp:
-            doc.p(f"Difference between experiments ({level.replace('_', ' ')}): {cmp['test']}, "
-                  f"p = {_fmt(cmp['p_value'])}.")
+            counts = ", ".join(f"{g}: {k}/{n}" for g, k, n in
+                               zip(cmp["groups"], cmp["disagreements"], cmp["units"]))
+            doc.p(f"**Do the experiments differ?** ({level.replace('_', ' ')}: {counts}) "
+                  f"{TESTS.get(cmp['test'], cmp['test'])}: p = {_fmt(cmp['p_value'])}; a small p "
+                  "(below 0.05) means the rates differ by more than chance"
+                  + (", though trials clustered in studies make this p too small" if level == "epoch_level"
+                     else "") + ".")
     if "l2_changes_loss_pick" in s:
         l2 = s["l2_changes_loss_pick"]
         doc.p(f"**L2 penalty alone.** In {l2['changed']} of {l2['studies']} studies "
-              f"({_fmt(l2['rate'], True)}, Wilson {_ci(l2['ci95_wilson'])}) the minimal-`val_loss` "
-              "trial differs from the minimal-`val_crossentropy` trial.")
+              f"({_fmt(l2['rate'], True)}, Wilson 95% CI {_ci(l2['ci95_wilson'])}) the "
+              "minimal-`val_loss` trial differs from the minimal-`val_crossentropy` trial: there "
+              "the L2 penalty, not the fit to the data, decided the loss pick. The same rates "
+              "with `val_crossentropy` as the loss:")
         rows = _level_rows("val_crossentropy", s["variants"]["val_crossentropy"])
         doc.table(["loss metric", "level", "disagreements", "rate", "Wilson 95% CI",
                    "bootstrap 95% CI"], rows)
 
     doc.h(2, "Rank agreement")
     k, r = t["kendall_tau_b"], t["spearman_rho"]
-    doc.p(f"Kendall τ-b over {k['studies']} studies: median {_fmt(k['median'])} "
-          f"(quartiles {_fmt(k['q25'])} to {_fmt(k['q75'])}); Spearman ρ: median "
-          f"{_fmt(r['median'])} (quartiles {_fmt(r['q25'])} to {_fmt(r['q75'])}).")
+    doc.p(f"Over {k['studies']} studies with a ranking (one value per study; studies with a "
+          f"constant metric have none): Kendall τ-b median {_fmt(k['median'])} (quartiles "
+          f"{_fmt(k['q25'])} to {_fmt(k['q75'])}); Spearman ρ median {_fmt(r['median'])} "
+          f"(quartiles {_fmt(r['q25'])} to {_fmt(r['q75'])}). +1 means −loss and accuracy order a "
+          "study's trials identically; values well below 1 mean the rules disagree about more "
+          "than the top trial.")
 
     if "test_accuracy_gain_of_accuracy_pick" in t:
         doc.h(2, "Cost on held-out data")
         g, reg = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
-        rows = [["trial level, all studies", _fmt(g["mean"]), _ci(g["ci95"], False)],
-                ["trial level, disagreeing studies", _fmt(g["mean_when_disagree"]),
-                 _ci(g["ci95_when_disagree"], False)]]
+        doc.p("Gain = test accuracy of the accuracy pick − that of the loss pick, in percentage "
+              "points (pp); positive favours the accuracy pick. 95% CI: paired bootstrap "
+              "resampling studies.")
+        rows = [["trial level, all studies (0 where the picks agree)", _pp(g["mean"]),
+                 _ci_pp(g["ci95"])],
+                ["trial level, disagreeing studies only", _pp(g["mean_when_disagree"]),
+                 _ci_pp(g["ci95_when_disagree"])]]
         if "test_accuracy_gain_of_accuracy_pick" in s.get("epoch_level", {}):
             ge = s["epoch_level"]["test_accuracy_gain_of_accuracy_pick"]
-            rows += [["epoch level, all trials", _fmt(ge["mean"]), _ci(ge["ci95"], False)],
-                     ["epoch level, disagreeing trials", _fmt(ge["mean_when_disagree"]),
-                      _ci(ge["ci95_when_disagree"], False)]]
-        doc.table(["test-accuracy gain of the accuracy pick", "mean", "95% CI"], rows)
-        doc.p(f"Mean test regret: loss pick {_fmt(reg['loss_pick'])}, accuracy pick "
-              f"{_fmt(reg['accuracy_pick'])} (positive gain favours the accuracy pick).")
+            rows += [["epoch level, all trials (0 where the epochs agree)", _pp(ge["mean"]),
+                      _ci_pp(ge["ci95"])],
+                     ["epoch level, disagreeing trials only", _pp(ge["mean_when_disagree"]),
+                      _ci_pp(ge["ci95_when_disagree"])]]
+        doc.table(["mean test-accuracy gain of the accuracy pick", "mean", "95% CI"], rows)
+        doc.p(f"Mean test regret over all studies (how far the pick's test accuracy falls short "
+              f"of the study's test-best trial; 0 is perfect, no interval): loss pick "
+              f"{_pp(reg['loss_pick'], False)}, accuracy pick {_pp(reg['accuracy_pick'], False)}.")
         if "mcnemar" in t:
             m = t["mcnemar"]
-            doc.p(f"McNemar (exact) in {m['studies_tested']} disagreeing studies: "
-                  f"{m['significant_at_0.05']} significant at 0.05, median p {_fmt(m['median_p'])}; "
-                  f"the accuracy pick was right on more discordant images in {m['accuracy_pick_better']}.")
+            doc.p(f"**McNemar, trial level** (exact; loss pick vs accuracy pick on the same test "
+                  f"images, in {m['studies_tested']} disagreeing studies with predictions): "
+                  f"{m['significant_at_0.05']} of {m['studies_tested']} significant at p < 0.05 "
+                  f"(median p {_fmt(m['median_p'])}). The accuracy pick was right on more of the "
+                  f"images the two picks classified differently in {m['accuracy_pick_better']} "
+                  f"studies, the loss pick in {m['loss_pick_better']}; summed over those studies, "
+                  f"{m['discordant_accuracy_pick_only_right']} images were right only for the "
+                  f"accuracy pick (c) and {m['discordant_loss_pick_only_right']} only for the "
+                  "loss pick (b).")
+        if "mcnemar" in s.get("epoch_level", {}):
+            m = s["epoch_level"]["mcnemar"]
+            doc.p(f"**McNemar, epoch level** (exact; each disagreeing trial's test predictions at "
+                  f"its epoch of minimal `{loss}` vs at its epoch of maximal `val_accuracy`): "
+                  f"{m['trials_tested']} of {m['disagreeing_trials']} disagreeing trials had "
+                  f"per-epoch predictions; {m['significant_at_0.05']} of them "
+                  f"({_fmt(m['share_significant'], True)}, Wilson 95% CI "
+                  f"{_ci(m['share_significant_ci95_wilson'])}) differ significantly at p < 0.05 "
+                  f"(median p {_fmt(m['median_p'])}). The accuracy epoch was right on more "
+                  f"discordant images in {m['accuracy_epoch_better']} trials, the loss epoch in "
+                  f"{m['loss_epoch_better']}. Pooled over the tested trials "
+                  f"({m['test_images_per_trial']} test images each): "
+                  f"{m['discordant_accuracy_epoch_only_right']} images right only at the accuracy "
+                  f"epoch (c), {m['discordant_loss_epoch_only_right']} only at the loss epoch (b), "
+                  f"so {_fmt(m['share_of_discordant_favouring_accuracy_epoch'], True)} of the "
+                  "discordant images favour the accuracy epoch.")
 
     if "epoch_level" in s:
         e = s["epoch_level"]
         doc.h(2, "Epoch level")
         gap = e["epoch_gap"]
-        doc.p(f"Epoch gap: mean {_fmt(gap['mean'])}, median {_fmt(gap['median'])}, mean absolute "
-              f"{_fmt(gap['mean_abs'])} epochs.")
+        doc.p(f"Epoch gap (epoch of maximal `val_accuracy` − epoch of minimal `{loss}`, over all "
+              f"{e['trials']} trials): mean {_fmt(gap['mean'])}, median {_fmt(gap['median'])}, mean "
+              f"absolute {_fmt(gap['mean_abs'])} epochs; over disagreeing trials only, mean "
+              f"{_fmt(gap['mean_when_disagree'])} epochs.")
         pos = e["optimum_position"]
+        doc.p("Share of trials whose optimum falls in the first 10% / last 25% of the epoch budget, "
+              "and the median position ((epoch + 1) / budget; 100% is the last epoch):")
         doc.table(["optimum", "in first 10% of budget", "in last 25% of budget", "median position"],
                   [[f"minimal {loss}", _fmt(pos["loss"]["first_10pct"], True),
                     _fmt(pos["loss"]["last_25pct"], True), _fmt(pos["loss"]["median_fraction_of_budget"], True)],
@@ -229,13 +315,38 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
                     _fmt(pos["accuracy"]["last_25pct"], True),
                     _fmt(pos["accuracy"]["median_fraction_of_budget"], True)]])
 
+    if "calibration_of_picks" in s:
+        c = s["calibration_of_picks"]
+        doc.h(2, "Calibration of the picks")
+        doc.p(f"Mean validation ECE (expected calibration error: the gap between confidence and "
+              f"accuracy, lower is better) at each pick's scored epoch, over all studies: loss pick "
+              f"{_fmt(c['val_ece_loss_pick_mean'])}, accuracy pick "
+              f"{_fmt(c['val_ece_accuracy_pick_mean'])}; mean confidence "
+              f"{_fmt(c['val_confidence_loss_pick_mean'])} and "
+              f"{_fmt(c['val_confidence_accuracy_pick_mean'])}.")
+
+    if s.get("study_size"):
+        sizes = s["study_size"]
+        first, last = sizes[0], sizes[-1]
+        doc.h(2, "Study size")
+        doc.p(f"P(disagree) for a study of k trials, estimated by drawing random subsets of k "
+              f"trials from each study (without replacement) and averaging over the studies with "
+              f"at least k trials: {_fmt(first['rate'], True)} at k = {first['k']}, "
+              f"{_fmt(last['rate'], True)} at k = {last['k']} ({last['studies']} studies). No "
+              "interval; see the figure for the whole curve.")
+
     _explanations(doc, s)
-    edges = [b for b in s.get("boundary_checks", []) if b["at_edge"]]
-    if edges:
+    checks = s.get("boundary_checks", [])
+    if checks:
         doc.h(2, "Boundary check")
-        doc.bullets([f"`{b['param']}`: {b['picks_at_edge']} of {b['picks']} {b['pick'].replace('_', ' ')}s "
-                     f"lie in the outer 10% of the explored range {_ci(b['explored_range'], False)}"
-                     for b in edges])
+        doc.p("Picks whose value lies in the outer 10% of the range at either end (first or last "
+              "choice for numeric choices); the range is the searched one when the study logged "
+              "its search space, else the explored one. Flagged: more than half of the picks at "
+              "the edge.")
+        doc.table(["hyperparameter", "pick", "range used", "range", "picks at edge", "flagged"],
+                  [[f"`{b['param']}`", b["pick"].replace("_", " "), b["range_source"], b["range"],
+                    f"{b['picks_at_edge']} of {b['picks']}", "⚠ yes" if b["at_edge"] else "no"]
+                   for b in checks])
 
     doc.h(2, "Exclusions")
     if s["exclusions"]:
@@ -253,28 +364,36 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
 
 def _explanations(doc: Doc, s: dict) -> None:
     ex = s.get("explanations", {})
+    names = ex.get("features", {})
     groups = ex.get("epoch_level", {}).get("grouped_rates", []) + ex.get("trial_level", {}).get("grouped_rates", [])
     logit = ex.get("epoch_level", {}).get("logistic")
     if not groups and not logit:
         return
     doc.h(2, "What goes with disagreement")
+    if names:
+        doc.p("Features: " + "; ".join(f"`{f}` = {d}" for f, d in names.items()) + ".")
     epoch_groups = ex.get("epoch_level", {}).get("grouped_rates", [])
     if epoch_groups:
-        doc.p("Epoch-level disagreement rate per feature bin (tertiles for continuous features):")
+        doc.p("Epoch-level disagreement rate per feature bin: continuous features are cut into "
+              "tertiles (three bins of about equal size, named by their value range), others "
+              "grouped by value; Wilson 95% CIs treat trials as independent, so they are too "
+              "narrow when trials cluster in studies.")
         doc.table(["feature", "bin", "trials", "rate", "Wilson 95% CI"],
                   [[g["feature"], g["group"], str(g["n"]), _fmt(g["rate"], True), _ci(g["ci95_wilson"])]
                    for g in epoch_groups])
     trial_groups = ex.get("trial_level", {}).get("grouped_rates", [])
     if trial_groups:
-        doc.p("Trial-level disagreement rate per study group:")
+        doc.p("Trial-level disagreement rate per study group (one unit per study):")
         doc.table(["feature", "group", "studies", "rate", "Wilson 95% CI"],
                   [[g["feature"], g["group"], str(g["n"]), _fmt(g["rate"], True), _ci(g["ci95_wilson"])]
                    for g in trial_groups])
     if logit:
         if "terms" in logit:
             doc.p(f"Logistic regression of epoch-level disagreement on standardised features "
-                  f"({logit['n']} trials, {logit['events']} disagreements, standard errors "
-                  f"{logit['standard_errors']}); odds ratio per standard deviation:")
+                  f"(features spanning ≥ 10× are log10-transformed first; {logit['n']} trials, "
+                  f"{logit['events']} disagreements, standard errors {logit['standard_errors']}). "
+                  "An odds ratio above 1 means disagreement grows more likely as the feature rises "
+                  "by one standard deviation, the others held fixed; 95% CI and p are Wald:")
             doc.table(["feature", "odds ratio / SD", "95% CI", "p"],
                       [[f, _fmt(v["odds_ratio_per_sd"]), _ci(v["ci95"], False), _fmt(v["p_value"])]
                        for f, v in logit["terms"].items()])

@@ -8,6 +8,7 @@ that carries the tie rule (trial number in MLflow, file order in CSV mode).
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +52,9 @@ class Dataset:
     exclusions: list[dict] = field(default_factory=list)
     source: dict = field(default_factory=dict)
     predictions: Predictions | None = None
+    # Per study key: the searched space's `params` (from the study run's
+    # `space/effective_space.json`); empty in CSV mode or when the artifact is missing.
+    spaces: dict[str, dict] = field(default_factory=dict)
 
     def exclude(self, what: str, why: str, count: int) -> None:
         if count:
@@ -206,6 +210,27 @@ def _read_artifact(client, run_id: str, artifact_uri: str, name: str) -> bytes |
         return None
 
 
+def _searched_spaces(client, study_runs: list, studies: pd.DataFrame) -> dict[str, dict]:
+    """The searched space of each analysed study: one `space/effective_space.json` read per
+    study run (in parallel, for remote stores). A missing or unreadable artifact leaves the
+    study out, and the boundary check falls back to the explored range for it."""
+    uris = {run.info.run_id: run.info.artifact_uri for run in study_runs}
+    wanted = [(r.study, r.study_run_id) for r in studies.itertuples(index=False)
+              if r.study_run_id in uris]
+
+    def fetch(item) -> dict | None:
+        blob = _read_artifact(client, item[1], uris[item[1]], "space/effective_space.json")
+        try:
+            params = json.loads(blob)["params"] if blob else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        return params if isinstance(params, dict) else None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(fetch, wanted))
+    return {study: params for (study, _), params in zip(wanted, found) if params}
+
+
 def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                 include_pruned: bool = False) -> Dataset:
     """Studies are `run_role=study` runs, trials `run_role=trial` runs; epochs come from
@@ -311,15 +336,18 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
         tags = run.data.tags
         srows.append({"experiment": by_id[run.info.experiment_id],
                       "study_name": tags.get("optuna.study_name", run.info.run_name),
+                      "study_run_id": run.info.run_id,
                       **{t: tags.get(t, "unknown") for t in
                          ("sampler", "pruner", "objective", "seed", "dataset", "space_sha")}})
-    studies = pd.DataFrame(srows, columns=["experiment", "study_name", "sampler", "pruner",
-                                           "objective", "seed", "dataset", "space_sha"])
+    studies = pd.DataFrame(srows, columns=["experiment", "study_name", "study_run_id", "sampler",
+                                           "pruner", "objective", "seed", "dataset", "space_sha"])
     keys = ds.trials[["experiment", "study"]].drop_duplicates()
     keys["study_name"] = keys["study"].str.split("/").str[-1]
     studies = keys.merge(studies.drop_duplicates(["experiment", "study_name"]),
                          on=["experiment", "study_name"], how="left").fillna("unknown")
-    ds.studies = studies.drop(columns=["study_name"])
+    ds.spaces = _searched_spaces(client, study_runs, studies)
+    ds.source["searched_spaces"] = len(ds.spaces)
+    ds.studies = studies.drop(columns=["study_name", "study_run_id"])
 
     locations = {(r.study, r.trial): (r.run_id, r.artifact_uri)
                  for r in ds.trials.itertuples(index=False)}

@@ -58,11 +58,13 @@ def trial_level(picks: pd.DataFrame, rank_table: pd.DataFrame, mcnemar: pd.DataF
         out["test_accuracy_gain_of_accuracy_pick"] = cost.gain_summary(picks, n_boot=n_boot, seed=seed)
         out["test_regret"] = cost.regret_summary(picks)
     if mcnemar is not None and len(mcnemar):
-        out["mcnemar"] = cost.mcnemar_summary(mcnemar)
+        out["mcnemar"] = {**cost.mcnemar_summary(mcnemar),
+                          "per_study": mcnemar.to_dict(orient="records")}
     return out
 
 
-def epoch_level(ep: pd.DataFrame, n_boot: int, seed: int) -> dict:
+def epoch_level(ep: pd.DataFrame, n_boot: int, seed: int,
+                mcnemar: pd.DataFrame | None = None) -> dict:
     """Epoch-level statistics; trials cluster in studies, so the bootstrap resamples studies."""
     out = _rate_block(ep["disagree"], ep["study"], "trials", n_boot, seed)
     out["accuracy_tie_trials"] = int((ep["accuracy_ties"] > 1).sum())
@@ -77,6 +79,9 @@ def epoch_level(ep: pd.DataFrame, n_boot: int, seed: int) -> dict:
     if "gain" in ep:
         out["test_accuracy_gain_of_accuracy_pick"] = cost.gain_summary(
             ep, clusters="study", n_boot=n_boot, seed=seed)
+    if mcnemar is not None and len(mcnemar):
+        out["mcnemar"] = {**cost.mcnemar_epoch_summary(mcnemar, int(ep["disagree"].sum())),
+                          "per_trial": mcnemar.to_dict(orient="records")}
     return out
 
 
@@ -110,7 +115,8 @@ def _levels(scored: pd.DataFrame, epochs: pd.DataFrame | None, loss: str, ds: Da
     ep = None
     if epochs is not None and loss in epochs:
         ep = epoch_picks(epochs, scored, loss)
-        out["epoch_level"] = epoch_level(ep, n_boot, seed)
+        ep_mcn = cost.mcnemar_epochs(ep, ds.predictions) if with_mcnemar else None
+        out["epoch_level"] = epoch_level(ep, n_boot, seed, ep_mcn)
     return out, picks, ep, rank_table
 
 
@@ -170,7 +176,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
             "val_confidence_accuracy_pick_mean": _f(picks.get("val_confidence_accuracy_pick", pd.Series()).mean())}
 
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
-    summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams)
+    summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
     size_table = size.disagreement_vs_k(scored, "val_loss", seed=seed)
     summary["study_size"] = size_table.to_dict(orient="records")
 

@@ -16,6 +16,20 @@ import pandas as pd
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
+# The searched space `_write_trial` samples from, in the layout of the study run's
+# `space/effective_space.json` artifact (the search space's pydantic dump).
+_KNOB = {"low": None, "high": None, "log": False, "step": None, "choices": None, "value": None,
+         "default": None, "condition": None}
+SEARCHED_PARAMS = {
+    "l2": {**_KNOB, "type": "float", "role": "scientific", "low": 1e-6, "high": 1e-2, "log": True},
+    "dropout": {**_KNOB, "type": "float", "role": "scientific", "low": 0.0, "high": 0.5},
+    "learning_rate": {**_KNOB, "type": "float", "role": "nuisance", "low": 1e-4, "high": 1e-2,
+                      "log": True},
+    "n_conv_blocks": {**_KNOB, "type": "int", "role": "scientific", "low": 1, "high": 3},
+    "batch_norm": {**_KNOB, "type": "bool", "role": "scientific"},
+    "optimizer": {**_KNOB, "type": "categorical", "role": "nuisance", "choices": ["adam", "sgd"]},
+}
+
 
 def _curves(rng: np.random.Generator, hp: dict, epochs: int, n_val: int, n_test: int) -> pd.DataFrame:
     """Shapes that make the rules disagree now and then: val_loss turns up when overfitting
@@ -57,8 +71,11 @@ def write_synthetic_store(tracking_uri: str, experiment: str, *, studies: int = 
                           epochs: int = 10, seed: int = 0, n_val: int = 500, n_test: int = 200,
                           sampler: str = "random", pruner: str = "none",
                           objective: str = "val_accuracy", prune_fraction: float = 0.0,
-                          fail_fraction: float = 0.0, class_imbalance: float = 1.0) -> str:
-    """Write `studies` study runs with `trials` trial runs each; returns the experiment id."""
+                          fail_fraction: float = 0.0, class_imbalance: float = 1.0,
+                          searched_space: bool = True) -> str:
+    """Write `studies` study runs with `trials` trial runs each; returns the experiment id.
+
+    With `searched_space`, each study run also gets `space/effective_space.json`."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -74,6 +91,9 @@ def write_synthetic_store(tracking_uri: str, experiment: str, *, studies: int = 
                 "run_role": "study", "optuna.study_name": name, "sampler": sampler,
                 "pruner": pruner, "objective": objective, "seed": str(seed + s),
                 "dataset": "synthetic", "space_sha": "0" * 12})
+            if searched_space:
+                client.log_dict(study.info.run_id, {"name": experiment, "params": SEARCHED_PARAMS},
+                                "space/effective_space.json")
             for number in range(trials):
                 _write_trial(client, exp_id, study.info.run_id, name, number, rng, Path(tmp),
                              epochs=epochs, n_val=n_val, y_true=y_true, prune_fraction=prune_fraction,

@@ -58,6 +58,16 @@ def test_summary_matches_independent_recount(mlflow_report):
     assert "val_crossentropy" in s["variants"] and "experiment_comparison" in s
     assert any("adaptive sampler" in w for w in s["warnings"])
     assert any("pruner" in w for w in s["warnings"])
+    # Epoch-level McNemar: every disagreeing trial has per-epoch test predictions.
+    m = e["mcnemar"]
+    assert m["trials_tested"] == m["disagreeing_trials"] == e["disagreements"]
+    assert len(m["per_trial"]) == m["trials_tested"]
+    assert all(r["loss_epoch"] != r["accuracy_epoch"] for r in m["per_trial"])
+    # The study runs logged their searched space, so the boundary check uses it.
+    assert s["source"]["searched_spaces"] >= t["studies"]
+    checks = {c["param"]: c for c in s["boundary_checks"]}
+    assert checks["l2"]["range_source"] == "searched"
+    assert checks["l2"]["range"] == "[1e-06, 0.01] (log scale)"
 
 
 def test_every_referenced_file_exists(mlflow_report):
