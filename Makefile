@@ -17,12 +17,17 @@ EXPERIMENT ?= fashion-cnn
 HOST      ?= 127.0.0.1
 PORT      ?= 5000
 DASHBOARD_PORT ?= 8080
+BACKEND   ?=
+ARTIFACTS ?= $(CURDIR)/mlruns/artifacts
+ALLOWED_HOSTS ?=
 
 comma := ,
 search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(if $(STUDY),--study-name $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') \
   $(if $(TRACKING),--tracking-uri '$(TRACKING)') $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
   $(foreach kv,$(SET),--set $(kv))
+# `make server`: plain postgresql:// means psycopg 3 to SQLAlchemy 2.1; the venv has psycopg2.
+server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 
 define banner
@@ -62,8 +67,8 @@ search-quick: setup ## A few minutes: 6 trials, 3 epochs, on a 6000-image subset
 campaign: setup ## Replicated studies for the disagreement rate: 8 x 12 trials, QMC, no pruning
 	$(call banner,campaign: 8 replicates x 12 trials)
 	$(PY) -m study search --space $(SPACE) --experiment $(EXPERIMENT)-campaign --replicates 8 --trials 12 \
-	  --sampler qmc --pruner none --set data.train_size=6000 --set data.val_size=3000 --set data.test_size=3000 \
-	  --set train.epochs=6 $(foreach kv,$(SET),--set $(kv))
+	  --sampler qmc --pruner none --set data.train_size=3000 --set data.val_size=2000 --set data.test_size=2000 \
+	  --set train.epochs=5 $(foreach kv,$(SET),--set $(kv))
 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))
@@ -77,6 +82,13 @@ ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, on $(HOST):$(DASHBOARD_PORT)
 	$(call banner,optuna-dashboard on http://$(HOST):$(DASHBOARD_PORT))
 	$(VENV)/bin/optuna-dashboard '$(or $(STORAGE),mlruns/optuna.journal)' --host $(HOST) --port $(DASHBOARD_PORT)
+
+server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|postgresql URL, ARTIFACTS=dir) on $(HOST):$(PORT)
+	$(call banner,MLflow tracking server on http://$(HOST):$(PORT))
+	mkdir -p mlruns $(ARTIFACTS)
+	@echo "backend $$(printf '%s' '$(server_backend)' | sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#'), artifacts $(ARTIFACTS)"
+	@$(VENV)/bin/mlflow server --backend-store-uri '$(server_backend)' --artifacts-destination '$(ARTIFACTS)' \
+	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 test: setup ## The full suite, what CI runs (~15 min on 2 cores)
 	$(call banner,tests)
