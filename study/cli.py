@@ -28,6 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     search = commands.add_parser("search", help="run (or resume) Optuna studies of Keras CNNs")
+    add_search_arguments(search)
+    search.add_argument("--workers", type=int, default=1,
+                        help="worker processes on this machine sharing each study (a supervisor starts them)")
+
+    # Started by the supervisor of `search --workers N`; also usable by hand on other machines.
+    worker = commands.add_parser("worker", help="one worker of an existing study (started by search --workers)")
+    add_search_arguments(worker)
+
+    reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
+    reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
+    reconcile.add_argument("--storage", default=None)
+    reconcile.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML")
     search.add_argument("--trials", type=int, default=40,
                         help="finished trials (COMPLETE+PRUNED+FAIL) the study should reach; re-runs resume")
@@ -48,12 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--heartbeat-interval", type=int, default=30, help="RDB storages: seconds")
     search.add_argument("--grace-period", type=int, default=90, help="RDB storages: seconds")
     search.add_argument("--max-retry", type=int, default=1, help="RDB storages: retries of a stale trial")
+    search.add_argument("--worker-index", type=int, default=default_worker_index(),
+                        help="sampler seed offset (seed + index) when several machines share a study; default "
+                             "$STUDY_WORKER_INDEX, $SLURM_ARRAY_TASK_ID, $JOB_COMPLETION_INDEX or 0")
 
-    reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
-    reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
-    reconcile.add_argument("--storage", default=None)
-    reconcile.add_argument("--tracking-uri", default=None)
-    return parser
+
+def default_worker_index() -> int:
+    for var in ("STUDY_WORKER_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def storage_spec(args: argparse.Namespace) -> str:
+    """--storage, else $STUDY_STORAGE (keeps a password off command lines), else the journal."""
+    return args.storage or os.environ.get("STUDY_STORAGE") or default_storage()
 
 
 def search_config(args: argparse.Namespace):
@@ -66,7 +92,8 @@ def search_config(args: argparse.Namespace):
         space_file=args.space, space=space, trials=args.trials, timeout=args.timeout,
         experiment=args.experiment or space.name, study_name=args.study_name, seed=args.seed,
         replicates=args.replicates, sampler=args.sampler, pruner=args.pruner, objective=args.objective,
-        storage=args.storage or default_storage(), tracking_uri=args.tracking_uri or default_tracking_uri(),
+        storage=storage_spec(args), tracking_uri=args.tracking_uri or default_tracking_uri(),
+        workers=getattr(args, "workers", 1),
         max_consecutive_failures=args.max_consecutive_failures, heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period, max_retry=args.max_retry)
 
@@ -87,10 +114,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     config = search_config(args)
     _quiet_libraries()
+    if config.workers > 1:  # the supervisor checks inputs itself, then hands the same flags on
+        from study.supervisor import run_supervised
+
+        return run_supervised(config, args)
     checked = check_inputs(config)  # before TensorFlow loads: bad input is answered in a second
     from study.search import run_search
 
-    return run_search(config, checked)
+    return run_search(config, checked, args.worker_index)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from study.workers import configure_threads
+
+    configure_threads()  # before anything imports TensorFlow
+    from study.inputs import check_inputs
+
+    config = search_config(args)
+    _quiet_libraries()
+    checked = check_inputs(config)
+    from study.workers import run_worker
+
+    return run_worker(config, checked, args.worker_index)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -100,7 +145,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from study.storage import open_storage
     from study.tracking import Tracker
 
-    storage = open_storage(args.storage or default_storage())
+    storage = open_storage(storage_spec(args))
     tracker = Tracker(args.tracking_uri or default_tracking_uri())
     names = [args.study_name] if args.study_name else optuna.get_all_study_names(storage)
     for name in names:
@@ -132,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     # Each carries one finished line naming the file or flag and the key.
     handled: tuple[type[BaseException], ...] = (SpaceError, DataError, BadInput, StorageError)
     try:
-        return cmd_search(args) if args.command == "search" else cmd_reconcile(args)
+        commands = {"search": cmd_search, "worker": cmd_worker, "reconcile": cmd_reconcile}
+        return commands[args.command](args)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,10 +18,9 @@ from study.data import Splits
 from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
 from study.sampling import suggest_params
+from study.storage import HOST
 from study.tracking import Tracker
 from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_trial
-
-HOST = socket.gethostname()
 
 
 class TrialFailed(Exception):
@@ -71,8 +69,25 @@ class Objective:
 
     def __init__(self, context: TrialContext) -> None:
         self.context = context
+        self.run_id: str | None = None
+        self.interrupted_recorded = False
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """A signal can land on any line, not only inside training: wherever it does, the
+        trial ends FAIL `interrupted` and its run KILLED (further signals are ignored by then)."""
+        self.run_id, self.interrupted_recorded = None, False
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # Optuna turns a KeyboardInterrupt into FAIL, even after a COMPLETE was recorded
+            # (e.g. while the best model uploads), so MLflow must say the same.
+            if not self.interrupted_recorded:
+                trial.set_user_attr("failure_reason", "interrupted")
+                if self.run_id is not None:
+                    self.context.tracker.mark_run(self.run_id, "FAIL", "KILLED", "interrupted")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, config = self.context, self.context.config
         # First, so a crash at any later point leaves a trial another process can diagnose.
         trial.set_user_attr("host", HOST)
@@ -81,6 +96,7 @@ class Objective:
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
             params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+        self.run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         print(f"[{ctx.study_name}] trial {trial.number} started: "
               + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
@@ -135,6 +151,7 @@ class Objective:
             self.context.tracker.finish_trial_run(
                 run_id, state, status=status, failure_reason=reason, failure_message=message,
                 summary=summary, history=history, predictions=evaluator.predictions_at_best(), figure=figure)
+        self.interrupted_recorded = reason == "interrupted"
         return summary
 
 

@@ -5,10 +5,12 @@ Nothing is created before every input has been checked, so bad input leaves no t
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -17,12 +19,14 @@ from optuna.trial import TrialState
 from study.config import SearchConfig
 from study.data import Splits
 from study.inputs import PreparedStudy, check_inputs
-from study.objective import Objective, Progress, TrialContext, TrialFailed
 from study.paths import PROJECT_ROOT
-from study.reconcile import reconcile_study
+from study.reconcile import fail_process_trials, reconcile_study, register_mlflow_repair
 from study.sampling import baseline_params, directions, make_pruner, make_sampler
 from study.secrets import mask_secrets
 from study.tracking import Tracker
+
+if TYPE_CHECKING:  # the objective pulls in TensorFlow: the supervisor never needs it
+    from study.objective import TrialContext
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 2, 3, 130
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -37,12 +41,28 @@ def git_commit() -> str:
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    # Only the first signal interrupts: a second one (Ctrl-C twice, or the terminal's SIGINT
+    # plus the supervisor's SIGTERM) must not cut the clean-up that marks the trial and run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def install_signal_handlers() -> None:
     """SIGTERM (kill, Slurm, Kubernetes) ends a search the same way as Ctrl-C."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+
+
+def fail_own_trials(study: optuna.Study, tracker: Tracker, experiment_id: str | None = None,
+                    reason: str = "interrupted") -> int:
+    """Safety net after an interrupt: no trial of this process stays RUNNING and no run of a
+    finished trial stays open, whatever line the signal landed on (the objective normally
+    records it first)."""
+    count = fail_process_trials(study, tracker, os.getpid(), reason)
+    if experiment_id is not None:
+        reconcile_study(study, tracker, experiment_id)
+    return count
 
 
 class ConsecutiveFailures:
@@ -104,6 +124,8 @@ def finished_count(study: optuna.Study) -> int:
 def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
              timeout: float | None) -> ConsecutiveFailures:
     """Run trials until --trials finished ones exist in the storage (any process), or timeout."""
+    from study.objective import Objective, Progress, TrialFailed
+
     failures = ConsecutiveFailures(config.max_consecutive_failures)
     if config.trials is not None and finished_count(study) >= config.trials:
         return failures
@@ -132,18 +154,22 @@ def study_result(study: optuna.Study) -> tuple[dict[str, float], dict[str, objec
     return metrics, tags
 
 
-def run_search(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStudy]] | None = None) -> int:
+def run_search(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStudy]] | None = None,
+               worker_index: int = 0) -> int:
     """The whole `python -m study search` after its inputs passed `check_inputs`; the exit code."""
+    from study.objective import TrialContext
+
     splits, tracker, prepared = checked or check_inputs(config)
     install_signal_handlers()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our Progress lines say it better
     experiment_id = tracker.ensure_experiment(config.experiment)
+    register_mlflow_repair(tracker)
     deadline = time.monotonic() + config.timeout if config.timeout else None
     print(f"search: {len(prepared)} stud{'y' if len(prepared) == 1 else 'ies'} of {config.space.name} on "
           f"{splits.source} ({splits.sizes()}), storage {mask_secrets(config.storage)}, "
           f"tracking {mask_secrets(config.tracking_uri)}", flush=True)
     for item in prepared:
-        study = create_study(config, item)
+        study = create_study(config, item, worker_index)
         run_id = open_study_run(config, item, splits, tracker, experiment_id, study)
         reconcile_study(study, tracker, experiment_id)
         context = TrialContext(config, splits, tracker, experiment_id, run_id, item.name, item.seed,
@@ -152,6 +178,7 @@ def run_search(config: SearchConfig, checked: tuple[Splits, Tracker, list[Prepar
         try:
             failures = optimize(config, study, context, remaining)
         except KeyboardInterrupt:
+            fail_own_trials(study, tracker, experiment_id)
             metrics, tags = study_result(study)
             tracker.end_study_run(run_id, "KILLED", metrics, tags)
             print(f"[{item.name}] interrupted; re-run the same command to continue the study", flush=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -13,8 +17,21 @@ from optuna.trial import TrialState
 
 from study.secrets import mask_secrets
 
-HOST = socket.gethostname()
+# STUDY_HOST overrides the host name where several containers share one (docker --net=host)
+# and so could share pids: liveness by pid is only meaningful within one host identity.
+HOST = os.environ.get("STUDY_HOST") or socket.gethostname()
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+# A RUNNING trial records host and pid within milliseconds of its creation; one that has
+# not after this long belongs to a process that died in between (journal storage only).
+ORPHAN_SECONDS = 300.0
+
+PROCESS_ATTRS = ("host", "pid", "mlflow_run_id", "failure_reason")
+
+# Called as hook(study, frozen_trial) when a trial is failed from outside its process
+# (heartbeat stale, dead pid, dead worker): the search registers the MLflow repair here.
+LOST_TRIAL_HOOKS: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
 
 
 class StorageError(RuntimeError):
@@ -23,6 +40,18 @@ class StorageError(RuntimeError):
 
 def is_rdb(spec: str) -> bool:
     return "://" in spec and spec.split("://", 1)[0].split("+", 1)[0] in RDB_SCHEMES
+
+
+def with_installed_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps plain `postgresql://` to psycopg 3; use psycopg2 when only it is there."""
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}" if scheme == "postgres" else url
 
 
 def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90, max_retry: int = 1,
@@ -36,21 +65,36 @@ def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90
             raise StorageError(f"--storage {spec}: a journal storage file must end in .journal")
         Path(spec).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(spec))
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    given, spec = spec, with_installed_driver(spec)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8; the supported way in 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", "worker_lost")
-        if on_stale is not None:
-            on_stale(study, trial)
-        retry(study, trial)
+        # Optuna fails a stale trial before this callback and then refuses attributes on it, so
+        # `failure_reason` lives in the FrozenTrial handed on and in MLflow (the retry's
+        # system attrs name the failed trial).
+        trial.set_user_attr("failure_reason", trial.user_attrs.get("failure_reason", "worker_lost"))
+        for hook in ([on_stale] if on_stale is not None else []) + LOST_TRIAL_HOOKS:
+            try:
+                hook(study, trial)
+            except Exception as exc:  # MLflow down: reconcile repairs it later; the retry must happen
+                print(f"study: warning: could not mark trial {trial.number}'s MLflow run "
+                      f"({mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})", flush=True)
+        # The retry inherits params; not the dead process's identity, run id or failure.
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in PROCESS_ATTRS}
+        retry(study, fresh)
 
     try:
-        return RDBStorage(spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          heartbeat_stale_trial_callback=stale,
-                          engine_kwargs={"pool_pre_ping": True} if not spec.startswith("sqlite") else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=stale,
+                              engine_kwargs={"pool_pre_ping": True} if not spec.startswith("sqlite") else None)
     except Exception as exc:  # sqlalchemy raises many types; all mean "cannot open"
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"--storage {mask_secrets(spec)}: cannot open ({mask_secrets(detail)})") from None
+        raise StorageError(f"--storage {mask_secrets(given)}: cannot open ({mask_secrets(detail)})") from None
 
 
 def process_alive(pid: int) -> bool:
@@ -68,24 +112,48 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def lost_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials recorded by a process on this host that no longer exists.
+def heartbeat_enabled(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    Trials of other hosts are left to their own host, or to the RDB heartbeat.
+    return is_heartbeat_enabled(study._storage)
+
+
+def lost_trials(study: optuna.Study, pid: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials recorded by a process on this host that no longer exists (or by `pid`).
+
+    Trials of other hosts are left to their own host, or to the RDB heartbeat. Without a
+    heartbeat, a RUNNING trial that never recorded its host/pid after ORPHAN_SECONDS is lost too.
     """
     lost = []
+    now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, pid = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
-        if host == HOST and pid is not None and int(pid) != os.getpid() and not process_alive(int(pid)):
-            lost.append(trial)
+        host, owner = trial.user_attrs.get("host"), trial.user_attrs.get("pid")
+        if pid is not None:
+            if host == HOST and owner is not None and int(owner) == pid:
+                lost.append(trial)
+        elif host == HOST and owner is not None:
+            if int(owner) != os.getpid() and not process_alive(int(owner)):
+                lost.append(trial)
+        elif owner is None and trial.datetime_start is not None and not heartbeat_enabled(study):
+            if now - trial.datetime_start.timestamp() > ORPHAN_SECONDS:
+                lost.append(trial)
     return lost
 
 
 def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> bool:
-    """Mark a RUNNING trial FAIL from outside its process; False if it finished meanwhile."""
+    """Mark a RUNNING trial FAIL from outside its process; False if it finished meanwhile.
+
+    On a heartbeat storage a lost trial (`worker_lost`) goes through the same callback as a
+    stale one: MLflow hooks, then RetryHeartbeatStaleTrialCallback re-enqueues it (bounded).
+    """
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
-    try:
-        return storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except RuntimeError:  # already finished: another process got there first
+    try:  # the reason first: Optuna refuses attributes on finished trials
+        storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return False
+    except RuntimeError:  # already finished (UpdateFinishedTrialError): another process got there first
         return False
+    callback = storage.get_heartbeat_stale_trial_callback() if heartbeat_enabled(study) else None
+    if reason == "worker_lost" and callback is not None:
+        callback(study, storage.get_trial(trial._trial_id))
+    return True

@@ -6,7 +6,10 @@ a study run and its trial runs can be open at once and workers never share state
 
 from __future__ import annotations
 
+import functools
 import json
+import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import Mapping
@@ -42,16 +45,68 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+LOCK_ERRORS = ("database is locked", "database table is locked", "database schema is locked")
+RETRIES = 6
+
+
+class RetryingClient:
+    """MlflowClient whose calls retry with jittered backoff when SQLite reports a lock.
+
+    MLflow already sets `busy_timeout=20000` on every SQLite session; this covers what slips
+    through (a lock held longer, or a `BEGIN` upgraded to a write under contention).
+    """
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(RETRIES):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as exc:
+                    if attempt == RETRIES - 1 or not any(e in str(exc) for e in LOCK_ERRORS):
+                        raise
+                    time.sleep(min(8.0, 0.25 * 2 ** attempt) * (0.5 + random.random()))
+            raise AssertionError("unreachable")
+
+        return call
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):].split("?", 1)[0]) if tracking_uri.startswith(prefix) else None
+
+
+def enable_wal(tracking_uri: str) -> bool:
+    """Switch an existing SQLite MLflow store to WAL (persistent, in the file): concurrent
+    readers no longer block the writer. Measured in docs/cluster.md. False if not SQLite."""
+    path = sqlite_path(tracking_uri)
+    if path is None or not path.exists():
+        return False
+    with sqlite3.connect(path, timeout=30) as connection:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    return str(mode).lower() == "wal"
+
+
 class Tracker:
     """One MLflow store (SQLite file, server, ...) seen through its client."""
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
 
     # --- experiment and study run ---------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
+        """Called once per search before any worker starts: the store exists from here on."""
+        self.client.search_experiments(max_results=1)  # creates and migrates a new SQLite store
+        enable_wal(self.tracking_uri)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             return self.client.create_experiment(name, tags=EXPERIMENT_TAGS)

@@ -1,0 +1,59 @@
+"""Several workers on one journal-file study: counts, 1:1 MLflow runs, no lock errors."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.scale.conftest import assert_consistent, search_args, study_runs, trial_runs
+
+pytestmark = pytest.mark.slow
+
+LOG_ERRORS = re.compile(r"database is locked|database schema|duplicate column|no such table|Traceback",
+                        re.IGNORECASE)
+
+
+def test_four_workers_forty_trials_on_the_journal(stores: dict[str, str]) -> None:
+    started = time.monotonic()
+    result = run_cli(*search_args(stores, "scale4", "--workers", "4", "--trials", "40"), timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert not LOG_ERRORS.search(log), LOG_ERRORS.search(log).group(0)
+
+    study = assert_consistent(stores["storage"], stores["tracking_uri"], "scale4", "scale4-seed0")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    numbers = [t.number for t in finished]
+    assert 40 <= len(finished) <= 43, len(finished)  # MaxTrialsCallback's N..N+W-1 race
+    assert len(set(numbers)) == len(numbers)
+    assert len({t.user_attrs["pid"] for t in finished}) == 4  # four real processes shared the work
+    assert all(t.user_attrs["host"] for t in finished)
+    # Seeds seed+index: no two workers proposed the same configuration.
+    proposals = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(proposals)) == len(proposals)
+
+    runs = trial_runs(stores["tracking_uri"], "scale4")
+    assert sorted(runs) == sorted(t.number for t in study.trials)  # 1:1, one run each (checked above)
+    (study_run,) = study_runs(stores["tracking_uri"], "scale4")
+    assert study_run.info.status == "FINISHED" and study_run.data.tags["workers"] == "4"
+    assert {r[0].data.params["worker_index"] for r in runs.values()} == {"0", "1", "2", "3"}
+    print(f"4 workers x 40 trials: {time.monotonic() - started:.0f} s")
+
+
+def test_nan_loss_fails_the_trial_and_the_next_one_runs(stores: dict[str, str]) -> None:
+    """lr=1e30 diverges at once: FAIL nan_loss, the study goes on, then exit 3 after the limit."""
+    result = run_cli(*search_args(stores, "nan", "--trials", "4", "--max-consecutive-failures", "2",
+                                  "--set", "params.learning_rate=1e30", "--set", "params.optimizer=sgd"),
+                     timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "search_spaces/cnn.yaml" in result.stdout and "consecutive" in result.stdout
+    study = assert_consistent(stores["storage"], stores["tracking_uri"], "nan", "nan-seed0")
+    assert [(t.state.name, t.user_attrs.get("failure_reason")) for t in study.trials] == [("FAIL", "nan_loss")] * 2
+    runs = trial_runs(stores["tracking_uri"], "nan")
+    for number in (0, 1):
+        run = runs[number][0]
+        assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "nan_loss"
+    (study_run,) = study_runs(stores["tracking_uri"], "nan")
+    assert study_run.info.status == "FAILED"
