@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 SPACE     ?= search_spaces/cnn.yaml
 TRIALS    ?= 40
 TIMEOUT   ?= 1800
@@ -23,9 +24,13 @@ ALLOWED_HOSTS ?=
 
 comma := ,
 search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
-  $(if $(STUDY),--study-name $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') \
-  $(if $(TRACKING),--tracking-uri '$(TRACKING)') $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
+  $(if $(STUDY),--study-name $(STUDY)) $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
   $(foreach kv,$(SET),--set $(kv))
+# STORAGE and TRACKING may carry a password: they reach the program through the environment,
+# never its arguments (which make echoes and `ps` shows), and only masked copies are printed.
+url_env = $(if $(STORAGE),STUDY_STORAGE='$(STORAGE)') $(if $(TRACKING),MLFLOW_TRACKING_URI='$(TRACKING)')
+mask = sed -E 's\#(://[^:/@]*:)[^@]*@\#\1***@\#g'
+show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' '$(or $(STORAGE),default)' '$(or $(TRACKING),default)' | $(mask))
 # `make server`: plain postgresql:// means psycopg 3 to SQLAlchemy 2.1; the venv has psycopg2.
 server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
@@ -46,6 +51,13 @@ $(STAMP): requirements.lock
 	$(PY) -m pip install --quiet -r requirements.lock
 	touch $(STAMP)
 
+# keras-tuner and tensorboard are benchmark-only extras, kept out of requirements.lock; the
+# benchmarks and their smoke tests need them, so `make test` and `make bench` install them too.
+$(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
+	$(call banner,benchmark extras (keras-tuner, tensorboard))
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
 setup: $(STAMP) data ## Create the venv, install pinned packages, get Fashion-MNIST
 
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
@@ -57,7 +69,9 @@ data: ## Install Debian's dataset-fashion-mnist (or download it through Keras wh
 
 search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
-	$(PY) -m study search $(search_flags)
+	$(show_urls)
+	@echo '$(PY) -m study search $(search_flags)'
+	@$(url_env) $(PY) -m study search $(search_flags)
 
 search-quick: setup ## A few minutes: 6 trials, 3 epochs, on a 6000-image subset
 	$(call banner,quick search)
@@ -72,32 +86,34 @@ campaign: setup ## Replicated studies for the disagreement rate: 8 x 12 trials, 
 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))
-	$(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e)) $(if $(TRACKING),--tracking-uri '$(TRACKING)')
+	$(show_urls)
+	@$(url_env) $(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e))
 
 ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store
 	$(call banner,MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning)
 	mkdir -p mlruns
-	$(VENV)/bin/mlflow ui --backend-store-uri '$(tracking_uri)' --host $(HOST) --port $(PORT)
+	@MLFLOW_BACKEND_STORE_URI='$(tracking_uri)' $(VENV)/bin/mlflow ui --host $(HOST) --port $(PORT)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, on $(HOST):$(DASHBOARD_PORT)
 	$(call banner,optuna-dashboard on http://$(HOST):$(DASHBOARD_PORT))
-	$(VENV)/bin/optuna-dashboard '$(or $(STORAGE),mlruns/optuna.journal)' --host $(HOST) --port $(DASHBOARD_PORT)
+	@printf 'storage %s\n' '$(or $(STORAGE),mlruns/optuna.journal)' | $(mask)
+	@$(VENV)/bin/optuna-dashboard '$(or $(STORAGE),mlruns/optuna.journal)' --host $(HOST) --port $(DASHBOARD_PORT)
 
 server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|postgresql URL, ARTIFACTS=dir) on $(HOST):$(PORT)
 	$(call banner,MLflow tracking server on http://$(HOST):$(PORT))
 	mkdir -p mlruns $(ARTIFACTS)
-	@echo "backend $$(printf '%s' '$(server_backend)' | sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#'), artifacts $(ARTIFACTS)"
-	@$(VENV)/bin/mlflow server --backend-store-uri '$(server_backend)' --artifacts-destination '$(ARTIFACTS)' \
+	@echo "backend $$(printf '%s' '$(server_backend)' | $(mask)), artifacts $(ARTIFACTS)"
+	@MLFLOW_BACKEND_STORE_URI='$(server_backend)' $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
-test: setup ## The full suite, what CI runs (~15 min on 2 cores)
+test: setup $(BENCH_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
 	$(call banner,tests)
 	$(PY) -m pytest -q
 
-test-fast: setup ## The suite without tests marked slow
+test-fast: setup $(BENCH_STAMP) ## The suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
+bench: setup $(BENCH_STAMP) ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
 	$(call banner,benchmarks)
 	$(PY) -m benchmarks
 
