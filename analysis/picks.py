@@ -60,24 +60,26 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
         out["overfit_gap"] = last["accuracy"] - last["val_accuracy"]
     carried = [c for c in ("test_accuracy", "val_ece", "val_confidence") if c in e]
     losses = [m for m in ("val_loss", "val_crossentropy") if m in e and e[m].notna().any()]
+    # The accuracy score is computed once, over every epoch that has a val_accuracy, so a
+    # trial missing one loss metric (an older store) keeps its accuracy score.
+    with_accuracy = e[e["val_accuracy"].notna()]
+    if scoring == "final":
+        rows = {"val_accuracy": with_accuracy.groupby(KEY, sort=False).tail(1).index}
+    else:
+        # The trial's accuracy score is its first maximal epoch, not the agreeing one.
+        first_max = with_accuracy.loc[with_accuracy["val_accuracy"]
+                                      == with_accuracy.groupby(KEY)["val_accuracy"].transform("max")]
+        rows = {"val_accuracy": first_max.groupby(KEY, sort=False).head(1).index}
     for loss in losses:
         usable = e[e[loss].notna()]
-        if scoring == "final":
-            rows = {loss: usable.groupby(KEY, sort=False).tail(1).index,
-                    "val_accuracy": e.groupby(KEY, sort=False).tail(1).index}
-        else:
-            picked = pick(usable, KEY, "epoch", loss, "val_accuracy")
-            # The trial's accuracy score is its first maximal epoch, not the agreeing one.
-            first_max = usable.loc[usable["val_accuracy"]
-                                   == usable.groupby(KEY)["val_accuracy"].transform("max")]
-            rows = {loss: picked["loss_pick"].to_numpy(),
-                    "val_accuracy": first_max.groupby(KEY, sort=False).head(1).index}
-        for metric, idx in rows.items():
-            chosen = e.loc[idx].set_index(KEY)
-            out[metric] = chosen[metric]
-            out[f"{metric}_epoch"] = chosen["epoch"]
-            for c in carried:
-                out[f"{c}_at_{metric}"] = chosen[c]
+        rows[loss] = (usable.groupby(KEY, sort=False).tail(1).index if scoring == "final"
+                      else pick(usable, KEY, "epoch", loss, "val_accuracy")["loss_pick"].to_numpy())
+    for metric, idx in rows.items():
+        chosen = e.loc[idx].set_index(KEY)
+        out[metric] = chosen[metric]
+        out[f"{metric}_epoch"] = chosen["epoch"]
+        for c in carried:
+            out[f"{c}_at_{metric}"] = chosen[c]
     return out.reset_index()
 
 

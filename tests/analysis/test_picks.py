@@ -101,3 +101,18 @@ def test_final_scoring_uses_the_last_epoch(tmp_path):
     # ties x0 0.8 -> agree; S2 y1 0.3 vs y0 acc 0.9 -> disagree.
     assert s["trial_level"]["disagreements"] == 0
     assert analyse(ds, scoring="best", n_boot=100).summary["trial_level"]["disagreements"] == 1
+
+
+def test_accuracy_score_survives_a_missing_crossentropy() -> None:
+    """A trial without val_crossentropy (an older store) keeps its val_accuracy score."""
+    import pandas as pd
+
+    epochs = pd.DataFrame({
+        "study": ["S"] * 4, "trial": [0, 0, 1, 1], "epoch": [0, 1, 0, 1],
+        "val_loss": [0.6, 0.5, 0.7, 0.4], "val_accuracy": [0.7, 0.8, 0.75, 0.85],
+        "val_crossentropy": [0.55, 0.45, float("nan"), float("nan")]})
+    scored = score_trials(epochs, "best").set_index("trial")
+    assert scored.loc[1, "val_accuracy"] == 0.85 and scored.loc[1, "val_accuracy_epoch"] == 1
+    assert scored.loc[1, "val_loss"] == 0.4
+    assert math.isnan(scored.loc[1, "val_crossentropy"])
+    assert scored.loc[0, "val_crossentropy"] == 0.45
