@@ -47,6 +47,43 @@ def searched_range(spec: dict | None) -> dict | None:
     return None
 
 
+def _same_value(logged, allowed) -> bool:
+    """A logged param (a string from MLflow, or its parsed number) against a YAML value."""
+    if isinstance(allowed, bool) or isinstance(logged, bool):
+        return str(logged).strip().lower() == str(allowed).lower()
+    if _number(allowed):
+        try:
+            return math.isclose(float(logged), float(allowed))
+        except (TypeError, ValueError):
+            return False
+    return str(logged) == str(allowed)
+
+
+def blank_inactive(trials: pd.DataFrame, spaces: dict[str, dict]) -> pd.DataFrame:
+    """NaN where a conditional knob was inactive in a trial (e.g. `l2` when `use_l2` is off).
+
+    The search logs an inactive knob with its default so that every run has every param;
+    read as data, that default (an `l2` of 0, a `momentum` of 0 under adam) would be a fake
+    sample at the edge of the range, in the boundary check, the axis plots and the
+    explanations alike. Studies without a searched space are left as they are.
+    """
+    out = trials.copy()
+    for study, params in spaces.items():
+        in_study = out["study"] == study
+        for name, spec in params.items():
+            condition = (spec or {}).get("condition") if isinstance(spec, dict) else None
+            column = f"hp.{name}"
+            if not condition or column not in out:
+                continue
+            active = pd.Series(True, index=out.index)
+            for parent, allowed in condition.items():
+                allowed = allowed if isinstance(allowed, list) else [allowed]
+                parent_values = out.get(f"hp.{parent}", pd.Series(None, index=out.index))
+                active &= parent_values.map(lambda v: any(_same_value(v, a) for a in allowed))
+            out.loc[in_study & ~active, column] = np.nan
+    return out
+
+
 def explored_range(values: pd.Series) -> dict | None:
     """The fallback: min to max of the values the trials took, log scale when it spans
     ≥ 10× on positive values; None with fewer than three distinct values."""

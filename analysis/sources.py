@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
+from analysis.axes import blank_inactive
 from analysis.errors import AnalysisInputError
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
@@ -327,7 +328,6 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
     hp_cols = [c for c in trials.columns if c.startswith("hp.")]
     for col in hp_cols:
         trials[col] = _maybe_numeric(trials[col])
-    ds.hyperparams = [c for c in hp_cols if trials[c].nunique(dropna=True) > 1]
     ds.trials = trials.reset_index(drop=True)
     ds.epochs = epochs[[*KEY, "epoch", *metric_cols]].reset_index(drop=True)
 
@@ -347,6 +347,10 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                          on=["experiment", "study_name"], how="left").fillna("unknown")
     ds.spaces = _searched_spaces(client, study_runs, studies)
     ds.source["searched_spaces"] = len(ds.spaces)
+    # Inactive conditional knobs carry their default, not a sample: blank them before any
+    # hyperparameter is analysed, then count as varied only what still varies.
+    ds.trials = blank_inactive(ds.trials, ds.spaces)
+    ds.hyperparams = [c for c in hp_cols if ds.trials[c].nunique(dropna=True) > 1]
     ds.studies = studies.drop(columns=["study_name", "study_run_id"])
 
     locations = {(r.study, r.trial): (r.run_id, r.artifact_uri)

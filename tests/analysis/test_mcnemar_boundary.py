@@ -133,3 +133,24 @@ def test_boundary_checks_use_searched_range_and_fall_back():
     # A knob fixed in the searched space has no edge to report.
     fixed = {**KNOB, "type": "float", "role": "fixed", "value": 0.01}
     assert axes.boundary_checks(scored, picks, ["hp.lr"], {"A": {"lr": fixed}, "B": {"lr": fixed}}) == []
+
+
+def test_inactive_conditional_knobs_are_not_edge_samples():
+    """`l2` logged as 0 under use_l2=False is the default, not a sample at the range's edge."""
+    spec = {"l2": {"type": "float", "role": "scientific", "low": 1e-6, "high": 1e-2, "log": True,
+                   "condition": {"use_l2": True}},
+            "use_l2": {"type": "bool", "role": "scientific"}}
+    trials = pd.DataFrame({"study": ["S1", "S1", "S1", "S2", "S2"], "trial": ["0", "1", "2", "0", "1"],
+                           "hp.use_l2": ["False", "True", "True", "False", "True"],
+                           "hp.l2": [0.0, 1e-4, 3e-4, 0.0, 2e-4]})
+    blanked = axes.blank_inactive(trials, {"S1": spec, "S2": spec})
+    assert blanked["hp.l2"].isna().tolist() == [True, False, False, True, False]
+    assert trials["hp.l2"].notna().all()  # the input is not changed in place
+    # A study without a logged space is left as it is.
+    assert axes.blank_inactive(trials, {"S1": spec})["hp.l2"].isna().tolist() == [True, False, False, False, False]
+    picks = pd.DataFrame({"study": ["S1", "S2"], "loss_pick": ["0", "0"], "accuracy_pick": ["1", "1"]})
+    raw = {c["pick"]: c for c in axes.boundary_checks(trials, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
+    assert raw["loss_pick"]["picks_at_edge"] == 2  # the defect: defaults read as edge samples
+    checks = {c["pick"]: c for c in axes.boundary_checks(blanked, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
+    assert "loss_pick" not in checks  # both loss picks had l2 switched off: nothing to check
+    assert checks["accuracy_pick"]["picks"] == 2 and checks["accuracy_pick"]["picks_at_edge"] == 0
