@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from analysis.errors import AnalysisInputError
-from study.paths import PROJECT_ROOT, default_tracking_uri
+from study.paths import PROJECT_ROOT, default_tracking_uri, tracking_server_problem
+from study.secrets import mask_secrets
 
 DEFAULT_SPACE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
 
@@ -101,6 +102,9 @@ def report(args: argparse.Namespace) -> int:
     else:
         experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]
         tracking_uri = args.tracking_uri or default_tracking_uri()
+        problem = tracking_server_problem(tracking_uri)
+        if problem:
+            raise AnalysisInputError(f"--tracking-uri {mask_secrets(tracking_uri)}: {problem}")
         ds = sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned)
     from analysis import figures, report as report_doc
     from analysis.summary import analyse

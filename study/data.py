@@ -29,7 +29,7 @@ class DataError(ValueError):
     """Bad or missing data: one line naming the knob at fault."""
 
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"data: {key}: {message}")
+        super().__init__(f"data.{key}: {message}")
 
 
 @dataclass

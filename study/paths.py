@@ -7,7 +7,10 @@ MLflow load.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = PROJECT_ROOT / "mlruns"
@@ -25,6 +28,29 @@ def default_tracking_uri() -> str:
     if env:
         return env
     return f"sqlite:///{RUNS_DIR / 'mlflow.db'}"
+
+
+def tracking_server_problem(tracking_uri: str, timeout: float = 10.0) -> str | None:
+    """Why an http(s) tracking server cannot be reached, or None (also for local stores).
+
+    MLflow's client retries a refused connection with back-off for minutes before it gives
+    up; one plain request to the server's health endpoint answers in milliseconds. Any HTTP
+    answer, even an error status from an auth proxy, means the server is there. The URL's
+    credentials are left out of the probe, so no message can carry them.
+    """
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        urllib.request.urlopen(health, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        return f"cannot reach the tracking server ({getattr(exc, 'reason', exc)})"
+    return None
 
 
 def default_storage() -> str:

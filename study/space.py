@@ -160,11 +160,39 @@ def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
         params = raw.get("params") or {}
         if field not in params:
             raise SpaceError("--set", key, f"unknown hyperparameter; the space has {', '.join(params)}")
+        value = _pinned_value(key, params[field], value)
         pinned = {k: v for k, v in params[field].items() if k in ("type", "condition", "default")}
         params[field] = {**pinned, "role": "fixed", "value": value}
         raw.get("baseline", {}).pop(field, None)
     else:
         raise SpaceError("--set", key, "unknown key; use data.<field>, train.<field> or params.<name>")
+
+
+def _pinned_value(key: str, spec: Any, value: Any) -> Any:
+    """A pinned value of the knob's type (YAML reads `1e4` as a string: it becomes 10000.0),
+    and one of its choices if it has them.
+
+    The range is not enforced: pinning outside it (`params.learning_rate=3.0`) is how a user
+    probes beyond the searched space, e.g. to provoke a NaN on purpose.
+    """
+    if not isinstance(spec, dict):
+        return value
+    kind, choices = spec.get("type"), spec.get("choices")
+    if kind == "float" and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise SpaceError("--set", key, f"{value!r} is not a number") from None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise SpaceError("--set", key, f"{value!r} is not an integer")
+    if kind == "float" and not is_number:
+        raise SpaceError("--set", key, f"{value!r} is not a number")
+    if kind == "bool" and not isinstance(value, bool):
+        raise SpaceError("--set", key, f"{value!r} is not true or false")
+    if kind == "categorical" and choices and value not in choices:
+        raise SpaceError("--set", key, f"{value!r} is not one of the choices {choices}")
+    return value
 
 
 def _first_error(error: ValidationError) -> tuple[str, str]:

@@ -105,6 +105,9 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
     ["--sampler", "grid"],
     ["--trials", "many"],
     ["--set", "data.val_size=999999"],
+    ["--set", "params.optimizer=adamw"],
+    ["--set", "params.kernel_size=4"],
+    ["--set", "params.learning_rate=fast"],
 ])
 def test_cli_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, args: list[str]) -> None:
     journal, database = tmp_path / "o.journal", tmp_path / "m.db"
@@ -115,3 +118,27 @@ def test_cli_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path,
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not journal.exists() and not database.exists()
+
+
+def test_bad_storage_leaves_no_mlflow_store(tmp_path: Path) -> None:
+    """The Optuna storage is checked before MLflow is touched, so nothing is created."""
+    database = tmp_path / "m.db"
+    result = run_cli("study", "search", "--storage", str(tmp_path / "optuna.db"),
+                     "--tracking-uri", f"sqlite:///{database}", timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
+    assert "--storage" in result.stderr and not database.exists()
+
+
+@pytest.mark.parametrize("module", ["study", "analysis"])
+def test_unreachable_tracking_server_is_one_masked_line(tmp_path: Path, module: str) -> None:
+    """A refused tracking server is bad input at once, not minutes of MLflow's retries."""
+    from tests.conftest import free_port
+
+    uri = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    command = ["search", "--storage", str(tmp_path / "o.journal")] if module == "study" else ["report"]
+    result = run_cli(module, *command, "--tracking-uri", uri, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the tracking server" in lines[0], result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "user:***@" in lines[0]
