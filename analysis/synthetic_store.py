@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 # The searched space `_write_trial` samples from, in the layout of the study run's
 # `space/effective_space.json` artifact (the search space's pydantic dump).
@@ -79,9 +78,11 @@ def write_synthetic_store(tracking_uri: str, experiment: str, *, studies: int = 
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
+    from study.tracking import Tracker
+
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+    # The search's own experiment set-up: same tags, artifacts beside the store.
+    exp_id = Tracker(tracking_uri).ensure_experiment(experiment)
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 10, n_test)
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import re
 import sqlite3
 import tempfile
 import time
@@ -109,11 +110,26 @@ class Tracker:
         enable_wal(self.tracking_uri)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
-            return self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
+            return self.client.create_experiment(name, artifact_location=self.artifact_location(name),
+                                                 tags=EXPERIMENT_TAGS)
         for key, value in EXPERIMENT_TAGS.items():
             if experiment.tags.get(key) != value:
                 self.client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
+
+    def artifact_location(self, experiment_name: str) -> str | None:
+        """Beside a SQLite store: `<store dir>/artifacts/<experiment>/`.
+
+        MLflow's own default for a SQLite store is `./mlruns/<id>` under whatever directory
+        the command runs from, which scatters artifacts and stray `mlruns/` folders. Runs
+        keep apart inside it by run id, so two names that slug alike can share it. A
+        server (http://) decides for itself (`make server --artifacts-destination`).
+        """
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        slug = re.sub(r"[^\w.-]", "_", experiment_name).strip(".") or "experiment"
+        return (path.resolve().parent / "artifacts" / slug).as_uri()
 
     def find_study_run(self, experiment_id: str, study_name: str) -> str | None:
         runs = self.client.search_runs(

@@ -59,6 +59,8 @@ def test_experiment_study_and_trial_tags(searched: dict) -> None:
         for name, value in stored[number].params.items():
             assert run.data.params[name] == str(value)
         assert run.data.params["data.val_size"] == "500"
+        # Artifacts sit beside the store, never in ./mlruns of the directory the search ran from.
+        assert run.info.artifact_uri.startswith((searched["folder"] / "artifacts" / "e2e").as_uri())
     # the enqueued baseline is trial 0
     assert trials[0].data.params["n_conv_blocks"] == "2" and trials[0].data.params["filters"] == "32"
     assert study.data.metrics["best_value"] == max(t.value for t in stored.values() if t.value is not None
