@@ -107,6 +107,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is (an )?experimental.*")  # optuna's QMC, group=True
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables"
     logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)  # "no model signature"
+    from study.secrets import mask_logging
+
+    mask_logging()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -189,3 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - e.g. the tracking server went away mid-study
+        import traceback
+
+        # The traceback is for debugging; the last line is the one to read. Both masked,
+        # since a client error can quote a URL with its password.
+        print(mask_secrets("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+        first = (str(exc).splitlines() or [""])[0]
+        print(f"study: error: {type(exc).__name__}: {mask_secrets(first)}", file=sys.stderr)
+        return 1
