@@ -53,7 +53,8 @@ DEFINITIONS = [
     "significant; no pooled p-value is given, because the trials share one test set.",
     "**Budget position.** Where an optimum falls as (epoch + 1) / epoch budget; the Tuning "
     "Playbook warns about optima in the first 10% (learning rate too high, or budget far too "
-    "long) and the last 25% (budget too short) of the budget.",
+    "long) and the last 25% (budget too short) of the budget; each window is at least one "
+    "epoch wide (of 5 epochs: epoch 0 is early, epoch 4 late).",
     "**Boundary check.** A pick's hyperparameter value is *at the edge* when it lies in the "
     "outer 10% of its range at either end (on a log scale for log-scale knobs; for numeric "
     "choices, the first or last choice). The range is the *searched* one from the study's "

@@ -17,7 +17,16 @@ from analysis.intervals import bootstrap_mean, wilson
 from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
 
-EARLY, LATE = 0.10, 0.75  # the Playbook's first 10% and last 25% of the budget
+EARLY, LATE = 0.10, 0.25  # the Playbook's first 10% and last 25% of the budget
+
+
+def budget_windows(epoch: pd.Series, budget: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Whether an epoch (from 0) falls in the first 10% / the last 25% of its budget, each
+    window at least one epoch wide: with 5 epochs, epoch 0 is "early" and epoch 4 "late"
+    (a pure fraction would make the first 10% of a 5-epoch budget empty)."""
+    early = np.maximum(1, (EARLY * budget).round())
+    late = np.maximum(1, (LATE * budget).round())
+    return epoch < early, epoch >= budget - late
 WARN_SHARE = 0.2
 
 
@@ -72,10 +81,12 @@ def epoch_level(ep: pd.DataFrame, n_boot: int, seed: int,
     out["epoch_gap"] = {"mean": _f(gap.mean()), "median": _f(gap.median()),
                         "mean_abs": _f(gap.abs().mean()),
                         "mean_when_disagree": _f(gap[ep["disagree"]].mean())}
-    out["optimum_position"] = {
-        rule: {"first_10pct": _f((ep[col] <= EARLY).mean()), "last_25pct": _f((ep[col] > LATE).mean()),
-               "median_fraction_of_budget": _f(ep[col].median())}
-        for rule, col in (("loss", "loss_position"), ("accuracy", "accuracy_position"))}
+    positions = {}
+    for rule in ("loss", "accuracy"):
+        early, late = budget_windows(ep[f"{rule}_epoch"], ep["budget"])
+        positions[rule] = {"first_10pct": _f(early.mean()), "last_25pct": _f(late.mean()),
+                           "median_fraction_of_budget": _f(ep[f"{rule}_position"].median())}
+    out["optimum_position"] = positions
     if "gain" in ep:
         out["test_accuracy_gain_of_accuracy_pick"] = cost.gain_summary(
             ep, clusters="study", n_boot=n_boot, seed=seed)

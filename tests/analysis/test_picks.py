@@ -116,3 +116,16 @@ def test_accuracy_score_survives_a_missing_crossentropy() -> None:
     assert scored.loc[1, "val_loss"] == 0.4
     assert math.isnan(scored.loc[1, "val_crossentropy"])
     assert scored.loc[0, "val_crossentropy"] == 0.45
+
+
+def test_budget_windows_are_at_least_one_epoch_wide() -> None:
+    """The Playbook's first-10% / last-25% warnings must be able to fire on short budgets."""
+    import pandas as pd
+
+    from analysis.summary import budget_windows
+
+    epochs = pd.Series([0, 1, 3, 4, 0, 4, 5, 37, 38, 49])
+    budgets = pd.Series([5, 5, 5, 5, 50, 50, 50, 50, 50, 50])
+    early, late = budget_windows(epochs, budgets)
+    assert early.tolist() == [True, False, False, False, True, True, False, False, False, False]
+    assert late.tolist() == [False, False, False, True, False, False, False, False, True, True]
