@@ -61,10 +61,12 @@ def read_json(name: str) -> dict[str, Any]:
 def summary_rows(status: dict[str, str]) -> list[list[Any]]:
     rows: list[list[Any]] = []
 
-    def add(bench: str, key: str, value: Any, goal: str, met: bool | None) -> None:
-        where = status.get(bench, "ok" if value is not None else "not run")
+    def add(bench: str, key: str, value: Any, goal: str, met: bool | None, missing: str = "not run") -> None:
+        where = status.get(bench, "ok" if value is not None else missing)
         verdict = where if where != "ok" else ("meets goal" if met else ("misses goal" if met is False else "reported"))
-        if bench not in status and value is not None:
+        if value is None and where == "ok":
+            verdict = missing
+        if bench not in status and (value is not None or missing != "not run"):
             verdict += " (earlier run)"
         rows.append([bench, key, "" if value is None else value, goal, verdict])
 
@@ -89,7 +91,10 @@ def summary_rows(status: dict[str, str]) -> list[list[Any]]:
     for key, goal, threshold in (("speedup_vs_kerastuner", ">= 2", 2.0), ("speedup_vs_tpe_no_pruning", "> 1", 1.0)):
         value = efficiency.get(key)
         met = None if value is None else (value >= threshold if threshold == 2.0 else value > threshold)
-        add("search_efficiency", key, value, goal, met)
+        # A result on disk without a ratio: the default study itself missed the target.
+        missed = (f"misses goal: the default study missed the target in {efficiency.get('budget_s', 0):.0f} s"
+                  if efficiency else "not run")
+        add("search_efficiency", key, value, goal, met, missing=missed)
     analysis = read("analysis_speed")
     add("analysis_speed", "analysis_seconds", analysis.get("analysis_seconds"), "<= 30 s",
         analysis.get("meets_goal") if analysis else None)
@@ -98,7 +103,8 @@ def summary_rows(status: dict[str, str]) -> list[list[Any]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and ("ratio" in key or "speedup" in key or "efficiency" in key):
             add("scale", key, value, str(scale.get("goal", "reported")), scale.get("meets_goal"))
     if not any(row[0] == "scale" for row in rows):
-        add("scale", "(table: scale.md, appended below)", None, "reported", None)
+        add("scale", "(table: scale.md, appended below)", None, "reported", None,
+            missing="reported" if scale else "not run")
     return rows
 
 
@@ -145,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     text = f"### summary ({summary['mode']} mode, {summary['total_seconds']:.0f} s)\n\n" + table
-    for name in OTHERS:  # their own tables, as they wrote them
-        if status.get(name) == "ok" and (RESULTS_DIR / f"{name}.md").exists():
+    for name in OTHERS:  # their own tables, as they wrote them (this run's, or the last on disk)
+        if status.get(name, "ok") == "ok" and (RESULTS_DIR / f"{name}.md").exists():
             text += "\n" + (RESULTS_DIR / f"{name}.md").read_text()
     (RESULTS_DIR / "summary.md").write_text(text)
     print(table, flush=True)

@@ -250,8 +250,8 @@ def run(quick: bool = True, protocol: str = "bench", seeds: int | None = None, b
     return write_results(NAME, payload, table, results_dir)
 
 
-def main(quick: bool = True) -> dict[str, Any]:
-    return run(quick=quick)
+def main(quick: bool = True, protocol: str = "bench") -> dict[str, Any]:
+    return run(quick=quick, protocol=protocol)
 
 
 if __name__ == "__main__":
