@@ -63,9 +63,10 @@ setup: $(STAMP) data ## Create the venv, install pinned packages, get Fashion-MN
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
 	$(call banner,Fashion-MNIST)
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	else $(MAKE) --no-print-directory $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
+	else echo "no Debian package: downloading through Keras into ~/.keras/datasets"; \
+	  $(MAKE) --no-print-directory $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
 
 search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
