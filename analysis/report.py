@@ -323,8 +323,17 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
               f"accuracy, lower is better) at each pick's scored epoch, over all studies: loss pick "
               f"{_fmt(c['val_ece_loss_pick_mean'])}, accuracy pick "
               f"{_fmt(c['val_ece_accuracy_pick_mean'])}; mean confidence "
-              f"{_fmt(c['val_confidence_loss_pick_mean'])} and "
-              f"{_fmt(c['val_confidence_accuracy_pick_mean'])}.")
+              f"{_fmt(c.get('val_confidence_loss_pick_mean'))} and "
+              f"{_fmt(c.get('val_confidence_accuracy_pick_mean'))}.")
+        paired = [(m, c[f"{m}_accuracy_minus_loss_pick"]) for m in ("val_ece", "val_confidence")
+                  if f"{m}_accuracy_minus_loss_pick" in c]
+        if paired:
+            doc.p("Paired per study, accuracy pick minus loss pick (0 where they agree; bootstrap "
+                  "95% CI over studies). A positive ECE difference means the accuracy pick is the "
+                  "worse calibrated one, the overconfidence that lets it win on accuracy while "
+                  "losing on loss:")
+            doc.table(["metric", "mean difference", "95% CI"],
+                      [[f"`{m}`", _fmt(d["mean"]), _ci(d["ci95_bootstrap"], False)] for m, d in paired])
 
     if s.get("study_size"):
         sizes = s["study_size"]
@@ -368,7 +377,8 @@ def _explanations(doc: Doc, s: dict) -> None:
     names = ex.get("features", {})
     groups = ex.get("epoch_level", {}).get("grouped_rates", []) + ex.get("trial_level", {}).get("grouped_rates", [])
     logit = ex.get("epoch_level", {}).get("logistic")
-    if not groups and not logit:
+    study_logit = ex.get("trial_level", {}).get("logistic")
+    if not groups and not logit and not study_logit:
         return
     doc.h(2, "What goes with disagreement")
     if names:
@@ -389,17 +399,28 @@ def _explanations(doc: Doc, s: dict) -> None:
                   [[g["feature"], g["group"], str(g["n"]), _fmt(g["rate"], True), _ci(g["ci95_wilson"])]
                    for g in trial_groups])
     if logit:
-        if "terms" in logit:
-            doc.p(f"Logistic regression of epoch-level disagreement on standardised features "
-                  f"(features spanning ≥ 10× are log10-transformed first; {logit['n']} trials, "
-                  f"{logit['events']} disagreements, standard errors {logit['standard_errors']}). "
+        _logistic(doc, logit, "feature", "No logistic regression",
+                  f"Logistic regression of epoch-level disagreement on standardised features "
+                  f"(features spanning ≥ 10× are log10-transformed first; {logit.get('n')} trials, "
+                  f"{logit.get('events')} disagreements, standard errors {logit.get('standard_errors')}). "
                   "An odds ratio above 1 means disagreement grows more likely as the feature rises "
                   "by one standard deviation, the others held fixed; 95% CI and p are Wald:")
-            doc.table(["feature", "odds ratio / SD", "95% CI", "p"],
-                      [[f, _fmt(v["odds_ratio_per_sd"]), _ci(v["ci95"], False), _fmt(v["p_value"])]
-                       for f, v in logit["terms"].items()])
-        else:
-            doc.p(f"No logistic regression: {logit['error']}.")
+    if study_logit:
+        _logistic(doc, study_logit, "feature (study mean)", "No study-level logistic regression",
+                  f"Logistic regression of trial-level disagreement (one unit per study; "
+                  f"{study_logit.get('n')} studies, {study_logit.get('events')} disagreeing) on the "
+                  "study means of the causes above, standardised the same way:")
+
+
+def _logistic(doc: Doc, fit: dict, feature_header: str, missing: str, intro: str) -> None:
+    """One fitted model as a table of odds ratios, or the reason there is none."""
+    if "terms" not in fit:
+        doc.p(f"{missing}: {fit['error']}.")
+        return
+    doc.p(intro)
+    doc.table([feature_header, "odds ratio / SD", "95% CI", "p"],
+              [[f, _fmt(v["odds_ratio_per_sd"]), _ci(v["ci95"], False), _fmt(v["p_value"])]
+               for f, v in fit["terms"].items()])
 
 
 def write(analysis: Analysis, figures: list[Figure], out: Path, title: str) -> list[Path]:

@@ -180,11 +180,19 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     summary["warnings"] = warnings
 
     if {"val_ece_loss_pick", "val_ece_accuracy_pick"} <= set(picks):
-        summary["calibration_of_picks"] = {
-            "val_ece_loss_pick_mean": _f(picks["val_ece_loss_pick"].mean()),
-            "val_ece_accuracy_pick_mean": _f(picks["val_ece_accuracy_pick"].mean()),
-            "val_confidence_loss_pick_mean": _f(picks.get("val_confidence_loss_pick", pd.Series()).mean()),
-            "val_confidence_accuracy_pick_mean": _f(picks.get("val_confidence_accuracy_pick", pd.Series()).mean())}
+        calibration = {}
+        for metric in ("val_ece", "val_confidence"):
+            if f"{metric}_loss_pick" not in picks:
+                continue
+            loss_side, accuracy_side = picks[f"{metric}_loss_pick"], picks[f"{metric}_accuracy_pick"]
+            calibration[f"{metric}_loss_pick_mean"] = _f(loss_side.mean())
+            calibration[f"{metric}_accuracy_pick_mean"] = _f(accuracy_side.mean())
+            # Paired per study: is the accuracy pick worse calibrated (or more confident)?
+            difference = (accuracy_side - loss_side).dropna()
+            calibration[f"{metric}_accuracy_minus_loss_pick"] = {
+                "mean": _f(difference.mean()),
+                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed))}
+        summary["calibration_of_picks"] = calibration
 
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
     summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
@@ -220,10 +228,14 @@ def _explanations(scored, picks, ep, studies, ds: Dataset) -> dict:
     study_units = picks[["study", "experiment", "disagree"]].merge(
         scored.groupby("study")[numeric].mean().reset_index(), on="study", how="left")
     study_units = study_units.merge(studies[["study", "sampler", "pruner"]], on="study", how="left")
-    columns = ["experiment", "sampler", "pruner", *[c for c in ("class_imbalance",) if c in numeric]]
-    out["trial_level"] = {"grouped_rates": [
-        r for c in columns if study_units[c].nunique(dropna=True) > 1
-        for r in explain.grouped_rates(study_units, c).to_dict("records")]}
+    # The seeds' causes as study means (calibration, overfitting, imbalance); per-trial
+    # hyperparameters averaged over a study say little, so they stay at epoch level.
+    causes = [c for c in explain.CAUSES if c in numeric]
+    columns = ["experiment", "sampler", "pruner", *causes]
+    out["trial_level"] = {
+        "grouped_rates": [r for c in columns if study_units[c].nunique(dropna=True) > 1
+                          for r in explain.grouped_rates(study_units, c).to_dict("records")],
+        "logistic": explain.logistic(study_units, causes)}
     return out
 
 

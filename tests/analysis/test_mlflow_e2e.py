@@ -96,3 +96,31 @@ def test_unknown_or_empty_experiment_exits_2(synthetic_store, experiment):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert experiment in proc.stderr
+
+
+def test_calibration_difference_of_the_picks_matches_a_recount(mlflow_report):
+    """Paired ECE difference (accuracy pick − loss pick), recounted from the metric histories."""
+    client = MlflowClient(mlflow_report["uri"])
+    ids = [client.get_experiment_by_name(e).experiment_id for e in mlflow_report["experiments"]]
+    by_study = defaultdict(list)
+    for run in client.search_runs(ids, "tags.run_role = 'trial' AND tags.`optuna.trial_state` = 'COMPLETE'",
+                                  max_results=1000):
+        m = run.data.metrics
+        ece = {x.step: x.value for x in client.get_metric_history(run.info.run_id, "val_ece")}
+        by_study[run.data.tags["optuna.study_name"]].append(
+            (int(run.data.tags["optuna.trial_number"]), m["best_val_loss"], m["best_val_accuracy"],
+             ece[int(m["best_val_loss_epoch"])], ece[int(m["best_val_accuracy_epoch"])]))
+    differences = []
+    for trials in by_study.values():
+        if len(trials) < 2:
+            continue
+        loss_pick = min(trials, key=lambda t: (t[1], t[0]))
+        best = max(t[2] for t in trials)
+        accuracy_pick = loss_pick if loss_pick[2] == best else min(t for t in trials if t[2] == best)
+        differences.append(accuracy_pick[4] - loss_pick[3])
+    s = json.loads((mlflow_report["out"] / "summary.json").read_text())
+    paired = s["calibration_of_picks"]["val_ece_accuracy_minus_loss_pick"]
+    assert paired["mean"] == pytest.approx(sum(differences) / len(differences), abs=1e-9)
+    lo, hi = paired["ci95_bootstrap"]
+    assert lo <= paired["mean"] <= hi
+    assert "logistic" in s["explanations"]["trial_level"]
