@@ -55,6 +55,21 @@ def test_csv_per_trial_with_nan_written_as_null(tmp_path):
                                                    "single-trial study (nothing to compare)"}
 
 
+def test_csv_nan_test_accuracy_is_listed_not_silent(tmp_path):
+    table = trial_table()
+    table["test_accuracy"] = table["test_accuracy"].astype(object)
+    table.loc[table.index[:2], "test_accuracy"] = ["n/a", None]
+    path = tmp_path / "trials.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(path), "--state-col", "state",
+                        "--test-accuracy-col", "test_accuracy", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    listed = [x for x in s["exclusions"] if x["what"] == "values of test_accuracy"]
+    assert len(listed) == 1 and listed[0]["count"] == 2, s["exclusions"]
+
+
 @pytest.mark.parametrize("case", ["missing_column", "empty", "no_file", "all_single"])
 def test_bad_input_exits_2_with_one_line(tmp_path, case):
     path = tmp_path / "t.csv"
