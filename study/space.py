@@ -133,8 +133,12 @@ class SearchSpace(_Strict):
         return {n: hp for n, hp in self.params.items() if hp.role != "fixed"}
 
     def sha(self) -> str:
-        """Identity of the effective space, stored on the study so a resume cannot mix spaces."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Identity of the effective space, stored on the study so a resume cannot mix spaces.
+
+        `data.data_dir` is left out: it says where the same Fashion-MNIST files are found
+        (like $STUDY_DATA_DIR, which never entered the hash), not what is searched.
+        """
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"data": {"data_dir"}}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

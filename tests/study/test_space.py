@@ -142,3 +142,10 @@ def test_unreachable_tracking_server_is_one_masked_line(tmp_path: Path, module: 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot reach the tracking server" in lines[0], result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "user:***@" in lines[0]
+
+
+def test_data_dir_does_not_change_the_space_hash() -> None:
+    """--data-dir says where the same files are, so a resume with or without it is allowed."""
+    plain = load_space(CNN)
+    assert load_space(CNN, ["data.data_dir=/srv/fashion"]).sha() == plain.sha()
+    assert load_space(CNN, ["data.train_size=2000"]).sha() != plain.sha()
