@@ -41,3 +41,17 @@ def test_digits_study_completes_offline(stores: dict) -> None:
     study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(stores["storage"]))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert study.trials[0].value > 0.5  # the baseline learns 8x8 digits in 3 epochs
+
+
+def test_a_seeded_sequential_study_repeats_itself(tmp_path) -> None:
+    """Same seed, fresh stores: the same parameters and the same per-epoch values."""
+    studies = []
+    for run in ("a", "b"):
+        storage = str(tmp_path / f"{run}.journal")
+        result = run_cli("study", "search", "--space", "search_spaces/digits.yaml", "--trials", "3",
+                         "--sampler", "tpe", "--pruner", "none", "--seed", "7", "--storage", storage,
+                         "--tracking-uri", f"sqlite:///{tmp_path / run}.db", "--set", "train.epochs=2")
+        assert result.returncode == 0, result.stderr
+        studies.append(optuna.load_study(study_name="digits-cnn-seed7", storage=open_storage(storage)))
+    first, second = ([(t.params, t.value, t.intermediate_values) for t in s.trials] for s in studies)
+    assert len(first) == 3 and first == second
