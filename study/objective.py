@@ -89,6 +89,9 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, config = self.context, self.context.config
+        # First, so a crash at any later point leaves a trial another process can diagnose.
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", os.getpid())
         hp = suggest_params(trial, config.space)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,

@@ -23,7 +23,6 @@ from study.paths import PROJECT_ROOT
 from study.reconcile import fail_process_trials, reconcile_study, register_mlflow_repair
 from study.sampling import baseline_params, directions, make_pruner, make_sampler
 from study.secrets import mask_secrets
-from study.storage import record_owner_first
 from study.tracking import Tracker
 
 if TYPE_CHECKING:  # the objective pulls in TensorFlow: the supervisor never needs it
@@ -87,7 +86,7 @@ def create_study(config: SearchConfig, prepared: PreparedStudy, worker_index: in
     """Create or load; seeds the sampler with seed + worker index so workers differ."""
     study = optuna.create_study(
         study_name=prepared.name, storage=prepared.storage, load_if_exists=True,
-        sampler=record_owner_first(make_sampler(config.sampler, prepared.seed + worker_index)),
+        sampler=make_sampler(config.sampler, prepared.seed + worker_index),
         pruner=make_pruner(config.pruner if config.objective != "both" else "none", config.space.train.epochs),
         directions=directions(config.objective))
     if "space_sha" not in study.user_attrs:

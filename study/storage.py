@@ -118,25 +118,6 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
     return is_heartbeat_enabled(study._storage)
 
 
-def record_owner_first(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
-    """Make the sampler's `before_trial` record the trial's host and pid.
-
-    Optuna calls it right after the trial is created (or popped from the queue), before the
-    sampler's own relative sampling, which can take seconds for TPE or GP. Recording there
-    instead of at the top of the objective leaves no window in which a killed process owns
-    a RUNNING trial nobody can attribute.
-    """
-    original = sampler.before_trial
-
-    def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, "host", HOST)
-        study._storage.set_trial_user_attr(trial._trial_id, "pid", os.getpid())
-        original(study, trial)
-
-    sampler.before_trial = before_trial  # type: ignore[method-assign]
-    return sampler
-
-
 def lost_trials(study: optuna.Study, pid: int | None = None) -> list[optuna.trial.FrozenTrial]:
     """RUNNING trials recorded by a process on this host that no longer exists (or by `pid`).
 
