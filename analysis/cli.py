@@ -104,7 +104,7 @@ def report(args: argparse.Namespace) -> int:
         tracking_uri = args.tracking_uri or default_tracking_uri()
         problem = tracking_server_problem(tracking_uri)
         if problem:
-            raise AnalysisInputError(f"--tracking-uri {mask_secrets(tracking_uri)}: {problem}")
+            raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
         ds = sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned)
     from analysis import figures, report as report_doc
     from analysis.summary import analyse
@@ -128,5 +128,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return report(args)
     except AnalysisInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
