@@ -107,9 +107,6 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is (an )?experimental.*")  # optuna's QMC, group=True
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables"
     logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)  # "no model signature"
-    from study.secrets import mask_logging
-
-    mask_logging()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -177,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     from study.space import SpaceError
     from study.storage import StorageError
 
+    from study.secrets import mask_logging
+
+    mask_logging()  # every command: reconcile prints MLflow and Optuna log lines too
     # Each carries one finished line naming the file or flag and the key.
     handled: tuple[type[BaseException], ...] = (SpaceError, DataError, BadInput, StorageError)
     try:
