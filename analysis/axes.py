@@ -69,18 +69,18 @@ def blank_inactive(trials: pd.DataFrame, spaces: dict[str, dict]) -> pd.DataFram
     """
     out = trials.copy()
     for study, params in spaces.items():
-        in_study = out["study"] == study
+        rows = out.index[out["study"] == study]
         for name, spec in params.items():
-            condition = (spec or {}).get("condition") if isinstance(spec, dict) else None
+            condition = spec.get("condition") if isinstance(spec, dict) else None
             column = f"hp.{name}"
-            if not condition or column not in out:
+            if not condition or column not in out or rows.empty:
                 continue
-            active = pd.Series(True, index=out.index)
+            active = pd.Series(True, index=rows)
             for parent, allowed in condition.items():
                 allowed = allowed if isinstance(allowed, list) else [allowed]
-                parent_values = out.get(f"hp.{parent}", pd.Series(None, index=out.index))
+                parent_values = out.loc[rows, f"hp.{parent}"] if f"hp.{parent}" in out else pd.Series(None, index=rows)
                 active &= parent_values.map(lambda v: any(_same_value(v, a) for a in allowed))
-            out.loc[in_study & ~active, column] = np.nan
+            out.loc[active.index[~active], column] = np.nan
     return out
 
 

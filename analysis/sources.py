@@ -134,16 +134,16 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     table = _filter_states(ds, table, include_pruned, unit="rows")
     metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
     table = _numeric(table, [*metric_cols, "test_accuracy", *explanatory])
+    bad = table[metric_cols].isna().any(axis=1)
+    ds.exclude("rows", f"non-numeric or NaN {', '.join(c for c in (loss_col, accuracy_col, epoch_col) if c)}",
+               int(bad.sum()))
+    table = table[~bad]
     # Kept, but said: a missing test accuracy or explanatory value shrinks the cost and
     # explanation statistics, never silently.
     for col, flag in [("test_accuracy", test_accuracy_col), *zip(explanatory, explain_cols)]:
         if flag and col in table:
             ds.exclude(f"values of {flag}", "non-numeric or NaN: left out of the statistics that use "
                        "this column (the rows stay)", int(table[col].isna().sum()))
-    bad = table[metric_cols].isna().any(axis=1)
-    ds.exclude("rows", f"non-numeric or NaN {', '.join(c for c in (loss_col, accuracy_col, epoch_col) if c)}",
-               int(bad.sum()))
-    table = table[~bad]
     if table.empty:
         raise AnalysisInputError(f"{path}: no usable rows (every row is excluded)")
 

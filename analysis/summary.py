@@ -18,6 +18,7 @@ from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
 
 EARLY, LATE = 0.10, 0.25  # the Playbook's first 10% and last 25% of the budget
+WARN_SHARE = 0.2
 
 
 def budget_windows(epoch: pd.Series, budget: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -27,7 +28,6 @@ def budget_windows(epoch: pd.Series, budget: pd.Series) -> tuple[pd.Series, pd.S
     early = np.maximum(1, (EARLY * budget).round())
     late = np.maximum(1, (LATE * budget).round())
     return epoch < early, epoch >= budget - late
-WARN_SHARE = 0.2
 
 
 @dataclass
@@ -234,8 +234,9 @@ def _explanations(scored, picks, ep, studies, ds: Dataset) -> dict:
     columns = ["experiment", "sampler", "pruner", *causes]
     out["trial_level"] = {
         "grouped_rates": [r for c in columns if study_units[c].nunique(dropna=True) > 1
-                          for r in explain.grouped_rates(study_units, c).to_dict("records")],
-        "logistic": explain.logistic(study_units, causes)}
+                          for r in explain.grouped_rates(study_units, c).to_dict("records")]}
+    if causes:
+        out["trial_level"]["logistic"] = explain.logistic(study_units, causes)
     return out
 
 
