@@ -28,6 +28,8 @@ search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(foreach kv,$(SET),--set $(kv))
 # STORAGE and TRACKING may carry a password: they reach the program through the environment,
 # never its arguments (which make echoes and `ps` shows), and only masked copies are printed.
+# The exception is `dashboard`: optuna-dashboard takes the storage only as an argument (use
+# PGPASSWORD or ~/.pgpass there rather than a password in the URL).
 url_env = $(if $(STORAGE),STUDY_STORAGE='$(STORAGE)') $(if $(TRACKING),MLFLOW_TRACKING_URI='$(TRACKING)')
 mask = sed -E 's\#(://[^:/@]*:)[^@]*@\#\1***@\#g'
 show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' '$(or $(STORAGE),default)' '$(or $(TRACKING),default)' | $(mask))
@@ -52,7 +54,8 @@ $(STAMP): requirements.lock
 	touch $(STAMP)
 
 # keras-tuner and tensorboard are benchmark-only extras, kept out of requirements.lock; the
-# benchmarks and their smoke tests need them, so `make test` and `make bench` install them too.
+# benchmark smoke tests need them, so `make test` installs them (`make bench` lets
+# `python -m benchmarks` install them when it needs them).
 $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 	$(call banner,benchmark extras (keras-tuner, tensorboard))
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
@@ -114,7 +117,7 @@ test: setup $(BENCH_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
 test-fast: setup $(BENCH_STAMP) ## The suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: setup $(BENCH_STAMP) ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
+bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
 	$(call banner,benchmarks)
 	$(PY) -m benchmarks
 
