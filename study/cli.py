@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 
+from study.exit_codes import ExitCode
 from study.paths import DEFAULT_SPACE, default_storage, default_tracking_uri
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -161,7 +162,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         counts = reconcile_study(study, tracker, experiment_id)
         print(f"{name}: {counts['lost_trials_failed']} lost trials marked FAIL (worker_lost), "
               f"{counts['runs_ended']} MLflow runs ended")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - e.g. the tracking server went away mid-study
         import traceback
 
@@ -200,4 +201,4 @@ def main(argv: list[str] | None = None) -> int:
         print(mask_secrets("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
         first = (str(exc).splitlines() or [""])[0]
         print(f"study: error: {type(exc).__name__}: {mask_secrets(first)}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR

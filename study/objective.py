@@ -74,8 +74,10 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         """A signal can land on any line, not only inside training: wherever it does, the
-        trial ends FAIL `interrupted` and its run KILLED (further signals are ignored by then)."""
-        self.run_id, self.interrupted_recorded = None, False
+        trial ends FAIL `interrupted` and its run KILLED (further signals are ignored by then).
+        Any other exception that escapes (MLflow refusing a call, the best model's upload)
+        leaves the trial FAIL too, so its run says FAIL as well, and exists."""
+        self.run_id, self.interrupted_recorded, self.run_requested = None, False, False
         try:
             return self._run(trial)
         except KeyboardInterrupt:
@@ -86,6 +88,31 @@ class Objective:
                 if self.run_id is not None:
                     self.context.tracker.mark_run(self.run_id, "FAIL", "KILLED", "interrupted")
             raise
+        except (TrialFailed, optuna.TrialPruned):
+            raise  # recorded in MLflow already
+        except Exception as exc:
+            self._record_crash(trial, exc)
+            raise
+
+    def _record_crash(self, trial: optuna.Trial, exc: Exception) -> None:
+        """Best effort, since MLflow may be what failed: the reason on the trial, and its run
+        ended FAIL; created first if the crash came before it (a run half-created by a failed
+        `start_trial_run` is ended by the driver's reconcile, found by its trial number)."""
+        reason = trial.user_attrs.get("failure_reason") or f"exception:{type(exc).__name__}"
+        tracker, ctx = self.context.tracker, self.context
+        try:
+            trial.set_user_attr("failure_reason", reason)
+            if self.run_id is None and not self.run_requested:
+                self.run_id = tracker.start_trial_run(
+                    ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
+                    params={**trial.params, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+                trial.set_user_attr("mlflow_run_id", self.run_id)
+            if self.run_id is not None:
+                tracker.finish_trial_run(self.run_id, "FAIL", failure_reason=reason,
+                                         failure_message=f"{type(exc).__name__}: {exc}")
+        except Exception as second:  # noqa: BLE001 - the original exception is the one to report
+            print(f"study: warning: trial {trial.number}: MLflow run not ended ({type(second).__name__}); "
+                  "`python -m study reconcile` repairs it", flush=True)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, config = self.context, self.context.config
@@ -93,6 +120,7 @@ class Objective:
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
         hp = suggest_params(trial, config.space)
+        self.run_requested = True  # from here on, a crash may leave a half-created run behind
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
             params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 
 from study.space import Hyperparameter, SearchSpace
@@ -47,6 +48,21 @@ def baseline_params(space: SearchSpace) -> dict[str, Any]:
         elif name in space.baseline and hp.is_active(chosen):
             chosen[name] = space.baseline[name]
     return {n: v for n, v in chosen.items() if n in space.baseline and space.params[n].role != "fixed"}
+
+
+def sampler_seed(sampler: str, seed: int, worker_index: int, trials_so_far: int) -> int:
+    """The seed one process gives its sampler, below 2**32 as numpy needs.
+
+    With the study seed alone, every invocation would replay the previous one's random
+    draws (random sampling, TPE's start-up trials, GP's and CMA-ES's independent ones), so
+    (seed, worker index, trials already in the study) go through numpy's SeedSequence: a
+    plain sum collides (seed s worker 1 = seed s+1 worker 0, i.e. two replicates' workers).
+    QMC keeps the study seed for every worker and invocation: Optuna resumes its scrambled
+    sequence by a sample id stored under that seed, and its workers must share the seed.
+    """
+    if sampler == "qmc":
+        return seed
+    return int(np.random.SeedSequence([seed, worker_index, trials_so_far]).generate_state(1)[0])
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 
-import optuna
-
 from study.config import SearchConfig
 from study.data import Splits
+from study.driver import ExitCode, StudySession, drive
 from study.inputs import PreparedStudy
 from study.tracking import Tracker
 
@@ -58,38 +57,44 @@ def configure_threads() -> tuple[int, int] | None:
     return intra, inter
 
 
+class WorkerTrials:
+    """One worker of a supervisor (or started by hand): trials in this process, on a study
+    and study run the supervisor created; it only ends the study run if it opened it."""
+
+    reuses_study_run = True
+
+    def __init__(self, config: SearchConfig, worker_index: int) -> None:
+        from study.search import TrialsHere
+
+        self.worker_index = worker_index
+        self.trials = TrialsHere(config, worker_index, extra_trial_params={"worker_index": worker_index})
+
+    def install_signals(self) -> None:
+        self.trials.install_signals()
+
+    def experiment(self, tracker: Tracker, name: str) -> str:
+        # The supervisor made it; N workers must not all migrate or retag the store at once.
+        return tracker.experiment_id(name) or tracker.ensure_experiment(name)
+
+    def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
+        return None  # the supervisor printed it; run_trials says which worker started
+
+    def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
+        print(f"[{session.item.name}] worker {self.worker_index} (pid {os.getpid()}) started, sampler seed "
+              f"{session.sampler_seed}, threads {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}", flush=True)
+        return self.trials.run_trials(session, timeout)
+
+    def exit_line(self, code: ExitCode, session: StudySession) -> str | None:
+        name, failures = session.item.name, self.trials.failures
+        if code == ExitCode.INTERRUPTED:
+            return f"[{name}] worker {self.worker_index} interrupted"
+        if code == ExitCode.FAILURES:
+            return (f"[{name}] worker {self.worker_index}: {failures.streak} consecutive failed trials "
+                    f"(last: {failures.last_reason}); check the ranges in {session.config.space_file}")
+        return None
+
+
 def run_worker(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStudy]], index: int) -> int:
     """Optimise one study until it has --trials finished trials; the exit code (0, 3, 130)."""
-    from study.objective import TrialContext
-    from study.reconcile import reconcile_study, register_mlflow_repair
-    from study.search import (EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, create_study, fail_own_trials,
-                              install_signal_handlers, open_study_run, optimize)
-
     splits, tracker, prepared = checked
-    install_signal_handlers()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    item = prepared[0]
-    study = create_study(config, item, worker_index=index)
-    experiment_id = tracker.experiment_id(config.experiment)
-    run_id = study.user_attrs.get("mlflow_study_run_id")
-    if experiment_id is None or run_id is None:  # started by hand before any `search`
-        experiment_id = tracker.ensure_experiment(config.experiment)
-        run_id = open_study_run(config, item, splits, tracker, experiment_id, study)
-    register_mlflow_repair(tracker)
-    reconcile_study(study, tracker, experiment_id)
-    context = TrialContext(config, splits, tracker, experiment_id, run_id, item.name, item.seed,
-                           base_params={**config.flat(), **splits.sizes(), "data.source": splits.source,
-                                        "worker_index": index})
-    print(f"[{item.name}] worker {index} (pid {os.getpid()}) started, sampler seed {item.seed + index}, "
-          f"threads {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}", flush=True)
-    try:
-        failures = optimize(config, study, context, config.timeout)
-    except KeyboardInterrupt:
-        fail_own_trials(study, tracker, experiment_id)
-        print(f"[{item.name}] worker {index} interrupted", flush=True)
-        return EXIT_INTERRUPTED
-    if failures.tripped:
-        print(f"[{item.name}] worker {index}: {failures.streak} consecutive failed trials "
-              f"(last: {failures.last_reason}); check the ranges in {config.space_file}", flush=True)
-        return EXIT_FAILURES
-    return EXIT_OK
+    return drive(config, (splits, tracker, prepared[:1]), WorkerTrials(config, index))
