@@ -77,42 +77,49 @@ class Objective:
         trial ends FAIL `interrupted` and its run KILLED (further signals are ignored by then).
         Any other exception that escapes (MLflow refusing a call, the best model's upload)
         leaves the trial FAIL too, so its run says FAIL as well, and exists."""
-        self.run_id, self.interrupted_recorded, self.run_requested = None, False, False
+        self.run_id, self.interrupted_recorded = None, False
         try:
             return self._run(trial)
         except KeyboardInterrupt:
             # Optuna turns a KeyboardInterrupt into FAIL, even after a COMPLETE was recorded
             # (e.g. while the best model uploads), so MLflow must say the same.
             if not self.interrupted_recorded:
-                trial.set_user_attr("failure_reason", "interrupted")
-                if self.run_id is not None:
-                    self.context.tracker.mark_run(self.run_id, "FAIL", "KILLED", "interrupted")
+                self._record_failure(trial, "interrupted", "SIGINT/SIGTERM", "KILLED")
             raise
         except (TrialFailed, optuna.TrialPruned):
             raise  # recorded in MLflow already
         except Exception as exc:
-            self._record_crash(trial, exc)
+            reason = trial.user_attrs.get("failure_reason") or f"exception:{type(exc).__name__}"
+            self._record_failure(trial, reason, f"{type(exc).__name__}: {exc}", "FAILED")
             raise
 
-    def _record_crash(self, trial: optuna.Trial, exc: Exception) -> None:
+    def _record_failure(self, trial: optuna.Trial, reason: str, message: str, status: str) -> None:
         """Best effort, since MLflow may be what failed: the reason on the trial, and its run
-        ended FAIL; created first if the crash came before it (a run half-created by a failed
-        `start_trial_run` is ended by the driver's reconcile, found by its trial number)."""
-        reason = trial.user_attrs.get("failure_reason") or f"exception:{type(exc).__name__}"
-        tracker, ctx = self.context.tracker, self.context
+        ended FAIL, so that no FAIL trial lacks its run."""
         try:
             trial.set_user_attr("failure_reason", reason)
-            if self.run_id is None and not self.run_requested:
-                self.run_id = tracker.start_trial_run(
-                    ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
-                    params={**trial.params, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
-                trial.set_user_attr("mlflow_run_id", self.run_id)
-            if self.run_id is not None:
-                tracker.finish_trial_run(self.run_id, "FAIL", failure_reason=reason,
-                                         failure_message=f"{type(exc).__name__}: {exc}")
+            run_id = self._own_run(trial)
+            self.context.tracker.finish_trial_run(run_id, "FAIL", status=status, failure_reason=reason,
+                                                  failure_message=message)
         except Exception as second:  # noqa: BLE001 - the original exception is the one to report
             print(f"study: warning: trial {trial.number}: MLflow run not ended ({type(second).__name__}); "
                   "`python -m study reconcile` repairs it", flush=True)
+
+    def _own_run(self, trial: optuna.Trial) -> str:
+        """This trial's run: the one it started, one whose start was cut short (created, then
+        its params refused or a signal), or, if it failed before any, a new one."""
+        ctx = self.context
+        if self.run_id is None:
+            for run in ctx.tracker.trial_runs(ctx.experiment_id, ctx.study_name):
+                if run.data.tags.get("optuna.trial_number") == str(trial.number):
+                    self.run_id = run.info.run_id
+                    break
+            else:
+                self.run_id = ctx.tracker.start_trial_run(
+                    ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
+                    params={**trial.params, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+            trial.set_user_attr("mlflow_run_id", self.run_id)
+        return self.run_id
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         ctx, config = self.context, self.context.config
@@ -120,7 +127,6 @@ class Objective:
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("pid", os.getpid())
         hp = suggest_params(trial, config.space)
-        self.run_requested = True  # from here on, a crash may leave a half-created run behind
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
             params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})

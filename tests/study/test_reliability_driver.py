@@ -1,0 +1,135 @@
+"""Issue 8 (driver): re-runs draw new samples, replicates are independent, an interrupted
+baseline is trained again, and a crash inside a study leaves nothing RUNNING in MLflow."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.exit_codes import ExitCode
+from study.sampling import baseline_params, make_sampler, sampler_seed, suggest_params
+from study.space import load_space
+from study.storage import open_storage
+from tests.conftest import PROJECT_ROOT, run_cli
+from tests.scale.conftest import running_trial_with_run, start_cli, stop, wait_for
+
+DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
+STUDY = "digits-cnn-seed0"
+
+
+def digits_search(stores: dict[str, str], *extra: str) -> list[str]:
+    return ["study", "search", "--space", str(DIGITS), "--sampler", "random", "--pruner", "none",
+            "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"], *extra]
+
+
+def load(stores: dict[str, str], name: str = STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(stores["storage"]))
+
+
+def all_runs(tracking_uri: str, experiment: str) -> list:
+    client = MlflowClient(tracking_uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+
+
+# --- item 2: sampler seeds ---------------------------------------------------------------
+
+
+def test_sampler_seeds_never_collide_across_seeds_workers_and_invocations() -> None:
+    grid = list(itertools.product(range(8), range(8), range(0, 60, 3)))
+    seeds = [sampler_seed("tpe", seed, worker, count) for seed, worker, count in grid]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= value < 2**32 for value in seeds)  # numpy's limit
+    # Replicate s's worker 1 and replicate s+1's worker 0 used to share seed s+1.
+    assert sampler_seed("random", 3, 1, 0) != sampler_seed("random", 4, 0, 0)
+    # A fresh seeded study stays reproducible: the same inputs give the same seed.
+    assert sampler_seed("random", 7, 0, 1) == sampler_seed("random", 7, 0, 1)
+
+
+def test_qmc_keeps_the_study_seed_for_every_worker_and_invocation() -> None:
+    """Optuna resumes a QMC sequence by sample id stored under its seed; workers must share it."""
+    assert {sampler_seed("qmc", 5, worker, count) for worker in range(4) for count in (0, 9)} == {5}
+    space = load_space(DIGITS)
+    study = optuna.create_study(sampler=make_sampler("qmc", sampler_seed("qmc", 5, 0, 0)))
+    first = [suggest_params(study.ask(), space) for _ in range(2)]
+    study.sampler = make_sampler("qmc", sampler_seed("qmc", 5, 1, 2))  # a re-run, another worker
+    assert suggest_params(study.ask(), space) not in first  # the sequence went on, not restarted
+
+
+@pytest.mark.slow
+def test_a_larger_trials_rerun_draws_new_parameters(stores: dict[str, str]) -> None:
+    """`--trials 2` then `--trials 4`: the second invocation used to replay the first's samples."""
+    args = digits_search(stores, "--set", "train.epochs=1")
+    first = run_cli(*args, "--trials", "2")
+    assert first.returncode == ExitCode.OK, first.stdout + first.stderr
+    second = run_cli(*args, "--trials", "4")
+    assert second.returncode == ExitCode.OK, second.stdout + second.stderr
+    trials = load(stores).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert trials[0].params == baseline_params(load_space(DIGITS))
+    drawn_before = [trials[1].params]
+    assert all(t.params not in drawn_before for t in trials[2:]), [t.params for t in trials]
+
+
+# --- item 14: the interrupted baseline -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_baseline_interrupted_by_ctrl_c_is_trained_on_the_rerun(stores: dict[str, str], tmp_path: Path) -> None:
+    args = digits_search(stores, "--trials", "2", "--set", "train.epochs=60")
+    log = tmp_path / "first.log"
+    proc = start_cli(*args, log=log)
+    try:
+        victim = wait_for(lambda: running_trial_with_run(stores["storage"], STUDY), 300,
+                          "trial 0 running with its MLflow run", proc, log)
+        assert victim.number == 0
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(120) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
+    finally:
+        stop(proc)
+    interrupted = load(stores).trials[0]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["failure_reason"] == "interrupted"
+
+    rerun = run_cli(*args, timeout=600)
+    assert rerun.returncode == ExitCode.OK, rerun.stdout + rerun.stderr
+    trials = load(stores).trials
+    baseline = baseline_params(load_space(DIGITS))
+    assert trials[1].params == baseline and trials[1].state.name == "COMPLETE", [
+        (t.number, t.state.name, t.params) for t in trials]
+
+
+# --- item 5 (the finally): a crash inside a study ---------------------------------------
+
+
+@pytest.mark.slow
+def test_a_crash_inside_a_study_leaves_no_running_mlflow_run(stores: dict[str, str], tmp_path: Path) -> None:
+    """A knob whose name MLflow refuses ('%') passes the space checks; MLflow refuses the trial
+    run's params after creating the run. The study used to stay RUNNING with that run."""
+    raw = yaml.safe_load(DIGITS.read_text())
+    raw["params"]["width%"] = {"type": "categorical", "choices": [1, 2], "role": "scientific"}
+    space = tmp_path / "digits-percent.yaml"
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = run_cli("study", "search", "--space", str(space), "--sampler", "random", "--pruner", "none",
+                     "--trials", "2", "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"],
+                     "--set", "train.epochs=1")
+    assert result.returncode == ExitCode.ERROR, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("study: error: MlflowException")
+
+    runs = all_runs(stores["tracking_uri"], "digits-cnn")
+    assert [r.data.tags["run_role"] for r in runs if r.info.status == "RUNNING"] == []
+    (study_run,) = [r for r in runs if r.data.tags.get("run_role") == "study"]
+    assert study_run.info.status == "FAILED"
+    trial_runs = [r for r in runs if r.data.tags.get("run_role") == "trial"]
+    assert [r.data.tags["optuna.trial_number"] for r in trial_runs] == ["0"]  # the FAIL trial has its run
+    assert trial_runs[0].info.status == "FAILED"
+    assert trial_runs[0].data.tags["optuna.trial_state"] == "FAIL"
+    assert trial_runs[0].data.tags["failure_reason"] == "exception:MlflowException"
+    trials = load(stores).trials
+    assert [t.state.name for t in trials] == ["FAIL"]
+    assert trials[0].user_attrs["failure_reason"] == "exception:MlflowException"
