@@ -17,7 +17,6 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
 from optuna.trial import TrialState
 
 from study.secrets import mask_secrets
@@ -69,13 +68,21 @@ def process_token(pid: int) -> str | None:
         return None
 
 
-# Recorded with host and pid on every trial: a container restarted with the same host name
-# runs its program as the same pid (often 1) again, so the pid alone cannot say "gone".
-PROCESS_TOKEN = process_token(os.getpid()) or f"random-{uuid.uuid4().hex}"
+_OWN_TOKENS: dict[int, str] = {}
+
+
+def own_process_token() -> str:
+    """This process's token, recorded with host and pid on every trial: a container restarted
+    with the same host name runs its program as the same pid (often 1) again, so the pid alone
+    cannot say "gone". Keyed by pid, so a forked child never inherits its parent's."""
+    pid = os.getpid()
+    if pid not in _OWN_TOKENS:
+        _OWN_TOKENS[pid] = process_token(pid) or f"random-{uuid.uuid4().hex}"
+    return _OWN_TOKENS[pid]
 
 
 class JournalDamaged(StorageError):
-    """A journal line that is not a record, before the end: exit 2, the file left as it is."""
+    """A complete journal line that is not a record: exit 2, the file left as it is."""
 
 
 def _unwritable(path: Path) -> str | None:
@@ -127,10 +134,13 @@ def _damaged(path: Path, number: int, problem: str) -> JournalDamaged:
 
 
 def check_every_line(path: Path) -> None:
-    """Raise JournalDamaged naming the first line that is not a record (a full scan)."""
+    """Raise JournalDamaged naming the first complete line that is not a record (a full scan).
+
+    A last line without its newline is a write in progress (or one repair_cut_tail will cut).
+    """
     with open(path, "rb") as journal:
         for number, line in enumerate(journal, start=1):
-            problem = _record_problem(line) if line.endswith(b"\n") else "cut mid-line"
+            problem = _record_problem(line) if line.endswith(b"\n") else None
             if problem:
                 raise _damaged(path, number, problem)
 
@@ -160,11 +170,13 @@ def repair_cut_tail(path: Path, lock: JournalFileSymlinkLock) -> None:
     complete line that is not a record would be buried the same way: refused, not cut.
     """
     lines, last, partial = _tail(path)
-    if lines and _record_problem(last):
-        raise _damaged(path, lines, _record_problem(last) or "")
+    problem = _record_problem(last) if lines else None
+    if problem:
+        raise _damaged(path, lines, problem)
     if not partial:
         return
-    with get_lock_file(lock):
+    lock.acquire()  # blocks while a writer holds it (Optuna frees a lock left by a crash after 30 s)
+    try:
         lines, last, partial = _tail(path)
         if not partial:
             return  # a live writer finished its record while we waited for the lock
@@ -175,6 +187,8 @@ def repair_cut_tail(path: Path, lock: JournalFileSymlinkLock) -> None:
         with open(path, "r+b") as journal:
             journal.truncate(keep)
             os.fsync(journal.fileno())
+    finally:
+        lock.release()
     print(f"study: warning: {path}: cut an incomplete last record ({len(partial)} bytes after line {lines}, "
           f"left by a crash mid-write); every complete record is kept, the original is {backup}", flush=True)
 
@@ -250,7 +264,7 @@ def owner_gone(pid: int, token: str | None) -> bool:
     Trials recorded before tokens existed have none and are judged by the pid alone.
     """
     if pid == os.getpid():
-        return token is not None and token != PROCESS_TOKEN
+        return token is not None and token != own_process_token()
     if not process_alive(pid):
         return True
     current = process_token(pid)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import TrialState
 
-from study.storage import HOST, PROCESS_TOKEN, StorageError, lost_trials, open_storage, process_token
+from study.storage import HOST, StorageError, lost_trials, open_storage, own_process_token, process_token
 from tests.conftest import PROJECT_ROOT, require, run_cli
 
 DIGITS = ["--space", "search_spaces/digits.yaml", "--sampler", "random", "--pruner", "none",
@@ -166,7 +166,7 @@ def record_trial_then_exec(storage: str, tracking_uri: str, token: str, *command
     the start time): a restarted container's pid 1 again."""
     from study.tracking import Tracker
 
-    token = PROCESS_TOKEN if token == "this-life" else token
+    token = own_process_token() if token == "this-life" else token
 
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.ensure_experiment("digits-cnn")
@@ -194,8 +194,9 @@ def run_with_reused_pid(stores: dict[str, str], token: str, *command: str) -> tu
 
 
 def the_reused_pid_trial(stores: dict[str, str], pid: int) -> tuple[optuna.trial.FrozenTrial, object]:
+    """The trial the child left under `pid` (the CLI's own): the first one with that pid."""
     study = optuna.load_study(study_name=NAME, storage=open_storage(stores["storage"]))
-    (trial,) = [t for t in study.trials if t.user_attrs.get("pid") == pid and "process_token" in t.user_attrs]
+    trial = [t for t in study.trials if t.user_attrs.get("pid") == pid][0]
     return trial, MlflowClient(stores["tracking_uri"]).get_run(trial.user_attrs["mlflow_run_id"])
 
 
@@ -246,4 +247,4 @@ def test_a_pid_reused_by_another_program_does_not_keep_a_trial_alive(tmp_path: P
     finally:
         stranger.kill()
         stranger.wait()
-    assert PROCESS_TOKEN == process_token(os.getpid())
+    assert own_process_token() == process_token(os.getpid())
