@@ -18,7 +18,7 @@ from study.data import Splits
 from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
 from study.sampling import suggest_params
-from study.storage import HOST
+from study.storage import HOST, own_process_token
 from study.tracking import Tracker
 from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_trial
 
@@ -125,6 +125,7 @@ class Objective:
         ctx, config = self.context, self.context.config
         # First, so a crash at any later point leaves a trial another process can diagnose.
         trial.set_user_attr("host", HOST)
+        trial.set_user_attr("process_token", own_process_token())  # before the pid: every pid has its life
         trial.set_user_attr("pid", os.getpid())
         hp = suggest_params(trial, config.space)
         run_id = ctx.tracker.start_trial_run(

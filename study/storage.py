@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 import socket
 import time
+import uuid
 import warnings
+from datetime import datetime, timezone
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from study.secrets import mask_secrets
@@ -27,7 +31,7 @@ RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # not after this long belongs to a process that died in between (journal storage only).
 ORPHAN_SECONDS = 300.0
 
-PROCESS_ATTRS = ("host", "pid", "mlflow_run_id", "failure_reason")
+PROCESS_ATTRS = ("host", "pid", "process_token", "mlflow_run_id", "failure_reason")
 
 # Called as hook(study, frozen_trial) when a trial is failed from outside its process
 # (heartbeat stale, dead pid, dead worker): the search registers the MLflow repair here.
@@ -54,6 +58,141 @@ def with_installed_driver(url: str) -> str:
     return f"postgresql://{rest}" if scheme == "postgres" else url
 
 
+def process_token(pid: int) -> str | None:
+    """What tells two lives of one pid apart: the process's start time (clock ticks since
+    boot, field 22 of /proc/<pid>/stat), or None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return "start-" + stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_OWN_TOKENS: dict[int, str] = {}
+
+
+def own_process_token() -> str:
+    """This process's token, recorded with host and pid on every trial: a container restarted
+    with the same host name runs its program as the same pid (often 1) again, so the pid alone
+    cannot say "gone". Keyed by pid, so a forked child never inherits its parent's."""
+    pid = os.getpid()
+    if pid not in _OWN_TOKENS:
+        _OWN_TOKENS[pid] = process_token(pid) or f"random-{uuid.uuid4().hex}"
+    return _OWN_TOKENS[pid]
+
+
+class JournalDamaged(StorageError):
+    """A complete journal line that is not a record: exit 2, the file left as it is."""
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the journal, or the folder it is (to be) created in, cannot be written; else None.
+
+    Optuna writes its lock file beside the journal, so the folder must be writable too.
+    """
+    folder = path.parent
+    while not folder.exists():  # mkdir would create the missing ones inside the first that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable"
+    if path.exists() and not (path.is_file() and os.access(path, os.R_OK | os.W_OK)):
+        return "not a readable and writable file"
+    return None
+
+
+def open_journal(spec: str) -> JournalStorage:
+    """A journal file, created if missing, with a last record cut mid-line repaired first."""
+    path = Path(spec)
+    problem = _unwritable(path)
+    if problem:
+        raise StorageError(f"--storage {spec}: {problem}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = JournalFileSymlinkLock(spec)  # the lock Optuna's own writers take
+    backend = JournalFileBackend(spec, lock_obj=lock)
+    repair_cut_tail(path, lock)
+    try:
+        return JournalStorage(backend)
+    except Exception:  # Optuna's replay stops at a bad line in the middle: name it
+        check_every_line(path)
+        raise
+
+
+def _record_problem(line: bytes) -> str | None:
+    """Why one newline-terminated journal line is not an Optuna record, or None."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError, or UnicodeDecodeError for binary bytes
+        return "not JSON"
+    return None if isinstance(record, dict) and "op_code" in record else "not an Optuna journal record"
+
+
+def _damaged(path: Path, number: int, problem: str) -> JournalDamaged:
+    return JournalDamaged(f"--storage {path}: line {number} is {problem}; the file was left as it is "
+                          "(only a last record cut mid-line is repaired)")
+
+
+def check_every_line(path: Path) -> None:
+    """Raise JournalDamaged naming the first complete line that is not a record (a full scan).
+
+    A last line without its newline is a write in progress (or one repair_cut_tail will cut).
+    """
+    with open(path, "rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            problem = _record_problem(line) if line.endswith(b"\n") else None
+            if problem:
+                raise _damaged(path, number, problem)
+
+
+def _tail(path: Path) -> tuple[int, bytes, bytes]:
+    """(number of complete lines, the last complete line, the bytes after it): read from the end."""
+    with open(path, "rb") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        tail = b""
+        while len(tail) < size and tail.count(b"\n") < 2:
+            start = max(0, size - len(tail) - 65536)
+            journal.seek(start)
+            tail = journal.read(size - len(tail) - start) + tail
+        journal.seek(0)
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: journal.read(1 << 20), b""))
+    complete, _, partial = tail.rpartition(b"\n")
+    last = complete.rsplit(b"\n", 1)[-1] + b"\n" if lines else b""
+    return lines, last, partial
+
+
+def repair_cut_tail(path: Path, lock: JournalFileSymlinkLock) -> None:
+    """Cut a last record left without its newline (a crash mid-write, a full disk).
+
+    Optuna's reader skips such a line, but its writer appends the next record right after
+    it, and from then on every read fails. A partial line may be a live worker's write in
+    progress, so the cut happens under Optuna's own journal lock, after a re-check. A last
+    complete line that is not a record would be buried the same way: refused, not cut.
+    """
+    lines, last, partial = _tail(path)
+    problem = _record_problem(last) if lines else None
+    if problem:
+        raise _damaged(path, lines, problem)
+    if not partial:
+        return
+    lock.acquire()  # blocks while a writer holds it (Optuna frees a lock left by a crash after 30 s)
+    try:
+        lines, last, partial = _tail(path)
+        if not partial:
+            return  # a live writer finished its record while we waited for the lock
+        keep = path.stat().st_size - len(partial)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        shutil.copyfile(path, backup)  # byte-exact, before anything is cut
+        with open(path, "r+b") as journal:
+            journal.truncate(keep)
+            os.fsync(journal.fileno())
+    finally:
+        lock.release()
+    print(f"study: warning: {path}: cut an incomplete last record ({len(partial)} bytes after line {lines}, "
+          f"left by a crash mid-write); every complete record is kept, the original is {backup}", flush=True)
+
+
 def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90, max_retry: int = 1,
                  on_stale: "callable | None" = None) -> optuna.storages.BaseStorage:
     """A `*.journal` path -> JournalStorage; an RDB URL -> RDBStorage with heartbeats."""
@@ -63,8 +202,7 @@ def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90
     if not is_rdb(spec):
         if not spec.endswith(".journal"):
             raise StorageError(f"--storage {spec}: a journal storage file must end in .journal")
-        Path(spec).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(spec))
+        return open_journal(spec)
     given, spec = spec, with_installed_driver(spec)
     with warnings.catch_warnings():  # "experimental" since Optuna 2.8; the supported way in 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -118,6 +256,21 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
     return is_heartbeat_enabled(study._storage)
 
 
+def owner_gone(pid: int, token: str | None) -> bool:
+    """Whether the process on this host that recorded (pid, token) no longer exists.
+
+    A pid can be reused: by this very process (a restarted container whose program is pid 1
+    again, the journal on a volume) or by an unrelated one; the token tells the lives apart.
+    Trials recorded before tokens existed have none and are judged by the pid alone.
+    """
+    if pid == os.getpid():
+        return token is not None and token != own_process_token()
+    if not process_alive(pid):
+        return True
+    current = process_token(pid)
+    return token is not None and current is not None and token.startswith("start-") and token != current
+
+
 def lost_trials(study: optuna.Study, pid: int | None = None) -> list[optuna.trial.FrozenTrial]:
     """RUNNING trials recorded by a process on this host that no longer exists (or by `pid`).
 
@@ -132,7 +285,7 @@ def lost_trials(study: optuna.Study, pid: int | None = None) -> list[optuna.tria
             if host == HOST and owner is not None and int(owner) == pid:
                 lost.append(trial)
         elif host == HOST and owner is not None:
-            if int(owner) != os.getpid() and not process_alive(int(owner)):
+            if owner_gone(int(owner), trial.user_attrs.get("process_token")):
                 lost.append(trial)
         elif owner is None and trial.datetime_start is not None and not heartbeat_enabled(study):
             if now - trial.datetime_start.timestamp() > ORPHAN_SECONDS:
