@@ -84,6 +84,8 @@ class MaskedStream:
         self.wrapped = stream
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # let the real stream raise its own TypeError
+            return self.wrapped.write(text)
         self.wrapped.write(mask_secrets(text))
         return len(text)  # callers count what they gave, not what was printed
 
