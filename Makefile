@@ -26,16 +26,35 @@ comma := ,
 search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(if $(STUDY),--study-name $(STUDY)) $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
   $(foreach kv,$(SET),--set $(kv))
-# STORAGE and TRACKING may carry a password: they reach the program through the environment,
-# never its arguments (which make echoes and `ps` shows), and only masked copies are printed.
+# STORAGE, TRACKING and BACKEND may carry a password, in any characters (a quote too): they
+# reach the programs through the environment, which make exports (see below), never through
+# a command line (which the shell parses, make echoes and `ps` shows); only masked copies are
+# printed, masked by study/secrets.py as the programs mask theirs.
 # The exception is `dashboard`: optuna-dashboard takes the storage only as an argument (use
 # PGPASSWORD or ~/.pgpass there rather than a password in the URL).
-url_env = $(if $(STORAGE),STUDY_STORAGE='$(STORAGE)') $(if $(TRACKING),MLFLOW_TRACKING_URI='$(TRACKING)')
-mask = sed -E 's\#(://[^:/@]*:)[^@]*@\#\1***@\#g'
-show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' '$(or $(STORAGE),default)' '$(or $(TRACKING),default)' | $(mask))
+mask = $(PY) -m study.secrets
+show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' "$${STUDY_STORAGE:-default}" "$${MLFLOW_TRACKING_URI:-default}" | $(mask))
 # `make server`: plain postgresql:// means psycopg 3 to SQLAlchemy 2.1; the venv has psycopg2.
 server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
+ifneq ($(STORAGE),)
+search report dashboard: export STUDY_STORAGE := $(STORAGE)
+endif
+ifneq ($(TRACKING),)
+search report: export MLFLOW_TRACKING_URI := $(TRACKING)
+endif
+ui: export MLFLOW_BACKEND_STORE_URI := $(tracking_uri)
+server: export MLFLOW_BACKEND_STORE_URI := $(server_backend)
+# `make ui`/`server`: MLflow's job runner (GenAI scorers, 7 huey consumers) is not used here and
+# outlived a SIGTERM; MLFLOW_JOBS=1 starts it. The server runs in its own process group, and a
+# TERM, INT or HUP to make (or to this shell) stops that whole group, so nothing is left behind.
+MLFLOW_JOBS ?=
+mlflow_jobs = MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(if $(filter 1 true yes,$(MLFLOW_JOBS)),true,false)
+run_as_group = set -m; $(1) & child=$$!; set +m; trap 'kill -TERM -- -$$child 2>/dev/null' TERM INT HUP; \
+  status=0; while kill -0 $$child 2>/dev/null; do wait $$child; status=$$?; done; exit $$status
+# HOST and PORT set in the environment (some shells export HOST) move the address: say so.
+bind_note = $(strip $(foreach var,HOST PORT,$(if $(filter environment%,$(origin $(var))),$(var)=$($(var)) from the environment)))
+show_bind = $(if $(bind_note),@echo 'binding $(HOST):$(PORT) ($(bind_note); set HOST=/PORT= on the make command line to choose)')
 
 define banner
 	@printf '\n\033[1m== %s ==\033[0m\n' "$(1)"
@@ -75,7 +94,7 @@ search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, 
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
 	$(show_urls)
 	@echo '$(PY) -m study search $(search_flags)'
-	@$(url_env) $(PY) -m study search $(search_flags)
+	@$(PY) -m study search $(search_flags)
 
 search-quick: setup ## A few minutes: 6 trials, 3 epochs, on a 6000-image subset
 	$(call banner,quick search)
@@ -91,24 +110,26 @@ campaign: setup ## Replicated studies for the disagreement rate: 8 x 12 trials, 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))
 	$(show_urls)
-	@$(url_env) $(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e))
+	@$(PY) -m analysis report $(foreach e,$(EXPERIMENT),--experiment $(e))
 
-ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store
+ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the store (one worker; MLFLOW_JOBS=1 adds the job runner)
 	$(call banner,MLflow UI on http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning)
+	$(show_bind)
 	mkdir -p mlruns
-	@MLFLOW_BACKEND_STORE_URI='$(tracking_uri)' $(VENV)/bin/mlflow ui --host $(HOST) --port $(PORT)
+	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow ui --host $(HOST) --port $(PORT) --workers 1)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, on $(HOST):$(DASHBOARD_PORT)
 	$(call banner,optuna-dashboard on http://$(HOST):$(DASHBOARD_PORT))
-	@printf 'storage %s\n' '$(or $(STORAGE),mlruns/optuna.journal)' | $(mask)
-	@$(VENV)/bin/optuna-dashboard '$(or $(STORAGE),mlruns/optuna.journal)' --host $(HOST) --port $(DASHBOARD_PORT)
+	@printf 'storage %s\n' "$${STUDY_STORAGE:-mlruns/optuna.journal}" | $(mask)
+	@$(VENV)/bin/optuna-dashboard "$${STUDY_STORAGE:-mlruns/optuna.journal}" --host $(HOST) --port $(DASHBOARD_PORT)
 
 server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|postgresql URL, ARTIFACTS=dir) on $(HOST):$(PORT)
 	$(call banner,MLflow tracking server on http://$(HOST):$(PORT))
+	$(show_bind)
 	mkdir -p mlruns $(ARTIFACTS)
-	@echo "backend $$(printf '%s' '$(server_backend)' | $(mask)), artifacts $(ARTIFACTS)"
-	@MLFLOW_BACKEND_STORE_URI='$(server_backend)' $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
-	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
+	@echo "backend $$(printf '%s' "$$MLFLOW_BACKEND_STORE_URI" | $(mask)), artifacts $(ARTIFACTS)"
+	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
+	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)'))
 
 test: setup $(BENCH_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
 	$(call banner,tests)

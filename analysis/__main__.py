@@ -2,6 +2,10 @@
 
 import sys
 
-from analysis.cli import main
+from study.secrets import mask_process_output
+
+mask_process_output()  # before anything imports MLflow or sets up logging
+
+from analysis.cli import main  # noqa: E402
 
 sys.exit(main())

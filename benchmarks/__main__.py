@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.common import RESULTS_DIR, ROOT, markdown_table  # noqa: E402
 
 OURS = ("trial_overhead", "hardware", "search_efficiency")
-OTHERS = ("analysis_speed", "scale")  # written by the analysis and scale-out work
+OTHERS = ("analysis_speed", "scale", "masking_speed")  # written by the analysis, scale-out and secrets work
 
 
 def ensure_extras() -> None:
@@ -99,6 +99,11 @@ def summary_rows(status: dict[str, str]) -> list[list[Any]]:
     analysis = read("analysis_speed")
     add("analysis_speed", "analysis_seconds", analysis.get("analysis_seconds"), "<= 30 s",
         analysis.get("meets_goal") if analysis else None)
+    masking = read("masking_speed")
+    add("masking_speed", "seconds_10mb (CPU; worst realistic text)", masking.get("seconds_10mb"), "< 1 s",
+        None if not masking else masking["seconds_10mb"] < 1.0)
+    add("masking_speed", "ratio_2x (10 MB ÷ 5 MB time, worst text)", masking.get("ratio_2x"), "<= 3",
+        None if not masking else masking["ratio_2x"] <= 3.0)
     scale = read("scale")
     for key, value in scale.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and ("ratio" in key or "speedup" in key or "efficiency" in key):

@@ -1,5 +1,11 @@
+"""`python -m study search|worker|reconcile ...`."""
+
 import sys
 
-from study.cli import main
+from study.secrets import mask_process_output
+
+mask_process_output()  # before anything imports MLflow or sets up logging
+
+from study.cli import main  # noqa: E402
 
 sys.exit(main())
