@@ -146,6 +146,26 @@ def _pg_transactions(url: str) -> int:
     return int(value or 0)
 
 
+def pg_profile(url: str, commits: int = 50) -> dict[str, Any]:
+    """The server's durability settings and the latency of one small committed write: with
+    fsync on, every storage operation of a trial waits for it, so it sets what one
+    PostgreSQL serves (docs/cluster.md)."""
+    import sqlalchemy
+
+    engine = _pg_engine(url)
+    latencies = []
+    with engine.connect() as connection:
+        settings = {name: connection.execute(sqlalchemy.text(f"SHOW {name}")).scalar()
+                    for name in ("server_version", "fsync", "synchronous_commit", "max_connections")}
+        connection.execute(sqlalchemy.text("CREATE TEMP TABLE commit_probe (x int)"))
+        for value in range(commits):
+            started = time.perf_counter()
+            connection.execute(sqlalchemy.text("INSERT INTO commit_probe VALUES (:x)"), {"x": value})
+            latencies.append(time.perf_counter() - started)  # AUTOCOMMIT: the insert is its own transaction
+    engine.dispose()
+    return {**settings, "commit_ms": stats(1000 * latency for latency in latencies)}
+
+
 # --- one configuration ----------------------------------------------------------------
 
 
@@ -456,6 +476,8 @@ def measure_scale(quick: bool = False, worker_counts: tuple[int, ...] = WORKER_C
                   "sampler": sampler, "repeats": repeats, "worker_counts": list(worker_counts)},
         "goal": GOAL_OVERHEAD}
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp, postgres_admin(payload) as pg_admin:
+        if pg_admin is not None:
+            payload["postgresql"] = pg_profile(pg_admin)
         runs = sleep_series(pg_admin, Path(tmp), worker_counts, repeats, seconds, epochs, trials_per_worker, sampler)
         payload["sleep"].update(runs=runs, figures=overhead_figures(runs))
         if real_trials:
@@ -508,7 +530,11 @@ def notes_of(payload: dict[str, Any]) -> str:
             f"{payload['environment']['cpus']} CPUs. `CPU share` = the workers' CPU seconds / (span x cores): "
             "well under 1, the cores were not the limit. `storage ops/trial` = journal records appended, or "
             "PostgreSQL transactions. `fresh` = P processes opening an MLflow store that does not exist yet: why "
-            "the supervisor creates it first." + (f" PostgreSQL skipped: {payload['postgresql_skipped']}"
+            "the supervisor creates it first." + (
+                f" PostgreSQL {payload['postgresql']['server_version']}: fsync {payload['postgresql']['fsync']}, "
+                f"synchronous_commit {payload['postgresql']['synchronous_commit']}, one small commit "
+                f"{payload['postgresql']['commit_ms']['median']:.2f} ms (median)." if "postgresql" in payload else "")
+            + (f" PostgreSQL skipped: {payload['postgresql_skipped']}"
                                                   if "postgresql_skipped" in payload else ""))
 
 

@@ -44,6 +44,8 @@ class TrialHooks:
     evaluate_test: bool = True
 
 
+# Installed around a call rather than passed down: the product's call chain (run_search,
+# the workers) carries no benchmark-only arguments, and each TrialContext picks them up.
 _installed_hooks = TrialHooks()
 
 

@@ -1,0 +1,135 @@
+"""The benchmarks' one interface, the runner's summary, and the trial hooks that replace
+patching study internals (issue 12)."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import PROJECT_ROOT, run_cli
+
+BENCHMARKS_DIR = PROJECT_ROOT / "benchmarks"
+
+
+def test_every_benchmark_has_name_goal_run_and_summary_rows() -> None:
+    import inspect
+
+    from benchmarks.__main__ import ORDER, discover
+
+    modules = discover()
+    assert list(modules)[:len(ORDER)] == list(ORDER)
+    for name, module in modules.items():
+        assert module.NAME == name and isinstance(module.GOAL, str) and module.GOAL, name
+        assert list(inspect.signature(module.run).parameters) == ["options"], name
+        assert list(inspect.signature(module.summary_rows).parameters) == ["result"], name
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Call)):
+        node = node.value if isinstance(node, ast.Attribute) else node.func
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def study_patches(source: str) -> list[str]:
+    """Assignments to an attribute of a `study` module, or of an object a `study` name made:
+    `study.objective.EpochEvaluator = ...`, `tracker = Tracker(...); tracker.log_epoch = ...`."""
+    tree = ast.parse(source)
+    from_study: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            from_study |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith("study")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("study"):
+            from_study |= {a.asname or a.name for a in node.names}
+    for node in ast.walk(tree):  # objects made by a study name
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _root(node.value) in from_study:
+            from_study |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        found += [f"{node.lineno}: {ast.unparse(t)}" for t in targets
+                  if isinstance(t, ast.Attribute) and _root(t) in from_study]
+    return found
+
+
+def test_no_benchmark_patches_study_internals() -> None:
+    assert study_patches("import study.objective\nstudy.objective.EpochEvaluator = 1\n") != []  # the check bites
+    assert study_patches("from study.tracking import Tracker\nt = Tracker('x')\nt.log_epoch = print\n") != []
+    patches = {path.name: study_patches(path.read_text()) for path in sorted(BENCHMARKS_DIR.glob("*.py"))}
+    assert {name: found for name, found in patches.items() if found} == {}
+
+
+def test_summary_is_rebuilt_from_the_results_on_disk(tmp_path) -> None:
+    """The committed results predate issue 12's definitions: the summary says they are stale
+    instead of quoting the warm-start speed-up or the median of per-repeat ratios."""
+    for path in (BENCHMARKS_DIR / "results").glob("*.json"):
+        shutil.copy(path, tmp_path)
+    before = {path.name: path.read_text() for path in tmp_path.glob("*.json") if path.name != "summary.json"}
+    proc = run_cli("benchmarks", "--summary", "--results", str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {row["benchmark"] for row in summary["rows"]} >= {"trial_overhead", "hardware", "search_efficiency",
+                                                             "analysis_speed", "scale"}
+    efficiency = [row for row in summary["rows"] if row["benchmark"] == "search_efficiency"]
+    assert all(row["status"].startswith("stale") for row in efficiency) or all(
+        "cold" in row["figure"] or "best val acc" in row["figure"] for row in efficiency)
+    assert "27.3" not in (tmp_path / "summary.md").read_text()
+    assert before == {name: (tmp_path / name).read_text() for name in before}  # results are read, never rewritten
+
+
+def test_unknown_benchmark_is_refused_and_nothing_is_written(tmp_path) -> None:
+    results = tmp_path / "results"
+    proc = run_cli("benchmarks", "--only", "nosuch", "--results", str(results), timeout=300)
+    assert proc.returncode == 2
+    assert "--only" in proc.stderr and "nosuch" in proc.stderr
+    assert not results.exists()
+
+
+def _digits_config(tmp_path: Path, name: str):
+    from study.config import SearchConfig
+    from study.data import load_dataset
+    from study.inputs import PreparedStudy
+    from study.space import load_space
+    from study.storage import open_storage
+    from study.tracking import Tracker
+
+    space_file = PROJECT_ROOT / "search_spaces" / "digits.yaml"
+    space = load_space(space_file, ["train.epochs=2"])
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = str(tmp_path / "optuna.journal")
+    config = SearchConfig(space_file=str(space_file), space=space, trials=1, experiment="hooks", study_name=name,
+                          seed=0, sampler="random", pruner="none", objective="val_accuracy", storage=storage,
+                          tracking_uri=tracking_uri)
+    return config, (load_dataset(space.data), Tracker(tracking_uri), [PreparedStudy(name, 0, open_storage(storage))])
+
+
+def test_trial_hooks_observe_epochs_and_drop_test_evaluation(tmp_path) -> None:
+    """A real digits study through run_search: the hook sees every epoch of the trial, the
+    test evaluation is off inside the block, and the product's behaviour is back after it."""
+    from study.objective import TrialHooks, trial_hooks
+    from study.search import run_search
+
+    seen = []
+    config, checked = _digits_config(tmp_path, "with-hooks")
+    with trial_hooks(TrialHooks(on_epoch=lambda trial, epoch, row: seen.append((trial, epoch, dict(row))),
+                                evaluate_test=False)), contextlib.redirect_stdout(io.StringIO()):
+        assert run_search(config, checked) == 0
+    assert [(trial, epoch) for trial, epoch, _ in seen] == [(0, 0), (0, 1)]
+    assert all("val_accuracy" in row and not any(key.startswith("test_") for key in row) for _, _, row in seen)
+    tracker = checked[1]
+    trial = optuna.load_study(study_name="with-hooks", storage=checked[2][0].storage).trials[0]
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert "test_accuracy" not in tracker.client.get_run(run_id).data.metrics
+
+    config, checked = _digits_config(tmp_path, "without-hooks")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_search(config, checked) == 0
+    trial = optuna.load_study(study_name="without-hooks", storage=checked[2][0].storage).trials[0]
+    assert "test_accuracy" in checked[1].client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+    assert len(seen) == 2  # the hook was not installed any more
