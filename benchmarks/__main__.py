@@ -50,6 +50,10 @@ def discover() -> dict[str, ModuleType]:
     modules = {name: found[name] for name in ORDER if name in found}
     modules.update({name: module for name, module in sorted(found.items())
                     if name not in modules and is_benchmark(module)})
+    for name, module in sorted(found.items()):  # meant as a benchmark, but with another interface
+        if name not in modules and (hasattr(module, "NAME") or hasattr(module, "main")):
+            missing = [attribute for attribute in INTERFACE if not hasattr(module, attribute)]
+            print(f"bench: benchmarks/{name}.py lacks {', '.join(missing)}: not run", file=sys.stderr)
     return modules
 
 
@@ -96,9 +100,9 @@ def write_summary(rows: list[list[object]], status: dict[str, str], seconds: dic
                "rows": [dict(zip(["benchmark", "figure", "value", "goal", "status"], row)) for row in rows]}
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    heading = f"{mode} mode, {total:.0f} s" if status else "rebuilt from the results on disk, nothing run"
     (results_dir / "summary.md").write_text(
-        f"### summary ({mode} mode, {total:.0f} s)\n\nEach benchmark's own table: `<name>.md` beside this file.\n\n"
-        + table)
+        f"### summary ({heading})\n\nEach benchmark's own table: `<name>.md` beside this file.\n\n" + table)
     return table
 
 
