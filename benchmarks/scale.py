@@ -384,7 +384,8 @@ def sleep_config(storage_kind: str, storage: str, workers: int, trials_per_worke
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     return {"storage": storage_kind, "workers": workers, "trials": len(trials), "span_s": round(span, 3),
             "trials_per_s": round(len(trials) / span, 4), "storage_ops_per_trial": round(ops / len(trials), 1),
-            "cpu_share": round(sum(r["cpu_s"] for r in reports) / (span * (os.cpu_count() or 1)), 3)}
+            "cpu_share": round(sum(r["cpu_s"] for r in reports) / (span * (os.cpu_count() or 1)), 3),
+            "load_average_1min": round(os.getloadavg()[0], 2)}  # other users' load: why a run may be slow
 
 
 def overhead_figures(runs: list[dict[str, Any]], cores_limit: int | None = None) -> list[dict[str, Any]]:
@@ -571,6 +572,7 @@ if __name__ == "__main__":
     parser.add_argument("--trials-per-worker", type=int)
     parser.add_argument("--real-trials", action="store_true", help="also the real runner with a minimal trial")
     parser.add_argument("--no-mlflow-sqlite", action="store_true")
+    parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     if args.repeats < MIN_REPEATS:
         parser.error(f"--repeats {args.repeats}: at least {MIN_REPEATS}")
@@ -578,4 +580,4 @@ if __name__ == "__main__":
         parser.error("--workers: 1 must be among them (the overhead is relative to one worker)")
     measure_scale(args.quick, tuple(sorted(set(args.workers))), args.repeats, args.seconds,
                   trials_per_worker=args.trials_per_worker, real_trials=args.real_trials,
-                  mlflow_sqlite=not args.no_mlflow_sqlite)
+                  mlflow_sqlite=not args.no_mlflow_sqlite, results_dir=args.results)

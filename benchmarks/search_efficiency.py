@@ -365,8 +365,10 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, default=SEEDS)
     parser.add_argument("--budget", type=float)
     parser.add_argument("--searchers", nargs="+", choices=SEARCHERS, default=list(SEARCHERS))
+    parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     if args.seeds < SEEDS:
         parser.error(f"--seeds {args.seeds}: at least {SEEDS} seeds per searcher")
-    out = measure_efficiency(quick=args.quick, seeds=args.seeds, budget=args.budget, searchers=tuple(args.searchers))
+    out = measure_efficiency(quick=args.quick, seeds=args.seeds, budget=args.budget, searchers=tuple(args.searchers),
+                             results_dir=args.results)
     print(out["speedups"], out["default_best_val_accuracy"])

@@ -245,8 +245,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-size", type=int)
+    parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     if args.repeats < MIN_REPEATS:
         parser.error(f"--repeats {args.repeats}: at least {MIN_REPEATS} interleaved repeats")
-    result = measure_overhead(args.quick, repeats=args.repeats, epochs=args.epochs, train_size=args.train_size)
+    result = measure_overhead(args.quick, repeats=args.repeats, epochs=args.epochs, train_size=args.train_size,
+                              results_dir=args.results)
     print({k: result[k] for k in ("overhead_ratio", "overhead_ratio_spread", "test_eval_extra", "logging_extra")})

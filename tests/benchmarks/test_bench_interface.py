@@ -147,3 +147,33 @@ def test_trial_hooks_observe_epochs_and_drop_test_evaluation(tmp_path) -> None:
     trial = optuna.load_study(study_name="without-hooks", storage=checked[2][0].storage).trials[0]
     assert "test_accuracy" in checked[1].client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
     assert len(seen) == 2  # the hook was not installed any more
+
+
+def test_a_missed_seed_counts_as_the_budget_and_makes_the_speedup_a_lower_bound() -> None:
+    from benchmarks.search_efficiency import median_time, speedup, summarize, summary_rows
+
+    assert median_time([10.0, None, 20.0], 900) == {"median_s": 20.0, "censored": False, "reached": "2/3"}
+    assert median_time([10.0, None, None], 900) == {"median_s": 900, "censored": True, "reached": "1/3"}
+    fast, slow, missed = median_time([20.0] * 3, 900), median_time([600.0] * 3, 900), median_time([None] * 3, 900)
+    assert speedup(fast, missed, 2.0) == {"value": 45.0, "bound": "lower",
+                                          "verdict": "meets goal (lower bound: the anchor missed)"}
+    assert speedup(slow, missed, 2.0)["verdict"] == "not shown: a lower bound under the goal"
+    assert speedup(missed, fast, 2.0)["value"] is None
+    assert speedup(fast, slow, 1.0) == {"value": 30.0, "bound": "exact", "verdict": "meets goal"}
+
+    def seed_run(seed: int, t89: float | None, t90: float | None, best: float) -> dict:
+        return {"seed": seed, "time_to_target_s": {"0.89": t89, "0.90": t90}, "best_val_accuracy": best}
+
+    runs = {"default_study": [seed_run(s, 100.0, 300.0, 0.905) for s in range(3)],
+            "tpe_no_pruning": [seed_run(s, 150.0, None, 0.895) for s in range(3)],
+            "kerastuner_hyperband": [seed_run(s, None, None, 0.88) for s in range(3)]}
+    figures = summarize(runs, (0.89, 0.90), 900.0)
+    result = {"protocol": {}, "seeds": 3, "runs": runs, "budget_s": 900.0, "complete": True,
+              "goals": {"speedup_vs_kerastuner_hyperband": ">= 2", "speedup_vs_tpe_no_pruning": "> 1"}, **figures}
+    shown = {row.figure: (row.value, row.verdict) for row in summary_rows(result)}
+    assert shown["speed-up to 0.89 vs kerastuner_hyperband (median, 3/3 seeds, cold)"] == (
+        "≥ 9.0", "meets goal (lower bound: the anchor missed)")
+    assert shown["speed-up to 0.89 vs tpe_no_pruning (median, 3/3 seeds, cold)"] == ("1.5", "meets goal")
+    assert shown["speed-up to 0.90 vs tpe_no_pruning (median, 3/3 seeds, cold)"] == (
+        "≥ 3.0", "meets goal (lower bound: the anchor missed)")
+    assert shown["default study best val acc in 900 s (median)"] == (0.905, "meets goal")
