@@ -123,6 +123,7 @@ def _digits_config(tmp_path: Path, name: str):
     return config, (load_dataset(space.data), Tracker(tracking_uri), [PreparedStudy(name, 0, open_storage(storage))])
 
 
+@pytest.mark.slow
 def test_trial_hooks_observe_epochs_and_drop_test_evaluation(tmp_path) -> None:
     """A real digits study through run_search: the hook sees every epoch of the trial, the
     test evaluation is off inside the block, and the product's behaviour is back after it."""
