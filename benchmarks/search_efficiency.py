@@ -5,9 +5,11 @@ validation images (split seed 0; the official test set only feeds the pipeline's
 per-epoch test metrics), at most 9 epochs per trial, 900 s budget per run, targets 0.89 and
 0.90 validation accuracy, >= 3 seeds. Searchers:
 
-- `default_study`: this project's default study through `study.search.run_search` (TPE +
-  Hyperband pruner, MLflow into a temporary sqlite store, per-epoch test evaluation
-  included), but **cold**: the space's `baseline:` is emptied, so no trial is enqueued;
+- `default_study`: this project's default study through `study.search.run_search` (the
+  sampler and pruner that `SearchConfig` defaults to, today TPE + Hyperband; MLflow into a
+  temporary sqlite store, per-epoch test evaluation included), but **cold**: the space's
+  `baseline:` is emptied, so no trial is enqueued. If the default changes, this searcher
+  follows it and the two anchors below stay;
 - `tpe_no_pruning`: the same with `--pruner none`;
 - `kerastuner_hyperband`: KerasTuner Hyperband (max_epochs=9, factor=3) on our own
   `study.model.build_model`, wrapped as a `keras_tuner.HyperModel` over the same YAML space
@@ -95,7 +97,16 @@ def cold(space):
     return space.model_copy(update={"baseline": {}})
 
 
-def run_optuna(pruner: str, seed: int, space, splits, folder: Path, watch: Watch) -> dict[str, Any]:
+def optuna_settings(searcher: str) -> dict[str, str]:
+    """The default study's sampler and pruner are the product's defaults; the anchor is fixed."""
+    from study.config import SearchConfig
+
+    if searcher == "default_study":
+        return {name: SearchConfig.model_fields[name].default for name in ("sampler", "pruner")}
+    return {"sampler": "tpe", "pruner": "none"}
+
+
+def run_optuna(settings: dict[str, str], seed: int, space, splits, folder: Path, watch: Watch) -> dict[str, Any]:
     import optuna
 
     from study.config import SearchConfig
@@ -109,10 +120,10 @@ def run_optuna(pruner: str, seed: int, space, splits, folder: Path, watch: Watch
     storage = str(folder / "optuna.journal")
     tracker = Tracker(tracking_uri)
     tracker.client.search_experiments(max_results=1)  # schema creation is not search time
-    name = f"efficiency-{pruner}-seed{seed}"
+    name = f"efficiency-{settings['sampler']}-{settings['pruner']}-seed{seed}"
     config = SearchConfig(space_file=str(DEFAULT_SPACE), space=space, trials=None, timeout=watch.budget + 5,
-                          experiment="bench-efficiency", study_name=name, seed=seed, sampler="tpe",
-                          pruner=pruner, objective="val_accuracy", storage=storage, tracking_uri=tracking_uri)
+                          experiment="bench-efficiency", study_name=name, seed=seed, objective="val_accuracy",
+                          storage=storage, tracking_uri=tracking_uri, **settings)
     prepared = [PreparedStudy(name, seed, open_storage(storage))]
     hooks = TrialHooks(on_epoch=lambda trial, epoch, row: watch.epoch(row["val_accuracy"], trial))
     watch.start = time.monotonic()
@@ -253,7 +264,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], targets: tuple[float, ...],
 def protocol_of(targets: tuple[float, ...], budget: float, max_epochs: int, space, splits) -> dict[str, Any]:
     """What must match for a stored seed to be reused by a later run."""
     return {"targets": [target_key(t) for t in targets], "budget_s": budget, "max_epochs": max_epochs,
-            "data": splits.sizes(), "warm_start": False, "stop_rule": STOP_RULE, "space_sha": space.sha()}
+            "data": splits.sizes(), "warm_start": False, "stop_rule": STOP_RULE, "space_sha": space.sha(),
+            "default_study": optuna_settings("default_study")}
 
 
 def stored_runs(protocol: dict[str, Any], results_dir) -> dict[str, list[dict[str, Any]]]:
@@ -267,8 +279,7 @@ def one_run(searcher: str, seed: int, space, splits, watch: Watch, max_epochs: i
     with tempfile.TemporaryDirectory(prefix=f"bench-{searcher}-") as folder:
         if searcher == "kerastuner_hyperband":
             return run_kerastuner(seed, space, splits, Path(folder), watch, max_epochs)
-        pruner = "hyperband" if searcher == "default_study" else "none"
-        return run_optuna(pruner, seed, space, splits, Path(folder), watch)
+        return run_optuna(optuna_settings(searcher), seed, space, splits, Path(folder), watch)
 
 
 def measure_efficiency(quick: bool = False, seeds: int = SEEDS, budget: float | None = None,

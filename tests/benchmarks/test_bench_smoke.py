@@ -101,6 +101,10 @@ def test_search_efficiency_is_cold_per_target_and_resumes(tmp_path, capsys) -> N
     assert second["runs"]["default_study"][0] == first["runs"]["default_study"][0]
     assert second["warm_start"] is False and second["seeds"] == 1 and second["complete"] is True
     assert second["targets"] == ["0.00", "0.05"]
+    from study.config import SearchConfig  # the default study follows the product's defaults
+
+    assert second["protocol"]["default_study"] == {name: SearchConfig.model_fields[name].default
+                                                   for name in ("sampler", "pruner")}
     for searcher, runs in second["runs"].items():
         assert [r["seed"] for r in runs] == [0], searcher
         assert [r["enqueued_trials"] for r in runs] == [0], searcher  # nobody starts from an enqueued trial
