@@ -138,7 +138,7 @@ test: setup $(BENCH_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
 test-fast: setup $(BENCH_STAMP) ## The suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (~60 min)
+bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (up to ~3 h; search_efficiency resumes)
 	$(call banner,benchmarks)
 	$(PY) -m benchmarks
 

@@ -4,82 +4,89 @@ Builds a synthetic store per the search contract (20 studies x 50 trials x 50 ep
 then times `python -m analysis report` stages in-process: loading from MLflow, computing,
 drawing and writing. Goal: <= 30 s. Writes benchmarks/results/analysis_speed.{json,md}.
 
-    .venv/bin/python benchmarks/analysis_speed.py [--studies 20 --trials 50 --epochs 50]
+    .venv/bin/python -m benchmarks.analysis_speed [--studies 20 --trials 50 --epochs 50]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS_DIR, Options, Row, markdown_table, verdict, write_results
 
+NAME = "analysis_speed"
 GOAL_SECONDS = 30.0
+GOAL = f"python -m analysis report on 1,000 trials x 50 epochs in <= {GOAL_SECONDS:.0f} s"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--studies", type=int, default=20)
-    p.add_argument("--trials", type=int, default=50)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args()
-
+def timed_stages(uri: str, folder: Path, bootstrap: int) -> tuple[dict[str, float], int]:
+    """Seconds of each stage of the report, and the number of figures drawn."""
     from analysis import figures, report
     from analysis.sources import load_mlflow
     from analysis.summary import analyse
+
+    stages = {}
+    started = time.perf_counter()
+    dataset = load_mlflow(["bench"], uri)
+    stages["load (MLflow search + history.csv)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result = analyse(dataset, n_boot=bootstrap)
+    stages["compute (picks, intervals, McNemar, models)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    drawn = figures.draw_all(result, folder / "report")
+    stages["draw figures"] = time.perf_counter() - started
+    started = time.perf_counter()
+    report.write(result, drawn, folder / "report", "benchmark")
+    stages["write report"] = time.perf_counter() - started
+    return stages, len(drawn)
+
+
+def measure_analysis(studies: int = 20, trials: int = 50, epochs: int = 50, bootstrap: int = 2000,
+                     results_dir: Path | None = None, mode: str = "full") -> dict[str, Any]:
     from analysis.synthetic_store import write_synthetic_store
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        t0 = time.perf_counter()
-        write_synthetic_store(uri, "bench", studies=args.studies, trials=args.trials,
-                              epochs=args.epochs, n_val=10000, n_test=1000)
-        build = time.perf_counter() - t0
-        stages = {}
-        t = time.perf_counter()
-        ds = load_mlflow(["bench"], uri)
-        stages["load (MLflow search + history.csv)"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = analyse(ds, n_boot=args.bootstrap)
-        stages["compute (picks, intervals, McNemar, models)"] = time.perf_counter() - t
-        t = time.perf_counter()
-        figs = figures.draw_all(result, Path(tmp) / "report")
-        stages["draw figures"] = time.perf_counter() - t
-        t = time.perf_counter()
-        report.write(result, figs, Path(tmp) / "report", "benchmark")
-        stages["write report"] = time.perf_counter() - t
+        started = time.perf_counter()
+        write_synthetic_store(uri, "bench", studies=studies, trials=trials, epochs=epochs, n_val=10000, n_test=1000)
+        build = time.perf_counter() - started
+        stages, figure_count = timed_stages(uri, Path(tmp), bootstrap)
     total = sum(stages.values())
-    record = {"trials": args.studies * args.trials, "studies": args.studies,
-              "epochs": args.epochs, "bootstrap": args.bootstrap,
-              "store_build_seconds": round(build, 2),
+    record = {"name": NAME, "mode": mode, "trials": studies * trials, "studies": studies, "epochs": epochs,
+              "bootstrap": bootstrap, "store_build_seconds": round(build, 2),
               "stages_seconds": {k: round(v, 2) for k, v in stages.items()},
               "analysis_seconds": round(total, 2), "goal_seconds": GOAL_SECONDS,
               "meets_goal": total <= GOAL_SECONDS, "cpus": os.cpu_count(),
-              "python": platform.python_version(), "machine": platform.machine(),
-              "figures": len(figs)}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "analysis_speed.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# Analysis speed: {record['trials']} trials x {args.epochs} epochs "
-             f"({args.studies} studies)", "",
-             "| stage | seconds |", "|---|---|",
-             *[f"| {k} | {v:.2f} |" for k, v in record["stages_seconds"].items()],
-             f"| **total analysis** | **{total:.2f}** (goal ≤ {GOAL_SECONDS:.0f}) |", "",
-             f"Store build (not timed as analysis): {build:.1f} s. {os.cpu_count()} CPUs, "
-             f"Python {record['python']}, {args.bootstrap} bootstrap resamples, "
-             f"{len(figs)} figures."]
-    (args.results / "analysis_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+              "python": platform.python_version(), "machine": platform.machine(), "figures": figure_count}
+    table = markdown_table(["stage", "seconds"], [*[[k, f"{v:.2f}"] for k, v in record["stages_seconds"].items()],
+                                                  ["**total analysis**", f"**{total:.2f}** (goal ≤ {GOAL_SECONDS:.0f})"]])
+    notes = (f"{record['trials']} trials x {epochs} epochs ({studies} studies). Store build (not timed as "
+             f"analysis): {build:.1f} s. {os.cpu_count()} CPUs, Python {record['python']}, {bootstrap} bootstrap "
+             f"resamples, {figure_count} figures.")
+    return write_results(NAME, record, table, results_dir, notes)
+
+
+def run(options: Options) -> dict[str, Any]:
+    """The full size in both modes: the goal is stated for 1,000 trials x 50 epochs."""
+    return measure_analysis(results_dir=options.results_dir, mode=options.mode)
+
+
+def summary_rows(result: dict[str, Any]) -> list[Row]:
+    return [Row(f"analysis_seconds ({result['trials']} trials x {result['epochs']} epochs)",
+                result["analysis_seconds"], f"<= {GOAL_SECONDS:.0f} s", verdict(result["meets_goal"]))]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    print(measure_analysis(args.studies, args.trials, args.epochs, args.bootstrap, args.results)["stages_seconds"])

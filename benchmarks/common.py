@@ -1,4 +1,11 @@
-"""Shared pieces of the benchmarks: timing, median and spread, data, JSON + Markdown output.
+"""Shared pieces of the benchmarks: the interface, timing, median and spread, data, output.
+
+Every benchmark module has the same small interface, which `python -m benchmarks` uses:
+
+    NAME: str                                   # results/<NAME>.json and .md
+    GOAL: str                                   # one line: what the benchmark must show
+    def run(options: Options) -> dict           # measure, write results/<NAME>.*, return the JSON
+    def summary_rows(result: dict) -> list[Row] # the summary table's rows, from that JSON
 
 Every benchmark measures its variants side by side in the same process, interleaved repeat
 by repeat, and reports ratios (median and spread), because this 2-core machine is shared
@@ -14,12 +21,55 @@ import platform
 import statistics
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_SPACE = ROOT / "search_spaces" / "cnn.yaml"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the runner passes to every benchmark's `run`: quick = the reduced reference run
+    (its JSON says "mode": "quick"); results_dir = where <NAME>.json and .md go."""
+
+    quick: bool = False
+    results_dir: Path = field(default_factory=lambda: RESULTS_DIR)
+
+    @property
+    def mode(self) -> str:
+        return "quick" if self.quick else "full"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the summary table: a figure, its value, its goal and the verdict."""
+
+    figure: str
+    value: Any
+    goal: str
+    verdict: str
+
+
+def verdict(met: bool | None) -> str:
+    return "reported" if met is None else ("meets goal" if met else "misses goal")
+
+
+def read_result(name: str, results_dir: Path | None = None) -> dict[str, Any]:
+    """results/<name>.json as written by the benchmark's last run, or {} when there is none."""
+    path = Path(results_dir or RESULTS_DIR) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def ratio_of_medians(numerators: Sequence[float], denominators: Sequence[float]) -> dict[str, Any]:
+    """median(numerators) / median(denominators), the one definition of a ratio of times here;
+    spread = the range of the per-repeat ratios (each numerator over its own repeat's denominator)."""
+    per_repeat = [n / d for n, d in zip(numerators, denominators)]
+    value = statistics.median(numerators) / statistics.median(denominators)
+    return {"value": round(value, 4), "min": round(min(per_repeat), 4), "max": round(max(per_repeat), 4),
+            "n": len(per_repeat), "per_repeat": [round(r, 4) for r in per_repeat]}
 
 
 def stats(values: Iterable[float]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ is timed on small inputs for reference. Writes benchmarks/results/masking_speed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import re
@@ -29,9 +28,12 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import Options, Row, markdown_table, verdict, write_results  # noqa: E402
 from study.secrets import mask_secrets  # noqa: E402
 
+NAME = "masking_speed"
 GOAL_SECONDS, GOAL_RATIO = 1.0, 3.0
+GOAL = f"10 MB masked in < {GOAL_SECONDS:.0f} s; twice the input costs <= {GOAL_RATIO:.0f}x the time"
 MEGABYTE = 1_000_000
 SHAPES = {
     "csv header (column names)": "val_accuracy_epoch_0042,learning_rate_trial_x,",
@@ -84,40 +86,49 @@ def measure(shapes: dict[str, str], repeats: int) -> dict[str, dict[str, float]]
     return results
 
 
-def main(quick: bool | None = None) -> int:
-    """`python -m benchmarks` passes quick; run alone, the flags come from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args([] if quick is not None else None)
-    quick = bool(quick) or args.quick
-    repeats = 2 if quick else 5
+def measure_masking(repeats: int, mode: str) -> dict:
+    """Every shape at 5 and 10 MB; the goal row is the worst realistic shape."""
     shapes, adversarial = measure(SHAPES, repeats), measure(ADVERSARIAL, repeats)
     worst_seconds = max(result["seconds_10mb"] for result in shapes.values())
     worst_ratio = max(result["ratio_10mb_over_5mb"] for result in {**shapes, **adversarial}.values())
     old = {f"{n // 1000}k letters": round(seconds_per_call(old_mask, "x" * n, 1), 3) for n in (10_000, 20_000)}
-    record = {"mode": "quick" if quick else "full", "repeats": repeats, "clock": "process CPU time",
-              "shapes": shapes, "adversarial": adversarial,
-              "seconds_10mb": worst_seconds, "ratio_2x": worst_ratio,
-              "seconds_10mb_adversarial": max(result["seconds_10mb"] for result in adversarial.values()),
-              "goal": f"10 MB < {GOAL_SECONDS:.0f} s; 2x input <= {GOAL_RATIO:.0f}x time",
-              "meets_goal": worst_seconds < GOAL_SECONDS and worst_ratio <= GOAL_RATIO,
-              "old_regex_seconds": old, "python": platform.python_version(), "machine": platform.machine()}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "masking_speed.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# Masking speed (CPU seconds, median of {repeats} repeats)", "",
-             "| text | 5 MB (s) | 10 MB (s) | 10 MB ÷ 5 MB |", "|---|---|---|---|",
-             *[f"| {name} | {r['seconds_5mb']:.3f} | {r['seconds_10mb']:.3f} | {r['ratio_10mb_over_5mb']} |"
-               for name, r in shapes.items()],
-             *[f"| {name} (adversarial) | {r['seconds_5mb']:.3f} | {r['seconds_10mb']:.3f} | "
-               f"{r['ratio_10mb_over_5mb']} |" for name, r in adversarial.items()],
-             "", f"Worst: {worst_seconds:.3f} s for 10 MB (adversarial text aside), ratio {worst_ratio} (goal: under "
-                 f"{GOAL_SECONDS:.0f} s, at most {GOAL_RATIO:.0f}). The old regex (8baedc1) on a run of "
-                 f"letters: {', '.join(f'{k} {v} s' for k, v in old.items())} (quadratic)."]
-    (args.results / "masking_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return {"mode": mode, "repeats": repeats, "clock": "process CPU time",
+            "shapes": shapes, "adversarial": adversarial,
+            "seconds_10mb": worst_seconds, "ratio_2x": worst_ratio,
+            "seconds_10mb_adversarial": max(result["seconds_10mb"] for result in adversarial.values()),
+            "goal": f"10 MB < {GOAL_SECONDS:.0f} s; 2x input <= {GOAL_RATIO:.0f}x time",
+            "meets_goal": worst_seconds < GOAL_SECONDS and worst_ratio <= GOAL_RATIO,
+            "old_regex_seconds": old, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def table(record: dict) -> str:
+    rows = [[name, f"{r['seconds_5mb']:.3f}", f"{r['seconds_10mb']:.3f}", r["ratio_10mb_over_5mb"]]
+            for name, r in record["shapes"].items()]
+    rows += [[f"{name} (adversarial)", f"{r['seconds_5mb']:.3f}", f"{r['seconds_10mb']:.3f}", r["ratio_10mb_over_5mb"]]
+             for name, r in record["adversarial"].items()]
+    old = ", ".join(f"{k} {v} s" for k, v in record["old_regex_seconds"].items())
+    return (markdown_table(["text", "5 MB (s)", "10 MB (s)", "10 MB ÷ 5 MB"], rows)
+            + f"\nCPU seconds, median of {record['repeats']} repeats. Worst: {record['seconds_10mb']:.3f} s for 10 MB "
+              f"(adversarial text aside), ratio {record['ratio_2x']} (goal: under {GOAL_SECONDS:.0f} s, at most "
+              f"{GOAL_RATIO:.0f}). The old regex (8baedc1) on a run of letters: {old} (quadratic).\n")
+
+
+def run(options: Options) -> dict:
+    record = measure_masking(2 if options.quick else 5, options.mode)
+    return write_results(NAME, record, table(record), options.results_dir)
+
+
+def summary_rows(result: dict) -> list[Row]:
+    return [Row("seconds_10mb (worst realistic text, CPU)", result["seconds_10mb"], f"< {GOAL_SECONDS:.0f} s",
+                verdict(result["seconds_10mb"] < GOAL_SECONDS)),
+            Row("ratio_2x (10 MB ÷ 5 MB, worst text)", result["ratio_2x"], f"<= {GOAL_RATIO:.0f}",
+                verdict(result["ratio_2x"] <= GOAL_RATIO)),
+            Row("seconds_10mb_adversarial (URLs only)", result["seconds_10mb_adversarial"], "reported", verdict(None))]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    print(table(run(Options(quick=args.quick, results_dir=args.results))))

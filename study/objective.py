@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,37 @@ class TrialFailed(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class TrialHooks:
+    """What a benchmark may change or observe in a trial, without patching the study:
+    `on_epoch(trial_number, epoch, row)` runs after each epoch is logged (it may raise to
+    end the search: a BaseException passes every trial handler); `evaluate_test=False`
+    drops the per-epoch test evaluation. The defaults are the product's behaviour."""
+
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None
+    evaluate_test: bool = True
+
+
+# Installed around a call rather than passed down: the product's call chain (run_search,
+# the workers) carries no benchmark-only arguments, and each TrialContext picks them up.
+_installed_hooks = TrialHooks()
+
+
+@contextlib.contextmanager
+def trial_hooks(hooks: TrialHooks) -> Iterator[TrialHooks]:
+    """Every TrialContext made inside the block (e.g. by `run_search`) gets these hooks."""
+    global _installed_hooks
+    previous, _installed_hooks = _installed_hooks, hooks
+    try:
+        yield hooks
+    finally:
+        _installed_hooks = previous
+
+
+def installed_hooks() -> TrialHooks:
+    return _installed_hooks
+
+
 @dataclass
 class TrialContext:
     """What every trial of one study shares."""
@@ -43,6 +76,7 @@ class TrialContext:
     study_name: str
     seed: int
     base_params: dict[str, Any] = field(default_factory=dict)
+    hooks: TrialHooks = field(default_factory=installed_hooks)
 
 
 def objective_value(config: SearchConfig, summary: dict[str, float]) -> float | tuple[float, float]:
@@ -137,8 +171,14 @@ class Objective:
               + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
 
         best_metric = None if config.objective == "both" else config.objective
-        evaluator = EpochEvaluator(ctx.splits, config.space.train, best_metric,
-                                   on_epoch=lambda epoch, row: ctx.tracker.log_epoch(run_id, epoch, row))
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            ctx.tracker.log_epoch(run_id, epoch, row)
+            if ctx.hooks.on_epoch is not None:
+                ctx.hooks.on_epoch(trial.number, epoch, row)
+
+        evaluator = EpochEvaluator(ctx.splits, config.space.train, best_metric, on_epoch=on_epoch,
+                                   evaluate_test=ctx.hooks.evaluate_test)
         callbacks = []
         if config.objective != "both" and config.pruner != "none":
             callbacks.append(KerasPruningCallback(trial, config.objective))

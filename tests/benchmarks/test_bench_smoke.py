@@ -1,17 +1,20 @@
-"""Smoke test of the issue-5 benchmarks: the smallest configuration of each, on tiny data.
+"""Smoke test of the benchmarks: the smallest configuration of each, on tiny data.
 
-Checks the JSON keys and that the ratios are positive finite numbers. Never asserts on
-timings: benchmarks do not fail CI on speed.
+Checks what each benchmark writes (its JSON keys, the definitions of its figures, the
+summary rows) and that the figures are positive finite numbers. Never asserts on timings:
+benchmarks do not fail CI on speed.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
+import statistics
 
 import pytest
 
-from tests.conftest import FASHION_DIR, require
+from tests.conftest import FASHION_DIR, require, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +30,31 @@ def _positive_finite(value) -> bool:
     return finite_positive(value)
 
 
-def test_trial_overhead_smoke(tmp_path) -> None:
+def test_trial_overhead_is_one_ratio_of_medians_over_five_repeats(tmp_path) -> None:
     from benchmarks import trial_overhead
 
-    result = trial_overhead.run(quick=True, repeats=1, epochs=1, train_size=256, val_size=128, test_size=128,
-                                results_dir=tmp_path)
+    result = trial_overhead.measure_overhead(True, repeats=5, epochs=1, train_size=256, val_size=128, test_size=128,
+                                             results_dir=tmp_path)
     stored = json.loads((tmp_path / "trial_overhead.json").read_text())
     assert (tmp_path / "trial_overhead.md").exists()
-    for key in ("overhead_ratio", "test_eval_extra", "logging_extra", "ratios", "seconds", "goal", "mode"):
-        assert key in stored, key
-    assert stored["mode"] == "quick"
-    assert _positive_finite(result["overhead_ratio"])
-    assert _positive_finite(result["ratios"]["pipeline_with_test_ratio"]["median"])
-    assert _positive_finite(result["ratios"]["trainer_ratio"]["median"])
+    assert stored["repeats"] == 5 and stored["mode"] == "quick"
+    seconds = stored["seconds"]
+    expected = statistics.median(seconds["pipeline_no_test"]["values"]) / statistics.median(seconds["raw"]["values"])
+    assert stored["overhead_ratio"] == pytest.approx(expected, abs=2e-3)  # values are stored rounded
+    spread = stored["overhead_ratio_spread"]
+    assert spread["min"] <= spread["max"] and _positive_finite(spread["min"])
+    assert stored["meets_goal"] == (stored["overhead_ratio"] <= 1.03)
+    rows = trial_overhead.summary_rows(stored)
+    assert rows[0].value == stored["overhead_ratio"]
+    assert rows[0].verdict == ("meets goal" if stored["meets_goal"] else "misses goal")
+    assert sum(row.goal != "reported" for row in rows) == 1  # one verdict, from the one figure
+    assert _positive_finite(result["ratios"]["trainer_ratio"]["value"])
+
+
+def test_trial_overhead_refuses_fewer_than_five_repeats() -> None:
+    proc = run_cli("benchmarks.trial_overhead", "--repeats", "3", timeout=120)
+    assert proc.returncode == 2
+    assert "--repeats 3: at least 5 interleaved repeats" in proc.stderr
 
 
 def test_hardware_smoke(tmp_path) -> None:
@@ -47,40 +62,71 @@ def test_hardware_smoke(tmp_path) -> None:
 
     small = {"wider": {"n_conv_blocks": 2, "filters": 16, "filter_growth": 1.0, "convs_per_block": 1,
                        "kernel_size": 3, "dense_units": 64, "batch_norm": True, "dropout": 0.0}}
-    result = hardware.run(quick=True, repeats=1, baseline_images=256, larger_images=128, timed_epochs=1,
-                          gemm_n=256, results_dir=tmp_path, architectures=small)
+    result = hardware.measure_hardware(quick=True, repeats=1, baseline_images=256, larger_images=128,
+                                       timed_epochs=1, gemm_n=256, results_dir=tmp_path, architectures=small)
     stored = json.loads((tmp_path / "hardware.json").read_text())
     for key in ("baseline_peak_fraction", "raw_keras_peak_fraction", "gemm_peak_gflops", "results", "flops_method", "goal"):
         assert key in stored, key
     assert _positive_finite(result["baseline_peak_fraction"])
     assert _positive_finite(result["results"]["wider"]["fraction"]["median"])
     assert result["results"]["baseline"]["training_mflop_per_image"] == pytest.approx(25.447, abs=0.01)
+    assert hardware.summary_rows(stored)[0].value == stored["baseline_peak_fraction"]
 
 
-def test_search_efficiency_smoke(tmp_path) -> None:
+def _efficiency(tmp_path, seeds: int, searchers=("default_study", "tpe_no_pruning", "kerastuner_hyperband")):
+    from benchmarks import search_efficiency
+
+    return search_efficiency.measure_efficiency(True, seeds=seeds, budget=60, targets=(0.0, 0.05), train_size=256,
+                                                val_size=128, test_size=128, max_epochs=2, results_dir=tmp_path,
+                                                searchers=searchers)
+
+
+def test_search_efficiency_is_cold_per_target_and_resumes(tmp_path, capsys) -> None:
+    """Each (searcher, seed) is saved as it finishes; a later run of the same protocol keeps
+    it and measures only what is missing."""
     require(importlib.util.find_spec("keras_tuner") is not None,
             "keras-tuner is a benchmark-only extra: pip install -r benchmarks/requirements.txt")
     from benchmarks import search_efficiency
 
-    result = search_efficiency.run(quick=True, seeds=1, budget=30, target=0.0, train_size=256, val_size=128,
-                                   test_size=128, max_epochs=2, results_dir=tmp_path)
-    stored = json.loads((tmp_path / "search_efficiency.json").read_text())
-    for key in ("summary", "runs", "speedup_vs_kerastuner", "speedup_vs_tpe_no_pruning", "target_val_accuracy", "mode"):
-        assert key in stored, key
-    assert set(stored["summary"]) == {"default_study", "tpe_no_pruning", "kerastuner_hyperband"}
-    assert _positive_finite(result["speedup_vs_kerastuner"])
-    assert _positive_finite(result["speedup_vs_tpe_no_pruning"])
+    _efficiency(tmp_path, seeds=1, searchers=("default_study",))
+    first = json.loads((tmp_path / "search_efficiency.json").read_text())
+    assert first["finished_seeds"] == {"default_study": 1}
+    capsys.readouterr()
+
+    _efficiency(tmp_path, seeds=1)  # all three searchers now: default_study's seed 0 is there already
+    second = json.loads((tmp_path / "search_efficiency.json").read_text())
+    out = capsys.readouterr().out
+    assert "default_study seed 0: kept from the last run" in out
+    assert "tpe_no_pruning seed 0: kept" not in out
+    assert second["runs"]["default_study"][0] == first["runs"]["default_study"][0]
+    assert second["warm_start"] is False and second["seeds"] == 1 and second["complete"] is True
+    assert second["targets"] == ["0.00", "0.05"]
+    from study.config import SearchConfig  # the default study follows the product's defaults
+
+    assert second["protocol"]["default_study"] == {name: SearchConfig.model_fields[name].default
+                                                   for name in ("sampler", "pruner")}
+    for searcher, runs in second["runs"].items():
+        assert [r["seed"] for r in runs] == [0], searcher
+        assert [r["enqueued_trials"] for r in runs] == [0], searcher  # nobody starts from an enqueued trial
+        assert set(runs[0]["time_to_target_s"]) == {"0.00", "0.05"}
+    assert set(second["speedups"]["0.05"]) == {"kerastuner_hyperband", "tpe_no_pruning"}
+    assert _positive_finite(second["speedups"]["0.00"]["kerastuner_hyperband"]["value"])
+    rows = search_efficiency.summary_rows(second)
+    assert any("speed-up to 0.05 vs kerastuner_hyperband" in row.figure and "1/1 seeds" in row.figure for row in rows)
+    assert rows[-1].goal == ">= 0.9"
+    second["complete"] = False
+    assert all("incomplete: re-run to resume" in row.verdict for row in search_efficiency.summary_rows(second))
 
 
 def test_kerastuner_hypermodel_covers_the_space() -> None:
     """The KerasTuner HyperModel declares every searched knob of cnn.yaml, conditionals included."""
     require(importlib.util.find_spec("keras_tuner") is not None, "keras-tuner is a benchmark-only extra")
     import keras_tuner as kt
+    import numpy as np
 
     from benchmarks.common import load_space
     from benchmarks.search_efficiency import kerastuner_hypermodel
     from study.data import Splits
-    import numpy as np
 
     space = load_space()
     tiny = np.zeros((8, 28, 28, 1), np.float32)
@@ -93,3 +139,30 @@ def test_kerastuner_hypermodel_covers_the_space() -> None:
     assert {p.name for p in hp.space} == set(space.searched())
     conditional = {p.name for p in hp.space if p.conditions}
     assert conditional == {n for n, spec in space.params.items() if spec.condition}
+
+
+def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
+    """1 and 2 workers on the journal and on a real PostgreSQL, 3 repeats, the overhead per
+    repeat against the same repeat's one-worker rate."""
+    require(bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")), "Debian's postgresql is not installed")
+    from benchmarks import scale
+
+    result = scale.measure_scale(True, worker_counts=(1, 2), repeats=3, seconds=0.2, trials_per_worker=2,
+                                 mlflow_sqlite=False, results_dir=tmp_path)
+    stored = json.loads((tmp_path / "scale.json").read_text())
+    assert "postgresql_skipped" not in stored
+    runs = stored["sleep"]["runs"]
+    assert {(r["storage"], r["workers"]) for r in runs} == {(s, w) for s in ("journal", "postgresql") for w in (1, 2)}
+    for figure in stored["sleep"]["figures"]:
+        own = [r for r in runs if (r["storage"], r["workers"]) == (figure["storage"], figure["workers"])]
+        assert figure["repeats"] == 3 == len(own)
+        ones = {r["repeat"]: r["trials_per_s"] for r in runs
+                if r["storage"] == figure["storage"] and r["workers"] == 1}
+        expected = statistics.median(1 - r["trials_per_s"] / (r["workers"] * ones[r["repeat"]]) for r in own)
+        assert figure["overhead"]["median"] == pytest.approx(expected, abs=1e-3)
+        assert figure["overhead"]["min"] <= figure["overhead"]["median"] <= figure["overhead"]["max"]
+        assert _positive_finite(figure["storage_ops_per_trial"])
+    assert stored["meets_goal"] is None  # no 8-worker row in this small run: no verdict
+    assert result["sleep"]["trials_per_worker"] == 2
+    assert any("2 workers, postgresql" in row.figure for row in scale.summary_rows(stored))
+    assert "overhead = 1 - trials/s(W) / (W x trials/s(1))" in (tmp_path / "scale.md").read_text()
