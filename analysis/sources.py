@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -25,6 +26,9 @@ import pandas as pd
 from analysis.axes import blank_inactive
 from analysis.errors import AnalysisInputError
 from study.secrets import mask_secrets
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
                  "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr")
@@ -275,7 +279,7 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return f"{type(exc).__name__}: {text[0][:limit] if text else ''}"
 
 
-def open_store(tracking_uri: str):
+def open_store(tracking_uri: str) -> MlflowClient:
     """An `MlflowClient` on an existing store; reading a report never creates or changes one.
 
     A missing, corrupt or foreign SQLite file, or a store MLflow cannot open (a database

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from analysis.sources import RUN_SETTINGS
 from tests.analysis.conftest import run_analysis
 from tests.analysis.tables import epoch_table
 from tests.conftest import PROJECT_ROOT
@@ -155,6 +154,7 @@ def test_names_cannot_inject_html_or_forge_lines(tmp_path: Path) -> None:
 
 def test_run_settings_cover_every_undotted_config_param() -> None:
     """Every undotted param a trial run carries besides its knobs counts as a run setting."""
+    from analysis.sources import RUN_SETTINGS
     from study.config import SearchConfig
     from study.space import load_space
 
