@@ -164,3 +164,16 @@ def test_run_settings_cover_every_undotted_config_param() -> None:
     logged = {name for name in {**config.flat(), "seed": 0, "worker_index": 0} if "." not in name}
     assert logged <= RUN_SETTINGS
     assert not RUN_SETTINGS & set(config.space.params)
+
+
+@pytest.mark.parametrize("names", [[".."], ["."], ["../../etc"], [".hidden"], ["a/b", "c\nd"],
+                                   ["x" * 300], ["é" * 200], ["digits-cnn", "fashion-cnn"]])
+def test_the_default_folder_is_one_visible_folder_under_reports(names: list[str]) -> None:
+    from analysis.cli import REPORTS_DIR, default_out
+
+    folder = default_out(names)
+    assert folder.parent == REPORTS_DIR
+    assert not folder.name.startswith(".") and "/" not in folder.name
+    assert 0 < len(folder.name.encode()) <= 120
+    assert default_out(["digits-cnn"]).name == "digits-cnn"
+    assert default_out([*names, "other"]) != folder
