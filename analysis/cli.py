@@ -7,6 +7,7 @@ line on stderr and no traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from study.paths import PROJECT_ROOT, default_tracking_uri, tracking_server_prob
 from study.secrets import mask_secrets
 
 DEFAULT_SPACE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
+REPORTS_DIR = PROJECT_ROOT / "reports"
+MAX_FOLDER_BYTES = 120  # well under the 255 bytes a file name may have
 
 
 def default_experiment() -> str:
@@ -28,6 +31,27 @@ def default_experiment() -> str:
     if not match:
         raise AnalysisInputError(f"no --experiment given and no `name:` in {DEFAULT_SPACE}")
     return match.group(1).strip()
+
+
+def default_out(experiments: list[str]) -> Path:
+    """`reports/<cleaned name>`: always one folder inside `reports/`, whatever the names.
+
+    Only word characters, `.`, `+` and `-` stay; leading dots become `_`, so an experiment
+    (or CSV stem) `..` can neither climb into the project root nor make a hidden folder,
+    and an overlong name is cut and kept unique by a hash of the whole."""
+    name = "+".join(experiments)
+    folder = re.sub(r"[^\w.+-]", "_", name)
+    folder = re.sub(r"^\.+", lambda dots: "_" * len(dots.group()), folder)
+    if len(folder.encode()) > MAX_FOLDER_BYTES:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        folder = folder.encode()[:MAX_FOLDER_BYTES - 9].decode(errors="ignore") + "-" + digest
+    return REPORTS_DIR / (folder or "report")
+
+
+def _one_line(text: str) -> str:
+    """Quoted when it holds a newline or another unprintable character: a path given with
+    --out cannot forge a line of the output."""
+    return text if text.isprintable() else repr(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,14 +133,13 @@ def report(args: argparse.Namespace) -> int:
     from analysis import figures, report as report_doc
     from analysis.summary import analyse
 
-    name = "+".join(ds.experiments)
-    out = args.out or PROJECT_ROOT / "reports" / re.sub(r"[^\w.+-]", "_", name)
+    out = args.out or default_out(ds.experiments)
     analysis = analyse(ds, scoring=args.scoring, include_pruned=args.include_pruned,
                        n_boot=args.bootstrap, seed=args.bootstrap_seed)
     figs = figures.draw_all(analysis, out)
-    files = report_doc.write(analysis, figs, out,
-                             title=f"Loss vs accuracy picks: {', '.join(ds.experiments)}")
-    print(f"wrote {len(files)} files to {out}")
+    title = "Loss vs accuracy picks: " + ", ".join(map(report_doc.literal, ds.experiments))
+    files = report_doc.write(analysis, figs, out, title=title)
+    print(f"wrote {len(files)} files to {_one_line(str(out))}")
     if tracking_uri is not None and not args.no_log:
         run_id = _log_report(tracking_uri, ds.experiments[0], out, analysis.summary)
         print(f"logged to run {run_id} (run_role=report) in experiment {ds.experiments[0]!r}")

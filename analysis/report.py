@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 from analysis.figures import Figure
 from analysis.summary import Analysis, jsonable
@@ -27,7 +29,7 @@ DEFINITIONS = [
     "level: the epoch of minimal loss (the earliest, on ties) against the epochs tied at maximal "
     "accuracy. The rate is disagreeing trials / trials. The *epoch gap* is the epoch of maximal "
     "accuracy minus the epoch of minimal loss, in epochs; positive means accuracy peaked later.",
-    "**Loss metric.** The primary loss is `{loss}`. For `val_loss` this is what Keras and the "
+    "**Loss metric.** The primary loss is {loss}. For `val_loss` this is what Keras and the "
     "MLflow UI show, and it includes the L2 penalty; `val_crossentropy` is the pure form and "
     "gets the same statistics as a variant.",
     "**Intervals.** All intervals are 95%. *Wilson*: the Wilson score interval for a proportion "
@@ -96,6 +98,72 @@ def _ci(pair, pct: bool = True) -> str:
     return f"[{_fmt(pair[0], pct)}, {_fmt(pair[1], pct)}]"
 
 
+# A value from the data (an experiment, study, column or knob name, a tag, a reason) enters
+# the text as a marked literal, and each renderer escapes it for its own format: no name
+# can open an HTML tag, a link or a table cell, and a newline in it is written as `\n`
+# instead of starting a line of its own. Marks are private-use characters, which `_visible`
+# escapes inside a value, so a value cannot close its own mark.
+_MARK = re.compile("\ue000([lc])(.*?)\ue001", re.DOTALL)
+_HELD = re.compile("\ue002([0-9]+)\ue003")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#!~])")
+
+
+def _visible(text: str) -> str:
+    """Unprintable characters (newline, tab, controls, private use) as Python escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def literal(value: object) -> str:
+    """`value` shown exactly as written, in both documents."""
+    return f"\ue000l{_visible(str(value))}\ue001"
+
+
+def code(value: object) -> str:
+    """`value` shown exactly as written, set as code."""
+    return f"\ue000c{_visible(str(value))}\ue001"
+
+
+def _markdown_value(mark: re.Match) -> str:
+    text = mark[2]
+    if mark[1] == "l":
+        return _MD_SPECIAL.sub(r"\\\1", text)
+    # A code span shows its text raw; its fence outgrows any run of backticks inside, and
+    # `\|` keeps a pipe from ending a table cell.
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace('|', chr(92) + '|')}{pad}{fence}"
+
+
+def _markdown(text: str) -> str:
+    return _MARK.sub(_markdown_value, text)
+
+
+def _plain(text: str) -> str:
+    return _MARK.sub(lambda mark: mark[2], text)
+
+
+def _html_inline(text: str) -> str:
+    """Our own Markdown (**bold** and `code`) as HTML; marked values only escaped."""
+    values: list[re.Match] = []
+
+    def hold(mark: re.Match) -> str:
+        values.append(mark)
+        return f"\ue002{len(values) - 1}\ue003"
+
+    parts, out = html.escape(_MARK.sub(hold, text)).split("**"), []
+    for i, part in enumerate(parts):
+        out.append(f"<strong>{part}</strong>" if i % 2 else part)
+    code_parts = "".join(out).split("`")
+    marked_up = "".join(f"<code>{c}</code>" if i % 2 else c for i, c in enumerate(code_parts))
+
+    def release(held: re.Match) -> str:
+        mark = values[int(held[1])]
+        escaped = html.escape(mark[2])
+        return f"<code>{escaped}</code>" if mark[1] == "c" else escaped
+
+    return _HELD.sub(release, marked_up)
+
+
 class Doc:
     """A tiny block list rendered to both Markdown and HTML."""
 
@@ -124,28 +192,23 @@ class Doc:
         out = []
         for b in self.blocks:
             if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
+                out.append("#" * b[1] + " " + _markdown(b[2]))
             elif b[0] == "p":
-                out.append(b[1])
+                out.append(_markdown(b[1]))
             elif b[0] == "ul":
-                out.append("\n".join(f"- {i}" for i in b[1]))
+                out.append("\n".join(f"- {_markdown(i)}" for i in b[1]))
             elif b[0] == "table":
-                out.append("\n".join(["| " + " | ".join(b[1]) + " |",
+                out.append("\n".join(["| " + " | ".join(map(_markdown, b[1])) + " |",
                                       "|" + "---|" * len(b[1]),
-                                      *["| " + " | ".join(r) + " |" for r in b[2]]]))
+                                      *["| " + " | ".join(map(_markdown, r)) + " |" for r in b[2]]]))
             elif b[0] == "fig":
-                out.append(f"![{b[1].title}]({b[1].file})\n\n*{b[1].caption}*")
+                fig = b[1]
+                out.append(f"![{_markdown(literal(fig.title))}]({quote(fig.file)})\n\n"
+                           f"*{_markdown(literal(fig.caption))}*")
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
-        def inline(text: str) -> str:
-            # Only the Markdown this module writes: **bold** and `code`.
-            parts, out = html.escape(text).split("**"), []
-            for i, part in enumerate(parts):
-                out.append(f"<strong>{part}</strong>" if i % 2 else part)
-            code = "".join(out).split("`")
-            return "".join(f"<code>{c}</code>" if i % 2 else c for i, c in enumerate(code))
-
+        inline = _html_inline
         body = []
         for b in self.blocks:
             if b[0] == "h":
@@ -161,15 +224,16 @@ class Doc:
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif b[0] == "fig":
                 f = b[1]
-                body.append(f'<figure><img src="{html.escape(f.file)}" alt="{html.escape(f.title)}">'
-                            f"<figcaption>{inline(f.caption)}</figcaption></figure>")
+                body.append(f'<figure><img src="{html.escape(quote(f.file))}" '
+                            f'alt="{html.escape(_visible(f.title))}">'
+                            f"<figcaption>{inline(literal(f.caption))}</figcaption></figure>")
         style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
                  "line-height:1.45}table{border-collapse:collapse;margin:1rem 0}"
                  "td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}"
                  "img{max-width:100%}figure{margin:1.5rem 0}figcaption{font-style:italic}"
                  "code{background:#f3f3f3;padding:0 .2rem}")
         return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n"
+                f"<title>{html.escape(_plain(title))}</title><style>{style}</style></head>\n<body>\n"
                 + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -178,33 +242,33 @@ def _level_rows(name: str, block: dict) -> list[list]:
     for level, unit in (("trial_level", "studies"), ("epoch_level", "trials")):
         if level in block:
             b = block[level]
-            rows.append([name, level.replace("_", " "), f"{b['disagreements']} / {b[unit]} {unit}",
+            rows.append([literal(name), level.replace("_", " "), f"{b['disagreements']} / {b[unit]} {unit}",
                          _fmt(b["rate"], True), _ci(b["ci95_wilson"]), _ci(b["ci95_bootstrap"])])
     return rows
 
 
 def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     s = analysis.summary
-    loss = s["loss_metric"]
+    loss = code(s["loss_metric"])  # a CSV column name in CSV mode
     boot = s["source"]["bootstrap"]
     t = s["trial_level"]
     doc = Doc()
     doc.h(1, title)
     doc.p(f"**Answer.** In {t['disagreements']} of {t['studies']} studies "
           f"({_fmt(t['rate'], True)}; 95% CI: Wilson {_ci(t['ci95_wilson'])}, bootstrap over "
-          f"studies {_ci(t['ci95_bootstrap'])}) the trial with minimal `{loss}` was not among the "
+          f"studies {_ci(t['ci95_bootstrap'])}) the trial with minimal {loss} was not among the "
           f"trials with maximal `val_accuracy` (trials scored by their {s['scoring']} epoch; "
           f"{t['trials']} trials in all).")
     if "epoch_level" in s:
         e = s["epoch_level"]
-        doc.p(f"Within trials, the epoch of minimal `{loss}` was not an epoch of maximal "
+        doc.p(f"Within trials, the epoch of minimal {loss} was not an epoch of maximal "
               f"`val_accuracy` in {e['disagreements']} of {e['trials']} trials "
               f"({_fmt(e['rate'], True)}; 95% CI: Wilson {_ci(e['ci95_wilson'])}, cluster "
               f"bootstrap over studies {_ci(e['ci95_bootstrap'])}).")
     doc.p("Definitions and interval methods are in the *Definitions* section below.")
     if s["notes"] or s["warnings"]:
         doc.h(2, "Read this first")
-        doc.bullets(s["notes"] + s["warnings"])
+        doc.bullets([literal(line) for line in s["notes"] + s["warnings"]])
     doc.h(2, "Definitions")
     doc.bullets([d.format(loss=loss, boot=boot["resamples"], seed=boot["seed"]) for d in DEFINITIONS])
 
@@ -223,7 +287,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
           + ". The tie rules are in the definitions.")
     for level, cmp in s.get("experiment_comparison", {}).items():
         if cmp:
-            counts = ", ".join(f"{g}: {k}/{n}" for g, k, n in
+            counts = ", ".join(f"{literal(g)}: {k}/{n}" for g, k, n in
                                zip(cmp["groups"], cmp["disagreements"], cmp["units"]))
             doc.p(f"**Do the experiments differ?** ({level.replace('_', ' ')}: {counts}) "
                   f"{TESTS.get(cmp['test'], cmp['test'])}: p = {_fmt(cmp['p_value'])}; a small p "
@@ -284,7 +348,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
         if "mcnemar" in s.get("epoch_level", {}):
             m = s["epoch_level"]["mcnemar"]
             doc.p(f"**McNemar, epoch level** (exact; each disagreeing trial's test predictions at "
-                  f"its epoch of minimal `{loss}` vs at its epoch of maximal `val_accuracy`): "
+                  f"its epoch of minimal {loss} vs at its epoch of maximal `val_accuracy`): "
                   f"{m['trials_tested']} of {m['disagreeing_trials']} disagreeing trials had "
                   f"per-epoch predictions; {m['significant_at_0.05']} of them "
                   f"({_fmt(m['share_significant'], True)}, Wilson 95% CI "
@@ -302,7 +366,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
         e = s["epoch_level"]
         doc.h(2, "Epoch level")
         gap = e["epoch_gap"]
-        doc.p(f"Epoch gap (epoch of maximal `val_accuracy` − epoch of minimal `{loss}`, over all "
+        doc.p(f"Epoch gap (epoch of maximal `val_accuracy` − epoch of minimal {loss}, over all "
               f"{e['trials']} trials): mean {_fmt(gap['mean'])}, median {_fmt(gap['median'])}, mean "
               f"absolute {_fmt(gap['mean_abs'])} epochs; over disagreeing trials only, mean "
               f"{_fmt(gap['mean_when_disagree'])} epochs.")
@@ -354,19 +418,20 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
               "its search space, else the explored one. Flagged: more than half of the picks at "
               "the edge.")
         doc.table(["hyperparameter", "pick", "range used", "range", "picks at edge", "flagged"],
-                  [[f"`{b['param']}`", b["pick"].replace("_", " "), b["range_source"], b["range"],
+                  [[code(b["param"]), b["pick"].replace("_", " "), b["range_source"], literal(b["range"]),
                     f"{b['picks_at_edge']} of {b['picks']}", "⚠ yes" if b["at_edge"] else "no"]
                    for b in checks])
 
     doc.h(2, "Exclusions")
     if s["exclusions"]:
-        doc.table(["what", "why", "count"], [[x["what"], x["why"], str(x["count"])] for x in s["exclusions"]])
+        doc.table(["what", "why", "count"], [[literal(x["what"]), literal(x["why"]), str(x["count"])]
+                                             for x in s["exclusions"]])
     else:
         doc.p("Nothing was left out.")
 
     doc.h(2, "Figures")
     for f in figures:
-        doc.h(3, f.title)
+        doc.h(3, literal(f.title))
         doc.figure(f)
     doc.p("Machine-readable numbers: [summary.json](summary.json).")
     return doc
@@ -382,7 +447,7 @@ def _explanations(doc: Doc, s: dict) -> None:
         return
     doc.h(2, "What goes with disagreement")
     if names:
-        doc.p("Features: " + "; ".join(f"`{f}` = {d}" for f, d in names.items()) + ".")
+        doc.p("Features: " + "; ".join(f"{code(f)} = {literal(d)}" for f, d in names.items()) + ".")
     epoch_groups = ex.get("epoch_level", {}).get("grouped_rates", [])
     if epoch_groups:
         doc.p("Epoch-level disagreement rate per feature bin: continuous features are cut into "
@@ -390,14 +455,14 @@ def _explanations(doc: Doc, s: dict) -> None:
               "grouped by value; Wilson 95% CIs treat trials as independent, so they are too "
               "narrow when trials cluster in studies.")
         doc.table(["feature", "bin", "trials", "rate", "Wilson 95% CI"],
-                  [[g["feature"], g["group"], str(g["n"]), _fmt(g["rate"], True), _ci(g["ci95_wilson"])]
-                   for g in epoch_groups])
+                  [[literal(g["feature"]), literal(g["group"]), str(g["n"]), _fmt(g["rate"], True),
+                    _ci(g["ci95_wilson"])] for g in epoch_groups])
     trial_groups = ex.get("trial_level", {}).get("grouped_rates", [])
     if trial_groups:
         doc.p("Trial-level disagreement rate per study group (one unit per study):")
         doc.table(["feature", "group", "studies", "rate", "Wilson 95% CI"],
-                  [[g["feature"], g["group"], str(g["n"]), _fmt(g["rate"], True), _ci(g["ci95_wilson"])]
-                   for g in trial_groups])
+                  [[literal(g["feature"]), literal(g["group"]), str(g["n"]), _fmt(g["rate"], True),
+                    _ci(g["ci95_wilson"])] for g in trial_groups])
     if logit:
         _logistic(doc, logit, "feature", "No logistic regression",
                   f"Logistic regression of epoch-level disagreement on standardised features "
@@ -419,7 +484,7 @@ def _logistic(doc: Doc, fit: dict, feature_header: str, missing: str, intro: str
         return
     doc.p(intro)
     doc.table([feature_header, "odds ratio / SD", "95% CI", "p"],
-              [[f, _fmt(v["odds_ratio_per_sd"]), _ci(v["ci95"], False), _fmt(v["p_value"])]
+              [[literal(f), _fmt(v["odds_ratio_per_sd"]), _ci(v["ci95"], False), _fmt(v["p_value"])]
                for f, v in fit["terms"].items()])
 
 

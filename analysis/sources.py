@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -22,6 +25,10 @@ import pandas as pd
 
 from analysis.axes import blank_inactive
 from analysis.errors import AnalysisInputError
+from study.secrets import mask_secrets
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
                  "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr")
@@ -29,6 +36,16 @@ KEY = ["study", "trial"]
 # Kept columns that are not hyperparameters, so `hyperparams` never picks them up.
 META_COLUMNS = {"experiment", "study", "trial", "order", "state", "budget", "class_imbalance",
                 "run_id"}
+
+# Undotted params every trial run carries besides its knobs: the search's config
+# (`SearchConfig.flat()`) and a worker's index. Written out rather than imported, so a
+# setting the config drops later still counts as one in older stores; a test keeps the
+# list a superset of today's config.
+RUN_SETTINGS = frozenset({
+    "space_file", "trials", "timeout", "experiment", "study_name", "seed", "replicates",
+    "sampler", "pruner", "objective", "storage", "tracking_uri", "workers",
+    "max_consecutive_failures", "heartbeat_interval", "grace_period", "max_retry", "space_name",
+    "worker_index"})
 
 Predictions = Callable[[str, str], "dict[str, np.ndarray] | None"]
 
@@ -190,8 +207,12 @@ def _filter_states(ds: Dataset, frame: pd.DataFrame, include_pruned: bool, unit:
 def _all_runs(client, experiment_ids: list[str], role: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=f"tags.run_role = '{role}'",
-                                  max_results=1000, page_token=token)
+        try:
+            page = client.search_runs(experiment_ids, filter_string=f"tags.run_role = '{role}'",
+                                      max_results=1000, page_token=token)
+        except Exception as exc:  # noqa: BLE001 - a store that breaks mid-read (a damaged page)
+            raise AnalysisInputError(f"cannot read the {role} runs of the tracking store "
+                                     f"({_first_line(exc)})") from None
         runs.extend(page)
         token = page.token
         if not token:
@@ -238,20 +259,67 @@ def _searched_spaces(client, study_runs: list, studies: pd.DataFrame) -> dict[st
     return {study: params for (study, _), params in zip(wanted, found) if params}
 
 
+def _sqlite_store_problem(path: Path) -> str | None:
+    """Why a SQLite file is no MLflow store to read, or None. Checked read-only, because
+    MLflow itself would create a missing file (and migrate an empty one) on first use, and
+    fails on a corrupt one deep inside SQLAlchemy."""
+    if not path.is_file():
+        return "no such file; nothing was created (run a search first, or fix the path)"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'experiments'").fetchone()
+    except sqlite3.Error as exc:
+        return f"not a readable MLflow store (sqlite: {exc})"
+    return None if found else "not an MLflow store (the file has no experiments table)"
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:limit] if text else ''}"
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
+    """An `MlflowClient` on an existing store; reading a report never creates or changes one.
+
+    A missing, corrupt or foreign SQLite file, or a store MLflow cannot open (a database
+    URL without its driver, an outdated schema), is bad input: one line, exit 2."""
+    from mlflow import MlflowClient
+
+    from study.tracking import sqlite_path
+
+    path = sqlite_path(tracking_uri)
+    problem = _sqlite_store_problem(path) if path is not None else None
+    if problem:
+        raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
+    try:
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the store is unusable
+        raise AnalysisInputError(f"--tracking-uri {tracking_uri}: cannot open the tracking "
+                                 f"store ({_first_line(exc)})") from None
+    return client
+
+
+def searched_knobs(hp_cols: Sequence[str], spaces: dict[str, dict], studies: set[str]) -> list[str]:
+    """The `hp.*` columns that are axes: knobs some study searched (role scientific or
+    nuisance in its logged space). A pinned (fixed) knob is a setting, even when two studies
+    pinned it differently. Without a logged space for every study, any knob may be searched."""
+    if not studies <= set(spaces):
+        return list(hp_cols)
+    searched = {f"hp.{name}" for params in spaces.values() for name, spec in params.items()
+                if isinstance(spec, dict) and spec.get("role") != "fixed"}
+    return [c for c in hp_cols if c in searched]
+
+
 def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                 include_pruned: bool = False) -> Dataset:
     """Studies are `run_role=study` runs, trials `run_role=trial` runs; epochs come from
     each trial's `history.csv`, one artifact read per run."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     exp_ids: dict[str, str] = {}
     for name in experiments:
-        try:
-            exp = client.get_experiment_by_name(name)
-        except Exception as exc:  # noqa: BLE001 - a bad URI is bad input, not a crash
-            raise AnalysisInputError(f"cannot open tracking store {tracking_uri}: "
-                                     f"{type(exc).__name__}") from None
+        exp = client.get_experiment_by_name(name)
         if exp is None:
             raise AnalysisInputError(f"unknown experiment {name!r} in {tracking_uri}")
         exp_ids[name] = exp.experiment_id
@@ -274,8 +342,10 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
                "budget": params.get("train.epochs"),
                "class_imbalance": params.get("data.class_imbalance")}
-        # Sampled hyperparameters are the undotted params; dotted ones are fixed config.
-        row.update({f"hp.{k}": v for k, v in params.items() if "." not in k})
+        # Sampled hyperparameters are the undotted params; dotted ones are fixed config, and
+        # the search's own settings (trials, timeout, seed, ...) say how it ran, not what.
+        row.update({f"hp.{k}": v for k, v in params.items()
+                    if "." not in k and k not in RUN_SETTINGS})
         rows.append(row)
     trials = pd.DataFrame(rows)
     # A study name reused in two experiments would merge two studies; keep them apart.
@@ -288,7 +358,8 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
 
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric="val_loss",
                  experiments=list(experiments),
-                 source={"kind": "mlflow", "tracking_uri": tracking_uri,
+                 # summary.json is written to disk and logged as an artifact: no password.
+                 source={"kind": "mlflow", "tracking_uri": mask_secrets(tracking_uri),
                          "experiments": {n: exp_ids[n] for n in experiments},
                          "trial_runs": len(trial_runs), "study_runs": len(study_runs)})
     trials = _filter_states(ds, trials, include_pruned, unit="trials")
@@ -356,7 +427,8 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
     # Inactive conditional knobs carry their default, not a sample: blank them before any
     # hyperparameter is analysed, then count as varied only what still varies.
     ds.trials = blank_inactive(ds.trials, ds.spaces)
-    ds.hyperparams = [c for c in hp_cols if ds.trials[c].nunique(dropna=True) > 1]
+    ds.hyperparams = [c for c in searched_knobs(hp_cols, ds.spaces, set(ds.trials["study"]))
+                      if ds.trials[c].nunique(dropna=True) > 1]
     ds.studies = studies.drop(columns=["study_name", "study_run_id"])
 
     locations = {(r.study, r.trial): (r.run_id, r.artifact_uri)

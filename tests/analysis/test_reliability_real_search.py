@@ -1,0 +1,117 @@
+"""`analysis report` on the store of a real digits search that was resumed with other run
+settings, read directly and through a real MLflow server whose URL carries a password."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import free_port, run_cli
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "s3cr3t-report-pw"
+
+
+@pytest.fixture(scope="module")
+def resumed_search(tmp_path_factory) -> dict:
+    """One digits study: 2 trials, then resumed to 4 with a timeout, so the logged run
+    settings `trials` and `timeout` differ between its trials."""
+    root = tmp_path_factory.mktemp("digits")
+    stores = ["--storage", str(root / "optuna.journal"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    common = ["study", "search", "--space", "search_spaces/digits.yaml", "--sampler", "random",
+              "--pruner", "none", "--set", "train.epochs=3", *stores]
+    for extra in (["--trials", "2"], ["--trials", "4", "--timeout", "900"]):
+        proc = run_cli(*common, *extra)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return {"root": root, "uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "digits-cnn"}
+
+
+def test_run_settings_are_never_axes(resumed_search: dict, tmp_path: Path) -> None:
+    client = MlflowClient(resumed_search["uri"])
+    experiment = client.get_experiment_by_name(resumed_search["experiment"]).experiment_id
+    runs = client.search_runs([experiment], "tags.run_role = 'trial'")
+    assert {r.data.params["trials"] for r in runs} == {"2", "4"}  # the settings did vary
+    assert {r.data.params["timeout"] for r in runs} == {"None", "900.0"}
+
+    out = tmp_path / "report"
+    proc = run_cli("analysis", "report", "--experiment", resumed_search["experiment"], "--tracking-uri",
+                   resumed_search["uri"], "--out", str(out), "--bootstrap", "50", "--no-log")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    features = set(summary["explanations"]["features"])
+    settings = {"hp.trials", "hp.timeout", "hp.seed", "hp.experiment", "hp.study_name", "hp.worker_index"}
+    assert not features & settings, features
+    assert {"hp.dropout", "hp.learning_rate"} <= features  # the searched knobs still are
+    assert {b["param"] for b in summary["boundary_checks"]} <= {
+        "n_conv_blocks", "filters", "filter_growth", "kernel_size", "dense_units", "l2", "dropout",
+        "learning_rate", "batch_size"}
+    markdown = (out / "report.md").read_text()
+    assert "Playbook axis plot: trials" not in markdown and "Playbook axis plot: timeout" not in markdown
+    assert "Playbook axis plot: dropout" in markdown
+
+
+def _server_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(resumed_search: dict, tmp_path: Path):
+    """A real `mlflow server` in front of the search's store."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                 resumed_search["uri"], "--host", "127.0.0.1", "--port", str(port),
+                                 "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _server_up(url):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def test_summary_and_logged_artifact_carry_the_masked_tracking_uri(server: str, resumed_search: dict,
+                                                                    tmp_path: Path) -> None:
+    with_password = server.replace("http://", f"http://alice:{PASSWORD}@")
+    out = tmp_path / "report"
+    proc = run_cli("analysis", "report", "--experiment", resumed_search["experiment"], "--tracking-uri",
+                   with_password, "--out", str(out), "--bootstrap", "50")
+    assert proc.returncode == 0, proc.stderr
+
+    text = (out / "summary.json").read_text()
+    assert PASSWORD not in text
+    assert json.loads(text)["source"]["tracking_uri"] == server.replace("http://", "http://alice:***@")
+
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name(resumed_search["experiment"]).experiment_id
+    (report_run,) = client.search_runs([experiment], "tags.run_role = 'report'")
+    with tempfile.TemporaryDirectory() as folder:
+        logged = Path(client.download_artifacts(report_run.info.run_id, "summary.json", folder)).read_text()
+    assert PASSWORD not in logged and "alice:***@" in logged
+    for artifact in ("report.md", "index.html"):
+        assert PASSWORD not in (out / artifact).read_text()
