@@ -3,6 +3,8 @@ figure draws, so what a figure shows is unit-testable without drawing it."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from analysis.sources import KEY
@@ -50,7 +52,9 @@ def curves_table(epochs: pd.DataFrame, picks: pd.DataFrame, max_studies: int = 4
 
 
 def rates_table(summary: dict) -> pd.DataFrame:
-    """Rate and Wilson CI per level, for all experiments pooled and for each one."""
+    """Rate and CI per level, for all experiments pooled and for each one: Wilson at trial
+    level (one independent unit per study), the cluster bootstrap over studies at epoch
+    level (trials of a study are not independent); NaN bounds where it has no interval."""
     rows = []
     blocks = {"all": summary, **summary.get("by_experiment", {})}
     if len(blocks) == 2:  # one experiment: its block repeats the pooled one
@@ -59,9 +63,11 @@ def rates_table(summary: dict) -> pd.DataFrame:
         for level in ("trial_level", "epoch_level"):
             if level in block:
                 b = block[level]
+                interval = "ci95_wilson" if level == "trial_level" else "ci95_bootstrap"
+                lo, hi = (math.nan if v is None else v for v in b[interval])
                 rows.append({"experiment": name, "level": level.replace("_", " "), "rate": b["rate"],
-                             "lo": b["ci95_wilson"][0], "hi": b["ci95_wilson"][1],
-                             "n": b.get("studies", b.get("trials"))})
+                             "lo": lo, "hi": hi, "interval": "Wilson" if level == "trial_level"
+                             else "cluster bootstrap", "n": b.get("studies", b.get("trials"))})
     return pd.DataFrame(rows)
 
 
