@@ -207,7 +207,7 @@ def _usable_values(ds: Dataset, table: pd.DataFrame, named: dict) -> pd.DataFram
                (f"impossible value: {accuracy_col} outside [0, 1]", "val_accuracy",
                 checks.impossible_accuracy)]
     if epoch_col:
-        checked.append((f"epoch {epoch_col} not a whole number >= 0", "epoch", checks.not_whole_epochs))
+        checked.append((f"epoch ({epoch_col}) not a whole number >= 0", "epoch", checks.not_whole_epochs))
     for reason, column, is_bad in checked:
         # Checked one after another, so a row is listed under its first reason only.
         mask = is_bad(table[column])
