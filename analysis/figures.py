@@ -54,6 +54,19 @@ def picks_scatter(table: pd.DataFrame, out: Path, loss: str, name: str, panels: 
     return _save(g, out, name)
 
 
+def pick_gaps(table: pd.DataFrame, out: Path, loss: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    agree = table["agree"]
+    ax.scatter(table.loc[~agree, "accuracy_given_up"], table.loc[~agree, "loss_given_up"], s=12,
+               alpha=0.6, color=PALETTE["accuracy pick"], label=f"disagree ({int((~agree).sum())})")
+    ax.scatter(table.loc[agree, "accuracy_given_up"], table.loc[agree, "loss_given_up"], s=12,
+               alpha=0.6, color=PALETTE["both picks"], label=f"agree ({int(agree.sum())})")
+    ax.set_xlabel("val_accuracy the loss pick gives up")
+    ax.set_ylabel(f"{loss} the accuracy pick gives up")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "pick_gaps.png")
+
+
 def learning_curves(table: pd.DataFrame, out: Path) -> str:
     g = sns.relplot(data=table, x="epoch", y="value", hue="role", row="panel", col="metric",
                     kind="line", height=2.4, aspect=1.5, marker="o", hue_order=list(PALETTE)[1:3],
@@ -187,9 +200,14 @@ def draw_all(analysis, out: Path) -> list[Figure]:
                        f"the red accuracy pick are different points, minimal {loss} and maximal "
                        "val_accuracy chose different trials."))
     if n_studies > MAX_PANELS:
-        figs.append(Figure(picks_scatter(scatter, out, "val_loss", "picks_scatter_all.png", n_studies),
-                           "Loss against accuracy, all studies",
-                           "The same panels for every study, for studies beyond the first twelve."))
+        # One point per study instead of one panel per study (2,000 panels made 25 MB).
+        gaps = plotdata.pick_gaps_table(analysis.scored, analysis.trial)
+        figs.append(Figure(pick_gaps(gaps, out, loss), "How far apart the picks are, all studies",
+                           f"Each point is one of the {n_studies} studies: how much val_accuracy "
+                           f"its loss pick gives up against the study's best (x) and how much "
+                           f"{loss} its accuracy pick gives up against the study's minimum (y); "
+                           "agreeing studies sit at the origin, far points are studies where "
+                           "the choice of rule matters most."))
     if analysis.epochs is not None:
         curves = plotdata.curves_table(analysis.epochs, analysis.trial)
         if not curves.empty:

@@ -95,3 +95,20 @@ def calibration_table(picks: pd.DataFrame) -> pd.DataFrame:
     long["pick"] = long["pick"].map({"val_ece_loss_pick": "loss pick",
                                      "val_ece_accuracy_pick": "accuracy pick"})
     return long
+
+
+def pick_gaps_table(scored: pd.DataFrame, picks: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
+    """One row per study: how much validation accuracy the loss pick gives up against the
+    study's best, and how much loss the accuracy pick gives up against the study's minimum.
+    Agreeing studies sit at (0, 0); every study is one point, so the figure stays one panel
+    however many studies there are."""
+    by_trial = scored.set_index(["study", "trial"])
+    best = scored.groupby("study").agg(best_accuracy=("val_accuracy", "max"), best_loss=(loss, "min"))
+    loss_pick = by_trial.loc[list(zip(picks["study"], picks["loss_pick"]))]
+    accuracy_pick = by_trial.loc[list(zip(picks["study"], picks["accuracy_pick"]))]
+    reference = best.loc[picks["study"]]
+    return pd.DataFrame({
+        "study": picks["study"].to_numpy(),
+        "accuracy_given_up": reference["best_accuracy"].to_numpy() - loss_pick["val_accuracy"].to_numpy(),
+        "loss_given_up": accuracy_pick[loss].to_numpy() - reference["best_loss"].to_numpy(),
+        "agree": picks["agree"].to_numpy(bool)})

@@ -57,15 +57,37 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
     return np.unique(values, return_inverse=True)[1].ravel()
 
 
-def _higher_loss_not_better(loss_rank: np.ndarray, acc_rank: np.ndarray) -> np.ndarray:
-    """Per trial: how many trials have a strictly higher loss and an accuracy ≤ its own."""
-    n = len(loss_rank)
-    if n <= BROADCAST_LIMIT:
-        return ((loss_rank[None, :] > loss_rank[:, None])
-                & (acc_rank[None, :] <= acc_rank[:, None])).sum(axis=1)
-    # Large pools: a Fenwick tree over accuracy ranks, filled from the highest loss down.
+def _higher_loss_not_better(group: np.ndarray, loss_rank: np.ndarray,
+                            acc_rank: np.ndarray) -> np.ndarray:
+    """Per trial: how many trials of its group have a strictly higher loss and an accuracy
+    ≤ its own. `group` is sorted (trials of a group are contiguous)."""
+    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    sizes = np.diff(np.r_[starts, len(group)])
+    if sizes.max() > BROADCAST_LIMIT:
+        return np.concatenate([_fenwick_count(loss_rank[a:a + n], acc_rank[a:a + n])
+                               for a, n in zip(starts, sizes)])
+    # Small groups: pad to a (groups × width) matrix and compare within each row, in chunks
+    # that keep the groups × width × width comparison under ~20 M cells.
+    width = int(sizes.max())
+    slot = np.arange(len(group)) - np.repeat(starts, sizes)
+    row = np.repeat(np.arange(len(starts)), sizes)
+    lr = np.full((len(starts), width), -1)  # padding: a loss rank no trial is below
+    ar = np.zeros((len(starts), width), dtype=np.int64)
+    lr[row, slot], ar[row, slot] = loss_rank, acc_rank
+    counts = np.empty((len(starts), width), dtype=np.int64)
+    step = max(1, 20_000_000 // (width * width))
+    for a in range(0, len(starts), step):
+        l, c = lr[a:a + step], ar[a:a + step]
+        counts[a:a + step] = ((l[:, None, :] > l[:, :, None])
+                              & (c[:, None, :] <= c[:, :, None])).sum(axis=2)
+    return counts[row, slot]
+
+
+def _fenwick_count(loss_rank: np.ndarray, acc_rank: np.ndarray) -> np.ndarray:
+    """The same count for one large pool: a Fenwick tree over accuracy ranks, filled from
+    the highest loss down, O(n log n)."""
     tree = np.zeros(int(acc_rank.max()) + 2, dtype=np.int64)
-    out = np.empty(n, dtype=np.int64)
+    out = np.empty(len(loss_rank), dtype=np.int64)
     order = np.argsort(-loss_rank, kind="stable")
     bounds = np.flatnonzero(np.diff(loss_rank[order])) + 1
     for block in np.split(order, bounds):
@@ -86,40 +108,57 @@ def _higher_loss_not_better(loss_rank: np.ndarray, acc_rank: np.ndarray) -> np.n
 def disagreement_at_k(loss: Sequence[float], accuracy: Sequence[float],
                       ks: Sequence[int]) -> AtK:
     """Exact P(disagree) over all k-subsets of one pool, for each k in `ks` (2 ≤ k ≤ n)."""
-    loss_rank, acc_rank = _dense_rank(np.asarray(loss, float)), _dense_rank(np.asarray(accuracy, float))
-    n, k = len(loss_rank), np.asarray(ks, float)[None, :]
-    if n < 2 or (k < 2).any() or (k > n).any():
-        raise ValueError(f"k must lie in [2, {n}] for a pool of {n} trials")
-    width = int(acc_rank.max()) + 1
-    composite = np.sort(loss_rank * width + acc_rank)
-    start = np.searchsorted(composite, loss_rank * width, "left")
-    ties = np.searchsorted(composite, loss_rank * width + width, "left") - start      # g
-    at_or_below = np.searchsorted(composite, loss_rank * width + acc_rank, "right") - start
-    below = np.searchsorted(composite, loss_rank * width + acc_rank, "left") - start
-    higher = n - start - ties                                                         # h
-    higher_le = _higher_loss_not_better(loss_rank, acc_rank)                          # h_le
-    # One representative per (loss value, accuracy value) for the lenient/strict counts.
-    first = np.zeros(n, bool)
-    first[np.unique(loss_rank * width + acc_rank, return_index=True)[1]] = True
+    _, exact = disagreement_at_k_by_group(loss, accuracy, np.zeros(len(loss), int), ks)
+    return AtK(exact.k, exact.share[0], exact.lenient[0], exact.strict[0])
+
+
+def disagreement_at_k_by_group(loss: Sequence[float], accuracy: Sequence[float],
+                               groups: Sequence, ks: Sequence[int]) -> tuple[np.ndarray, AtK]:
+    """`disagreement_at_k` for every group (study) at once: returns the group labels and an
+    `AtK` whose arrays are groups × ks. Every group needs at least max(ks) trials."""
+    labels, group = np.unique(np.asarray(groups), return_inverse=True)
+    group = group.ravel()
+    order = np.argsort(group, kind="stable")
+    group = group[order]
+    loss_rank = _dense_rank(np.asarray(loss, float)[order])
+    acc_rank = _dense_rank(np.asarray(accuracy, float)[order])
+    n = np.bincount(group)
+    k = np.asarray(ks, float)[None, :]
+    if len(loss_rank) < 2 or (k < 2).any() or (k > n.min()).any():
+        raise ValueError(f"k must lie in [2, {n.min()}] for groups of {n.min()} or more trials")
+    # One sortable key per trial: (group, loss rank, accuracy rank); counts are differences
+    # of positions in the sorted keys, all within a group.
+    lw, aw = int(loss_rank.max()) + 1, int(acc_rank.max()) + 1
+    loss_key = (group * lw + loss_rank) * aw
+    keys = np.sort(loss_key + acc_rank)
+    start = np.searchsorted(keys, loss_key, "left")
+    ties = np.searchsorted(keys, loss_key + aw, "left") - start                        # g
+    at_or_below = np.searchsorted(keys, loss_key + acc_rank, "right") - start
+    below = np.searchsorted(keys, loss_key + acc_rank, "left") - start
+    higher = np.searchsorted(keys, (group + 1) * lw * aw, "left") - start - ties       # h
+    higher_le = _higher_loss_not_better(group, loss_rank, acc_rank)                    # h_le
+    # One representative per (group, loss value, accuracy value) for the bounds.
+    first = np.zeros(len(group), bool)
+    first[np.unique(loss_key + acc_rank, return_index=True)[1]] = True
     col = lambda x: np.asarray(x, float)[:, None]  # noqa: E731 - trials down, k across
     g, h, hle = col(ties), col(higher), col(higher_le)
     t, le, lt, eq = col(at_or_below - 1), col(at_or_below), col(below), col(at_or_below - below)
-    norm = _log_comb(n, k)
-    share = np.zeros(k.shape[1])
-    lenient = np.zeros(k.shape[1])
-    strict_agree = np.zeros(k.shape[1])
+    norm = _log_comb(col(n[group]), k)
+    share, lenient, strict_agree = (np.zeros((len(group), k.shape[1])) for _ in range(3))
     for j in range(1, int(ties.max()) + 1):
         rest = k - j
         with_i = np.exp(_log_comb(g - 1, j - 1) + _log_comb(h, rest) - norm)
         i_best = np.exp(_log_comb(t, j - 1) + _log_comb(hle, rest) - norm)
-        share += ((with_i - i_best) / j).sum(axis=0)
+        share += (with_i - i_best) / j
         # [C(le, j) − C(lt, j)]: j tied trials whose best accuracy is this one's;
         # [C(h, rest) − C(hle, rest)]: higher-loss trials of which one beats it.
-        lenient += sum(sign * np.exp(_log_comb(a, j) + _log_comb(b, rest) - norm)
-                       for sign, a, b in ((1, le, h), (-1, le, hle), (-1, lt, h), (1, lt, hle))
-                       )[first].sum(axis=0)
-        strict_agree += np.exp(_log_comb(eq, j) + _log_comb(hle, rest) - norm)[first].sum(axis=0)
-    return AtK(np.asarray(ks, int), share, lenient, 1.0 - strict_agree)
+        lenient += first[:, None] * sum(
+            sign * np.exp(_log_comb(a, j) + _log_comb(b, rest) - norm)
+            for sign, a, b in ((1, le, h), (-1, le, hle), (-1, lt, h), (1, lt, hle)))
+        strict_agree += first[:, None] * np.exp(_log_comb(eq, j) + _log_comb(hle, rest) - norm)
+    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    per_group = [np.add.reduceat(m, starts, axis=0) for m in (share, lenient, strict_agree)]
+    return labels, AtK(np.asarray(ks, int), per_group[0], per_group[1], 1.0 - per_group[2])
 
 
 def curve_studies(sizes: pd.Series, coverage: float = CURVE_COVERAGE) -> int:
@@ -145,15 +184,14 @@ def disagreement_vs_k(scored: pd.DataFrame, loss: str = "val_loss", *, n_boot: i
     top = curve_studies(sizes[sizes >= 2])
     chosen = sizes.index[sizes >= top]
     ks = np.arange(2, top + 1)
-    per_study = np.array([disagreement_at_k(g[loss].to_numpy(), g["val_accuracy"].to_numpy(), ks)
-                          for _, g in usable[usable["study"].isin(chosen)].groupby("study")])
-    # per_study: studies × (k, share, lenient, strict) × ks
-    out = pd.DataFrame({"k": ks, "rate": per_study[:, 1].mean(axis=0),
-                        "lenient": per_study[:, 2].mean(axis=0),
-                        "strict": per_study[:, 3].mean(axis=0)})
-    bounds = [bootstrap_mean(per_study[:, 1, i], n_boot=n_boot, seed=seed) for i in range(len(ks))]
+    fixed = usable[usable["study"].isin(chosen)]
+    _, exact = disagreement_at_k_by_group(fixed[loss].to_numpy(), fixed["val_accuracy"].to_numpy(),
+                                          fixed["study"].astype(str).to_numpy(), ks)
+    out = pd.DataFrame({"k": ks, "rate": exact.share.mean(axis=0),
+                        "lenient": exact.lenient.mean(axis=0), "strict": exact.strict.mean(axis=0)})
+    bounds = [bootstrap_mean(exact.share[:, i], n_boot=n_boot, seed=seed) for i in range(len(ks))]
     out["lo"], out["hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
-    out["ci_missing"] = [bootstrap_gap(per_study[:, 1, i], n_boot=n_boot) for i in range(len(ks))]
+    out["ci_missing"] = [bootstrap_gap(exact.share[:, i], n_boot=n_boot) for i in range(len(ks))]
     out["studies"] = len(chosen)
     out["left_out"] = int((sizes < top).sum())
     return out[[*CURVE_COLUMNS, "left_out", "ci_missing"]]

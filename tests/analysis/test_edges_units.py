@@ -180,3 +180,18 @@ def test_rates_table_uses_the_cluster_bootstrap_at_epoch_level() -> None:
     assert table.loc["epoch level", ["lo", "hi"]].tolist() == [0.1, 0.7]
     summary["epoch_level"]["ci95_bootstrap"] = [None, None]
     assert rates_table(summary).set_index("level").loc["epoch level", ["lo", "hi"]].isna().all()
+
+
+def test_by_group_matches_one_pool_at_a_time() -> None:
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(4, 9, 30)
+    groups = np.repeat([f"g{i:02d}" for i in range(30)], sizes)
+    rng.shuffle(groups)  # groups need not be contiguous
+    loss = rng.integers(0, 5, len(groups)).astype(float)
+    acc = rng.integers(0, 5, len(groups)) / 5
+    labels, together = size.disagreement_at_k_by_group(loss, acc, groups, [2, 3, 4])
+    for row, label in enumerate(labels):
+        mine = groups == label
+        for i, k in enumerate([2, 3, 4]):
+            assert [together.share[row, i], together.lenient[row, i], together.strict[row, i]] == \
+                pytest.approx(_brute(loss[mine], acc[mine], k), abs=1e-9)
