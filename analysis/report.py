@@ -376,7 +376,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
                   "worse calibrated one, the overconfidence that lets it win on accuracy while "
                   "losing on loss:")
             doc.table(["metric", "mean difference", "95% CI"],
-                      [[f"`{m}`", _fmt(d["mean"]), _ci(d["ci95_bootstrap"], False)] for m, d in paired])
+                      [[f"`{m}`", _fmt(d["mean"]), _boot(d, pct=False)] for m, d in paired])
 
     if s.get("study_size"):
         sizes = s["study_size"]

@@ -204,7 +204,8 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
             difference = (accuracy_side - loss_side).dropna()
             calibration[f"{metric}_accuracy_minus_loss_pick"] = {
                 "mean": _f(difference.mean()),
-                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed))}
+                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed)),
+                "ci95_bootstrap_missing": bootstrap_gap(difference, n_boot=n_boot)}
         summary["calibration_of_picks"] = calibration
 
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
