@@ -84,10 +84,32 @@ def bootstrap_mean(values: Sequence[float], clusters: Sequence | None = None, *,
     n_clusters = int(codes.max()) + 1
     sums = np.bincount(codes, weights=v, minlength=n_clusters)
     counts = np.bincount(codes, minlength=n_clusters).astype(float)
-    rng = np.random.default_rng(seed)
-    # Multinomial counts are resampling with replacement, without materialising indices.
-    weights = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=n_boot)
+    weights = _resample_weights(n_clusters, n_boot, seed)
     stats = (weights @ sums) / (weights @ counts)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def _resample_weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each unit is drawn in each resample: multinomial counts are resampling with
+    replacement, without materialising indices."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot)
+
+
+def bootstrap_columns(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                      confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """`bootstrap_mean` of every column of a units × columns matrix (no NaN, one unit per
+    study), drawing the resamples once for all columns; NaN bounds where a column has no
+    interval. Column i equals `bootstrap_mean(values[:, i], n_boot=n_boot, seed=seed)`."""
+    values = np.asarray(values, float)
+    lo, hi = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
+    usable = [bootstrap_gap(values[:, i], n_boot=n_boot, confidence=confidence) is None
+              for i in range(values.shape[1])]
+    if any(usable):
+        weights = _resample_weights(len(values), n_boot, seed)
+        stats = (weights @ values[:, usable]) / len(values)
+        alpha = (1 - confidence) / 2
+        lo[usable], hi[usable] = np.quantile(stats, [alpha, 1 - alpha], axis=0)
+    return lo, hi

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from analysis.intervals import bootstrap_gap, bootstrap_mean
+from analysis.intervals import bootstrap_columns, bootstrap_gap
 
 CURVE_COLUMNS = ["k", "rate", "lenient", "strict", "lo", "hi", "studies"]
 # The curve's fixed set: the studies with at least K trials, K the largest size that this
@@ -198,8 +198,7 @@ def disagreement_vs_k(scored: pd.DataFrame, loss: str = "val_loss", *, n_boot: i
                                           fixed["study"].astype(str).to_numpy(), ks)
     out = pd.DataFrame({"k": ks, "rate": exact.share.mean(axis=0),
                         "lenient": exact.lenient.mean(axis=0), "strict": exact.strict.mean(axis=0)})
-    bounds = [bootstrap_mean(exact.share[:, i], n_boot=n_boot, seed=seed) for i in range(len(ks))]
-    out["lo"], out["hi"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    out["lo"], out["hi"] = bootstrap_columns(exact.share, n_boot=n_boot, seed=seed)
     out["ci_missing"] = [bootstrap_gap(exact.share[:, i], n_boot=n_boot) for i in range(len(ks))]
     out["studies"] = len(chosen)
     out["left_out"] = int((sizes < top).sum())

@@ -195,3 +195,15 @@ def test_by_group_matches_one_pool_at_a_time() -> None:
         for i, k in enumerate([2, 3, 4]):
             assert [together.share[row, i], together.lenient[row, i], together.strict[row, i]] == \
                 pytest.approx(_brute(loss[mine], acc[mine], k), abs=1e-9)
+
+
+def test_bootstrap_columns_equal_one_column_at_a_time() -> None:
+    from analysis.intervals import bootstrap_columns
+
+    rng = np.random.default_rng(5)
+    matrix = np.column_stack([rng.random(30), np.zeros(30), (rng.random(30) > 0.5).astype(float)])
+    lo, hi = bootstrap_columns(matrix, n_boot=300, seed=2)
+    for i in range(3):
+        one = bootstrap_mean(matrix[:, i], n_boot=300, seed=2)
+        assert [lo[i], hi[i]] == pytest.approx(list(one), nan_ok=True)
+    assert np.isnan(lo[1]) and np.isnan(hi[1])  # a column of zeros has no interval
