@@ -31,8 +31,8 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     `loss_ties` and `accuracy_ties` (rows tied at the optimum), and the order-free
     `disagree_share` with its bounds `disagree_lenient` and `disagree_strict`.
 
-    When the group agrees the accuracy pick *is* the loss pick, so a gain is exactly 0 there;
-    otherwise it is the first row at maximal accuracy.
+    When the group agrees the accuracy pick *is* the loss pick (the same row); otherwise it
+    is the first row at maximal accuracy.
     """
     group = list(group)
     d = frame.sort_values([*group, order], kind="stable")
