@@ -77,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--accuracy-col", default="val_accuracy")
     tab.add_argument("--test-accuracy-col", default=None)
     tab.add_argument("--epoch-col", default=None, help="rows are epochs; adds the epoch level")
+    tab.add_argument("--epochs", type=int, default=None, metavar="N",
+                     help="epoch budget of every trial (default: each study's largest epoch count)")
     tab.add_argument("--state-col", default=None,
                      help="column with COMPLETE/PRUNED/FAIL (default: all rows COMPLETE)")
     tab.add_argument("--explain-col", action="append", default=[], metavar="COL",
@@ -121,7 +123,7 @@ def report(args: argparse.Namespace) -> int:
                                 loss_col=args.loss_col, accuracy_col=args.accuracy_col,
                                 test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
                                 explain_cols=args.explain_col, include_pruned=args.include_pruned,
-                                state_col=args.state_col)
+                                state_col=args.state_col, epochs=args.epochs)
         tracking_uri = None
     else:
         experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]

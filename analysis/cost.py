@@ -10,20 +10,22 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
 
-from analysis.intervals import bootstrap_mean, wilson
+from analysis.intervals import bootstrap_gap, bootstrap_mean, wilson
 
 
 def gain_summary(picks: pd.DataFrame, *, clusters: str | None = None, n_boot: int = 2000,
                  seed: int = 0) -> dict:
-    """Mean gain of the accuracy pick over all units (0 where the picks agree) and over
-    disagreeing units, each with a paired bootstrap CI (resampling `clusters` if given)."""
+    """Mean gain of the accuracy pick over all units and over disagreeing units, each with a
+    paired bootstrap CI (resampling `clusters` if given) or the reason it has none."""
     g = picks["gain"]
     cl = picks[clusters] if clusters else None
     dis = picks["disagree"]
+    cl_dis = cl[dis] if cl is not None else None
     return {"mean": _mean(g), "ci95": list(bootstrap_mean(g, cl, n_boot=n_boot, seed=seed)),
+            "ci95_missing": bootstrap_gap(g, cl, n_boot=n_boot),
             "mean_when_disagree": _mean(g[dis]),
-            "ci95_when_disagree": list(bootstrap_mean(g[dis], cl[dis] if cl is not None else None,
-                                                      n_boot=n_boot, seed=seed))}
+            "ci95_when_disagree": list(bootstrap_mean(g[dis], cl_dis, n_boot=n_boot, seed=seed)),
+            "ci95_when_disagree_missing": bootstrap_gap(g[dis], cl_dis, n_boot=n_boot)}
 
 
 def regret_summary(picks: pd.DataFrame) -> dict:

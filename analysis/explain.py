@@ -15,6 +15,11 @@ import pandas as pd
 
 from analysis.intervals import wilson
 
+# The usual rule for a stable logistic fit: ≥ 10 of the rarer outcome per feature.
+EVENTS_PER_FEATURE = 10
+# Cluster-robust standard errors are too small with few clusters; below this, no model.
+MIN_CLUSTERS = 20
+
 # Features the issue names as the seeds' causes, looked up on the scored trial table.
 CAUSES = {"val_ece_at_val_accuracy": "calibration: val_ece at the accuracy-best epoch",
           "val_confidence_at_val_accuracy": "calibration: val_confidence at the accuracy-best epoch",
@@ -62,8 +67,9 @@ def logistic(units: pd.DataFrame, columns: list[str], outcome: str = "disagree",
              cluster: str = "study") -> dict:
     """Odds ratio per standard deviation of each numeric feature, with 95% CI and p.
 
-    Returns `{"error": ...}` instead of raising when the data cannot support a model
-    (too few units or events, perfect separation): a report, not a traceback.
+    Returns `{"error": ...}` instead of raising when the data cannot support a model: fewer
+    than `EVENTS_PER_FEATURE` of the rarer outcome per feature, fewer than `MIN_CLUSTERS`
+    studies for clustered standard errors, or a failed fit (perfect separation).
     """
     import statsmodels.api as sm
 
@@ -72,9 +78,20 @@ def logistic(units: pd.DataFrame, columns: list[str], outcome: str = "disagree",
     data = data.loc[:, [c for c in data.columns if c in (outcome, cluster) or data[c].nunique() > 1]]
     numeric = [c for c in numeric if c in data]
     events = int(data[outcome].sum()) if len(data) else 0
-    if not numeric or min(events, len(data) - events) < 5 * max(1, len(numeric)) // 2:
-        return {"error": f"too few events for a model ({events} disagreements in {len(data)} "
-                         f"units, {len(numeric)} features)", "n": int(len(data))}
+    rarer = min(events, len(data) - events)
+    n_clusters = int(data[cluster].nunique())
+    if not numeric:
+        return {"error": "no numeric feature varies", "n": int(len(data))}
+    if rarer < EVENTS_PER_FEATURE * len(numeric):
+        return {"error": f"too few events for a model: {events} disagreements and "
+                         f"{len(data) - events} agreements in {len(data)} units; {len(numeric)} "
+                         f"features need at least {EVENTS_PER_FEATURE * len(numeric)} of the rarer "
+                         f"outcome ({EVENTS_PER_FEATURE} per feature)", "n": int(len(data))}
+    if n_clusters < MIN_CLUSTERS:
+        return {"error": f"too few studies for a model: {n_clusters} clusters; standard errors "
+                         f"clustered by study need at least {MIN_CLUSTERS}, and model-based ones "
+                         "would ignore that trials of a study are not independent",
+                "n": int(len(data))}
     X = sm.add_constant(pd.DataFrame({c: _design_column(data[c]) for c in numeric}))
     y = data[outcome].astype(float)
     groups = pd.factorize(data[cluster])[0]
@@ -82,9 +99,7 @@ def logistic(units: pd.DataFrame, columns: list[str], outcome: str = "disagree",
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = sm.Logit(y, X)
-            # Cluster-robust SEs need enough clusters to be trusted; below that, model SEs.
-            fit = (model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
-                   if len(set(groups)) >= 5 else model.fit(disp=0, maxiter=200))
+            fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
     except Exception as exc:  # noqa: BLE001 - separation/singular designs are reported
         return {"error": f"logistic regression failed: {type(exc).__name__}", "n": int(len(data))}
     ci = fit.conf_int()
@@ -92,4 +107,4 @@ def logistic(units: pd.DataFrame, columns: list[str], outcome: str = "disagree",
                  "ci95": [float(np.exp(ci.loc[c, 0])), float(np.exp(ci.loc[c, 1]))],
                  "p_value": float(fit.pvalues[c])} for c in numeric}
     return {"n": int(len(data)), "events": events, "terms": terms,
-            "standard_errors": "clustered by study" if len(set(groups)) >= 5 else "model-based"}
+            "clusters": n_clusters, "standard_errors": "clustered by study"}

@@ -6,6 +6,7 @@ the report prints the caption under the image.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are built on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -52,6 +54,19 @@ def picks_scatter(table: pd.DataFrame, out: Path, loss: str, name: str, panels: 
     return _save(g, out, name)
 
 
+def pick_gaps(table: pd.DataFrame, out: Path, loss: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    agree = table["agree"]
+    ax.scatter(table.loc[~agree, "accuracy_given_up"], table.loc[~agree, "loss_given_up"], s=12,
+               alpha=0.6, color=PALETTE["accuracy pick"], label=f"disagree ({int((~agree).sum())})")
+    ax.scatter(table.loc[agree, "accuracy_given_up"], table.loc[agree, "loss_given_up"], s=12,
+               alpha=0.6, color=PALETTE["both picks"], label=f"agree ({int(agree.sum())})")
+    ax.set_xlabel("val_accuracy the loss pick gives up")
+    ax.set_ylabel(f"{loss} the accuracy pick gives up")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "pick_gaps.png")
+
+
 def learning_curves(table: pd.DataFrame, out: Path) -> str:
     g = sns.relplot(data=table, x="epoch", y="value", hue="role", row="panel", col="metric",
                     kind="line", height=2.4, aspect=1.5, marker="o", hue_order=list(PALETTE)[1:3],
@@ -78,15 +93,17 @@ def learning_curves(table: pd.DataFrame, out: Path) -> str:
 
 def rates(table: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(table)))
-    labels = [f"{r.experiment} · {r.level} (n={r.n})" for r in table.itertuples()]
+    labels = [f"{r.experiment} · {r.level} (n={r.n})"
+              + (", no interval" if pd.isna(r.lo) else f", {r.interval}") for r in table.itertuples()]
     y = range(len(table))
-    # Bootstrap-free Wilson bounds contain the rate; clipping only guards float noise.
-    xerr = [(table["rate"] - table["lo"]).clip(lower=0), (table["hi"] - table["rate"]).clip(lower=0)]
+    # A bootstrap with no interval (NaN bounds) draws a bare point; clipping guards float noise.
+    xerr = [(table["rate"] - table["lo"]).clip(lower=0).fillna(0),
+            (table["hi"] - table["rate"]).clip(lower=0).fillna(0)]
     ax.errorbar(table["rate"], y, xerr=xerr,
                 fmt="o", color="black", capsize=4)
     ax.set_yticks(list(y), labels)
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("disagreement rate (Wilson 95% CI)")
+    ax.set_xlabel("disagreement rate (95% CI: trial level Wilson, epoch level cluster bootstrap)")
     ax.invert_yaxis()
     return _save(fig, out, "rates.png")
 
@@ -102,7 +119,12 @@ def epoch_gap(ep: pd.DataFrame, out: Path) -> str:
 
 def disagreement_vs_k(size: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.lineplot(data=size, x="k", y="rate", marker="o", ax=ax)
+    ax.fill_between(size["k"], size["lo"].astype(float), size["hi"].astype(float), color="#1f77b4",
+                    alpha=0.2, lw=0, label="95% bootstrap over studies")
+    ax.plot(size["k"], size["lenient"], ls=":", color="#555555", label="lenient / strict tie bounds")
+    ax.plot(size["k"], size["strict"], ls=":", color="#555555")
+    ax.plot(size["k"], size["rate"], marker="o", color="#1f77b4", label="P(disagree), exact")
+    ax.legend(fontsize=7)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("trials per study (k)")
     ax.set_ylabel("P(loss and accuracy picks differ)")
@@ -121,8 +143,9 @@ def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool,
             for b in bounds:
                 ax.axvline(b, color="#555555", ls="--", lw=0.8)
     else:
-        sns.stripplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
-                      hue_order=list(PALETTE), ax=ax)
+        with _seeded():
+            sns.stripplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
+                          hue_order=list(PALETTE), ax=ax)
     ax.set_xlabel(hp + (" (dashed: ends of the searched range)" if bounds is not None else ""))
     ax.set_title(f"{hp}" + (f"  ⚠ picks at the edge of the {range_source} range" if at_edge else ""),
                  size=9, color="#b00000" if at_edge else "black")
@@ -131,10 +154,23 @@ def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool,
     return _save(fig, out, name)
 
 
+@contextmanager
+def _seeded(seed: int = 0):
+    """Seaborn's strip plots jitter with NumPy's global generator: seed it for one plot (and
+    restore it), so the same input draws the same PNG."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def rank_distribution(table: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     sns.boxplot(data=table, x="value", y="statistic", ax=ax, color="#dddddd", fliersize=0)
-    sns.stripplot(data=table, x="value", y="statistic", ax=ax, color="#1f77b4", size=5)
+    with _seeded():
+        sns.stripplot(data=table, x="value", y="statistic", ax=ax, color="#1f77b4", size=5)
     ax.axvline(0, color="black", lw=1)
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("rank correlation of −loss and accuracy across a study's trials")
@@ -164,9 +200,14 @@ def draw_all(analysis, out: Path) -> list[Figure]:
                        f"the red accuracy pick are different points, minimal {loss} and maximal "
                        "val_accuracy chose different trials."))
     if n_studies > MAX_PANELS:
-        figs.append(Figure(picks_scatter(scatter, out, "val_loss", "picks_scatter_all.png", n_studies),
-                           "Loss against accuracy, all studies",
-                           "The same panels for every study, for studies beyond the first twelve."))
+        # One point per study instead of one panel per study (2,000 panels made 25 MB).
+        gaps = plotdata.pick_gaps_table(analysis.scored, analysis.trial)
+        figs.append(Figure(pick_gaps(gaps, out, loss), "How far apart the picks are, all studies",
+                           f"Each point is one of the {n_studies} studies: how much val_accuracy "
+                           f"its loss pick gives up against the study's best (x) and how much "
+                           f"{loss} its accuracy pick gives up against the study's minimum (y); "
+                           "agreeing studies sit at the origin, far points are studies where "
+                           "the choice of rule matters most."))
     if analysis.epochs is not None:
         curves = plotdata.curves_table(analysis.epochs, analysis.trial)
         if not curves.empty:
@@ -176,16 +217,17 @@ def draw_all(analysis, out: Path) -> list[Figure]:
                                "look for accuracy still rising after the loss has turned."))
     figs.append(Figure(rates(plotdata.rates_table(analysis.summary), out), "Disagreement rates",
                        "Points are the share of studies (trial level) or trials (epoch level) whose "
-                       "two picks differ, with Wilson 95% intervals; wide bars mean more replicates "
-                       "are needed."))
+                       "two picks differ, with 95% intervals: Wilson at trial level, the cluster "
+                       "bootstrap over studies at epoch level (trials of a study are not "
+                       "independent); a bare point has no interval; wide bars mean more "
+                       "replicates are needed."))
     if analysis.epoch is not None:
         figs.append(Figure(epoch_gap(analysis.epoch, out), "Epoch gap",
                            "Bars right of zero are trials whose accuracy peaked after their loss "
                            "minimum, the usual overfitting shape; mass at zero means the epochs agree."))
     if not analysis.size.empty:
         figs.append(Figure(disagreement_vs_k(analysis.size, out), "Disagreement against study size",
-                           "The curve shows how the chance that the picks differ grows with the "
-                           "number of trials k, by subsampling each study."))
+                           size_caption(analysis.size)))
     checks: dict[str, dict] = {}
     for b in analysis.summary.get("boundary_checks", []):
         c = checks.setdefault(b["param"], {**b, "at_edge": False})
@@ -226,3 +268,15 @@ def draw_all(analysis, out: Path) -> list[Figure]:
                            "Lines join the two picks of a study (disagreeing studies only when any); "
                            "a higher ECE for the accuracy pick means it is the more overconfident model."))
     return figs
+
+
+def size_caption(size: pd.DataFrame) -> str:
+    """What the k-curve shows: which studies, how computed, and its band (or why none)."""
+    first = size.iloc[0]
+    top = int(size["k"].max())
+    band = ("the band is a 95% bootstrap over these studies" if pd.notna(first["lo"])
+            else f"no interval ({first['ci_missing']})")
+    return (f"Exact P(loss and accuracy picks differ) for a study of k trials, averaged over "
+            f"all k-subsets of each of the same {int(first['studies'])} studies at every k "
+            f"(those with at least {top} trials; {int(first['left_out'])} smaller studies left "
+            f"out); dotted lines are the lenient and strict tie bounds; {band}.")

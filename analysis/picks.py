@@ -2,8 +2,15 @@
 
 One function serves both levels: at trial level the groups are studies and the order is
 the trial number (or file order); at epoch level the groups are trials and the order is
-the epoch. The rule is the issue's: the loss pick is the first row at minimal loss; the
-group agrees when that row is among the rows tied at maximal accuracy.
+the epoch. The *representative* loss pick is the first row at minimal loss; the group
+agrees when that row is among the rows tied at maximal accuracy.
+
+Ties at minimal loss: the loss rule picks uniformly among its tied rows, so a group's
+`disagree_share` is the fraction of its tied-loss rows not tied at maximal accuracy,
+whatever the row order; `disagree_lenient` (no tied-loss row is at maximal accuracy) and
+`disagree_strict` (some tied-loss row is not) bound it from below and above. The trial
+level's primary rate uses the share; the epoch level keeps the earliest epoch, which is
+a rule (early stopping's), not an accident of row order.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ import pandas as pd
 
 from analysis.sources import KEY
 
+MIN_EPOCHS = 2  # a trial needs two epochs to have an epoch-level verdict
+
 
 def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
          accuracy: str) -> pd.DataFrame:
     """Per group: `n`, `loss_pick` and `accuracy_pick` (index labels into `frame`), `agree`,
-    `loss_ties` and `accuracy_ties` (rows tied at the optimum).
+    `loss_ties` and `accuracy_ties` (rows tied at the optimum), and the order-free
+    `disagree_share` with its bounds `disagree_lenient` and `disagree_strict`.
 
-    When the group agrees the accuracy pick *is* the loss pick, so a gain is exactly 0 there;
-    otherwise it is the first row at maximal accuracy.
+    When the group agrees the accuracy pick *is* the loss pick (the same row); otherwise it
+    is the first row at maximal accuracy.
     """
     group = list(group)
     d = frame.sort_values([*group, order], kind="stable")
@@ -39,6 +49,10 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     out["first_max"] = pd.Series(first_max.index, index=pd.MultiIndex.from_frame(first_max[group])
                                  if len(group) > 1 else pd.Index(first_max[group[0]]))
     out["agree"] = at_max.loc[out["loss_pick"]].to_numpy()
+    both = (at_min & at_max).groupby([d[g] for g in group], sort=False).sum()
+    out["disagree_share"] = 1.0 - both / out["loss_ties"]
+    out["disagree_lenient"] = both == 0
+    out["disagree_strict"] = both < out["loss_ties"]
     out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], out["first_max"])
     return out.drop(columns=["first_max"])
 
@@ -102,15 +116,23 @@ def scored_trials(ds, scoring: str) -> pd.DataFrame:
     single = sizes < 2
     ds.exclude("studies", "single-trial study (nothing to compare)",
                int(scored.loc[single, "study"].nunique()))
-    return scored[~single].reset_index(drop=True)
+    scored = scored[~single].reset_index(drop=True)
+    if ds.epochs is not None:
+        short = scored["epochs_trained"] < MIN_EPOCHS
+        ds.exclude("trials (epoch level only)", f"fewer than {MIN_EPOCHS} epochs: no epoch-level "
+                   "verdict (the trial still counts at trial level)", int(short.sum()))
+    return scored
 
 
 def trial_picks(scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
     """One row per study: both picks, agreement, ties, and the held-out cost of each pick.
 
     `gain` is the test accuracy of the accuracy pick minus that of the loss pick, each at
-    the epoch its rule scored (what each rule would deploy), and 0 where they agree. The regret reference is the test-optimal trial: the highest
-    test accuracy any trial of the study reached at either of its scored epochs.
+    the epoch its rule scored (what each rule would deploy), also where both rules pick the
+    same trial. The regret reference is the test-optimal trial: the highest test accuracy
+    any trial of the study reached at either of its scored epochs; so gain is exactly
+    `regret_loss_pick − regret_accuracy_pick`. Picks are the representative (first-in-order)
+    ones.
     """
     s = scored[scored[loss].notna()]
     p = pick(s, ["study"], "order", loss, "val_accuracy")
@@ -119,6 +141,9 @@ def trial_picks(scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
         "experiment": lp["experiment"].to_numpy(), "study": p.index.to_numpy(),
         "n": p["n"].to_numpy(), "agree": p["agree"].to_numpy(bool),
         "loss_ties": p["loss_ties"].to_numpy(), "accuracy_ties": p["accuracy_ties"].to_numpy(),
+        "disagree_share": p["disagree_share"].to_numpy(float),
+        "disagree_lenient": p["disagree_lenient"].to_numpy(bool),
+        "disagree_strict": p["disagree_strict"].to_numpy(bool),
         "loss_pick": lp["trial"].to_numpy(), "accuracy_pick": ap["trial"].to_numpy(),
         "loss_pick_epoch": lp[f"{loss}_epoch"].to_numpy(),
         "accuracy_pick_epoch": ap["val_accuracy_epoch"].to_numpy()})
@@ -127,9 +152,9 @@ def trial_picks(scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
     if test_l in s and s[test_l].notna().any():
         out["test_loss_pick"] = lp[test_l].to_numpy()
         out["test_accuracy_pick"] = ap[test_a].to_numpy()
-        # Where the picks agree the same trial is deployed and the trial-level gain is 0 by
-        # definition; the remaining epoch difference is the epoch level's business.
-        out["gain"] = np.where(out["agree"], 0.0, out["test_accuracy_pick"] - out["test_loss_pick"])
+        # What each rule would deploy: where both pick one trial but score it at different
+        # epochs, the gain is that epoch difference, so gain = regret(loss) − regret(accuracy).
+        out["gain"] = out["test_accuracy_pick"] - out["test_loss_pick"]
         oracle = s[[test_l, test_a]].max(axis=1).groupby(s["study"]).max()
         out["test_oracle"] = oracle.loc[out["study"]].to_numpy()
         out["regret_loss_pick"] = out["test_oracle"] - out["test_loss_pick"]
@@ -147,6 +172,8 @@ def epoch_picks(epochs: pd.DataFrame, scored: pd.DataFrame, loss: str = "val_los
     keep = scored[KEY + ["experiment", "budget"]]
     e = epochs.merge(keep[KEY], on=KEY)
     e = e[e[loss].notna()]
+    # One epoch has nothing to disagree with: no epoch-level verdict (listed by scored_trials).
+    e = e[e.groupby(KEY)["epoch"].transform("size") >= MIN_EPOCHS]
     p = pick(e, KEY, "epoch", loss, "val_accuracy")
     lp, ap = e.loc[p["loss_pick"]], e.loc[p["accuracy_pick"]]
     out = pd.DataFrame({"study": lp["study"].to_numpy(), "trial": lp["trial"].to_numpy(),

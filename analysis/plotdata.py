@@ -3,6 +3,8 @@ figure draws, so what a figure shows is unit-testable without drawing it."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from analysis.sources import KEY
@@ -50,7 +52,9 @@ def curves_table(epochs: pd.DataFrame, picks: pd.DataFrame, max_studies: int = 4
 
 
 def rates_table(summary: dict) -> pd.DataFrame:
-    """Rate and Wilson CI per level, for all experiments pooled and for each one."""
+    """Rate and CI per level, for all experiments pooled and for each one: Wilson at trial
+    level (one independent unit per study), the cluster bootstrap over studies at epoch
+    level (trials of a study are not independent); NaN bounds where it has no interval."""
     rows = []
     blocks = {"all": summary, **summary.get("by_experiment", {})}
     if len(blocks) == 2:  # one experiment: its block repeats the pooled one
@@ -59,9 +63,11 @@ def rates_table(summary: dict) -> pd.DataFrame:
         for level in ("trial_level", "epoch_level"):
             if level in block:
                 b = block[level]
+                interval = "ci95_wilson" if level == "trial_level" else "ci95_bootstrap"
+                lo, hi = (math.nan if v is None else v for v in b[interval])
                 rows.append({"experiment": name, "level": level.replace("_", " "), "rate": b["rate"],
-                             "lo": b["ci95_wilson"][0], "hi": b["ci95_wilson"][1],
-                             "n": b.get("studies", b.get("trials"))})
+                             "lo": lo, "hi": hi, "interval": "Wilson" if level == "trial_level"
+                             else "cluster bootstrap", "n": b.get("studies", b.get("trials"))})
     return pd.DataFrame(rows)
 
 
@@ -89,3 +95,20 @@ def calibration_table(picks: pd.DataFrame) -> pd.DataFrame:
     long["pick"] = long["pick"].map({"val_ece_loss_pick": "loss pick",
                                      "val_ece_accuracy_pick": "accuracy pick"})
     return long
+
+
+def pick_gaps_table(scored: pd.DataFrame, picks: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
+    """One row per study: how much validation accuracy the loss pick gives up against the
+    study's best, and how much loss the accuracy pick gives up against the study's minimum.
+    Agreeing studies sit at (0, 0); every study is one point, so the figure stays one panel
+    however many studies there are."""
+    by_trial = scored.set_index(["study", "trial"])
+    best = scored.groupby("study").agg(best_accuracy=("val_accuracy", "max"), best_loss=(loss, "min"))
+    loss_pick = by_trial.loc[list(zip(picks["study"], picks["loss_pick"]))]
+    accuracy_pick = by_trial.loc[list(zip(picks["study"], picks["accuracy_pick"]))]
+    reference = best.loc[picks["study"]]
+    return pd.DataFrame({
+        "study": picks["study"].to_numpy(),
+        "accuracy_given_up": reference["best_accuracy"].to_numpy() - loss_pick["val_accuracy"].to_numpy(),
+        "loss_given_up": accuracy_pick[loss].to_numpy() - reference["best_loss"].to_numpy(),
+        "agree": picks["agree"].to_numpy(bool)})

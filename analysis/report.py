@@ -17,34 +17,52 @@ from urllib.parse import quote
 from analysis.figures import Figure
 from analysis.summary import Analysis, jsonable
 
+LOSS_DEFINITION = (
+    "**Loss metric.** The primary loss is {loss}. For `val_loss` this is what Keras and the "
+    "MLflow UI show, and it includes the L2 penalty; `val_crossentropy` is the pure form and "
+    "gets the same statistics as a variant.")
+# Table mode knows only the columns it was given: say that, not what Keras logs.
+TABLE_LOSS_DEFINITION = (
+    "**Loss and accuracy.** The loss is column {loss} and the accuracy column {accuracy} of "
+    "{name} (lower loss and higher accuracy are better; accuracies are fractions in [0, 1]). "
+    "What the loss contains (a penalty or not) is whatever the table's producer logged; there "
+    "is no second loss variant.")
+
 DEFINITIONS = [
     "**Trial level (per study).** Each trial is scored by its best value over its epochs "
     "(`--scoring final`: its last epoch). Only COMPLETE trials count unless `--include-pruned`. "
     "The *loss pick* is the trial with minimal validation loss; if several tie, the first "
-    "(lowest trial number, or first in file order). The *accuracy pick* is the trial with "
-    "maximal validation accuracy. A study *agrees* when its loss pick is among the trials tied "
-    "at maximal accuracy (the accuracy pick is then the loss pick); otherwise it *disagrees*. "
-    "The *disagreement rate* is disagreeing studies / studies.",
+    "(lowest trial number, or first in file order) is the *representative* loss pick. The "
+    "*accuracy pick* is the trial with maximal validation accuracy. A study *agrees* when its "
+    "loss pick is among the trials tied at maximal accuracy (the accuracy pick is then the loss "
+    "pick); otherwise it *disagrees*. The *disagreement rate* is the mean over studies of each "
+    "study's disagreement, where a study whose loss rule ties counts the share of its tied-loss "
+    "trials that are not at maximal accuracy (the loss rule picks uniformly among its ties), so "
+    "the rate does not depend on row order; the *lenient* bound counts such a study as agreeing "
+    "if any tied-loss trial is at maximal accuracy, the *strict* bound as disagreeing if any is "
+    "not. Tests and explanations use the representative pick.",
     "**Epoch level (per trial).** The same rule over the epochs of each trial analysed at trial "
     "level: the epoch of minimal loss (the earliest, on ties) against the epochs tied at maximal "
-    "accuracy. The rate is disagreeing trials / trials. The *epoch gap* is the epoch of maximal "
+    "accuracy. A trial needs at least 2 epochs for a verdict (the rest are listed under "
+    "Exclusions). The rate is disagreeing trials / trials. The *epoch gap* is the epoch of maximal "
     "accuracy minus the epoch of minimal loss, in epochs; positive means accuracy peaked later.",
-    "**Loss metric.** The primary loss is {loss}. For `val_loss` this is what Keras and the "
-    "MLflow UI show, and it includes the L2 penalty; `val_crossentropy` is the pure form and "
-    "gets the same statistics as a variant.",
+    LOSS_DEFINITION,
     "**Intervals.** All intervals are 95%. *Wilson*: the Wilson score interval for a proportion "
     "k/n, treating units as independent. *Bootstrap*: a percentile bootstrap that resamples "
     "whole studies with replacement ({boot} resamples, seed {seed}); trials of one study share "
-    "a sampler history and a data split, so at epoch level this cluster bootstrap is the honest "
-    "interval, and at trial level (one unit per study) it is an ordinary bootstrap. With fewer "
-    "than two studies there is no bootstrap interval (n/a).",
+    "a sampler history and a data split, so at epoch level the cluster bootstrap accounts for "
+    "that and Wilson does not; at trial level (one unit per study) it is an ordinary bootstrap. "
+    "The bootstrap gives no interval (n/a, with the reason) with fewer than 4 studies (more than "
+    "2.5% of resamples would repeat one study, so a bound would be one study's value) or when "
+    "every unit has the same value (every resample would too: a zero-width interval).",
     "**Rank agreement.** Kendall τ-b and Spearman ρ between −loss and accuracy across a study's "
     "trials, one value per study: +1 means both rules order the trials identically, 0 means "
     "unrelated orders. The report gives the median and quartiles over studies.",
     "**Gain and regret** (in percentage points, pp, of test accuracy). Gain = test accuracy of "
     "the accuracy pick − test accuracy of the loss pick, each at the epoch its rule scored "
-    "(what each rule would deploy), 0 where the picks agree; positive favours the accuracy "
-    "pick. Its CI is a paired bootstrap: the per-study (epoch level: per-trial) differences are "
+    "(what each rule would deploy), also where both rules pick the same trial but score it at "
+    "different epochs; positive favours the accuracy pick. Gain = regret of the loss pick − "
+    "regret of the accuracy pick, exactly. Its CI is a paired bootstrap: the per-study (epoch level: per-trial) differences are "
     "resampled by study. Regret = the best test accuracy any trial of the study reached at its "
     "scored epochs, minus the pick's; 0 means the rule found the test-best trial.",
     "**McNemar.** An exact McNemar test on the same test images classified by two models: *b* "
@@ -53,10 +71,13 @@ DEFINITIONS = [
     "picks of each disagreeing study (`test_predictions.npz`). Epoch level: the predictions of "
     "each disagreeing trial at its two epochs (rows of `per_epoch`). p < 0.05 counts as "
     "significant; no pooled p-value is given, because the trials share one test set.",
-    "**Budget position.** Where an optimum falls as (epoch + 1) / epoch budget; the Tuning "
-    "Playbook warns about optima in the first 10% (learning rate too high, or budget far too "
-    "long) and the last 25% (budget too short) of the budget; each window is at least one "
-    "epoch wide (of 5 epochs: epoch 0 is early, epoch 4 late).",
+    "**Budget position.** Where an optimum falls as (epoch + 1) / epoch budget (epochs counted "
+    "from 0; the budget is `train.epochs`, or in table mode `--epochs` or else the study's "
+    "largest epoch count); the Tuning Playbook warns about optima in the first 10% (learning "
+    "rate too high, or budget far too long) and the last 25% (budget too short) of the budget. "
+    "Each window is exactly that share of the budget: epoch e spans [e, e + 1), and an optimum "
+    "in an epoch that straddles a window's edge counts for the part inside (of 10 epochs, "
+    "epochs 8 and 9 count fully for the last 25%, epoch 7 half).",
     "**Boundary check.** A pick's hyperparameter value is *at the edge* when it lies in the "
     "outer 10% of its range at either end (on a log scale for log-scale knobs; for numeric "
     "choices, the first or last choice). The range is the *searched* one from the study's "
@@ -237,13 +258,29 @@ class Doc:
                 + "\n".join(body) + "\n</body></html>\n")
 
 
+def _boot(block: dict, key: str = "ci95_bootstrap", pct: bool = True) -> str:
+    """A bootstrap interval, or n/a with the reason it has none."""
+    why = block.get(f"{key}_missing")
+    return f"n/a ({why})" if why else _ci(block[key], pct)
+
+
+def _boot_pp(block: dict, key: str) -> str:
+    why = block.get(f"{key}_missing")
+    return f"n/a ({why})" if why else _ci_pp(block[key])
+
+
+def _count(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 def _level_rows(name: str, block: dict) -> list[list]:
     rows = []
     for level, unit in (("trial_level", "studies"), ("epoch_level", "trials")):
         if level in block:
             b = block[level]
-            rows.append([literal(name), level.replace("_", " "), f"{b['disagreements']} / {b[unit]} {unit}",
-                         _fmt(b["rate"], True), _ci(b["ci95_wilson"]), _ci(b["ci95_bootstrap"])])
+            rows.append([literal(name), level.replace("_", " "),
+                         f"{_count(b['disagreements'])} / {b[unit]} {unit}",
+                         _fmt(b["rate"], True), _ci(b["ci95_wilson"]), _boot(b)])
     return rows
 
 
@@ -254,23 +291,30 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     t = s["trial_level"]
     doc = Doc()
     doc.h(1, title)
-    doc.p(f"**Answer.** In {t['disagreements']} of {t['studies']} studies "
+    doc.p(f"**Answer.** In {_count(t['disagreements'])} of {t['studies']} studies "
           f"({_fmt(t['rate'], True)}; 95% CI: Wilson {_ci(t['ci95_wilson'])}, bootstrap over "
-          f"studies {_ci(t['ci95_bootstrap'])}) the trial with minimal {loss} was not among the "
+          f"studies {_boot(t)}) the trial with minimal {loss} was not among the "
           f"trials with maximal `val_accuracy` (trials scored by their {s['scoring']} epoch; "
-          f"{t['trials']} trials in all).")
+          f"{t['trials']} trials in all; with ties at minimal loss counted leniently "
+          f"{_fmt(t['rate_lenient'], True)}, strictly {_fmt(t['rate_strict'], True)}).")
     if "epoch_level" in s:
         e = s["epoch_level"]
         doc.p(f"Within trials, the epoch of minimal {loss} was not an epoch of maximal "
               f"`val_accuracy` in {e['disagreements']} of {e['trials']} trials "
               f"({_fmt(e['rate'], True)}; 95% CI: Wilson {_ci(e['ci95_wilson'])}, cluster "
-              f"bootstrap over studies {_ci(e['ci95_bootstrap'])}).")
+              f"bootstrap over studies {_boot(e)}).")
     doc.p("Definitions and interval methods are in the *Definitions* section below.")
     if s["notes"] or s["warnings"]:
         doc.h(2, "Read this first")
         doc.bullets([literal(line) for line in s["notes"] + s["warnings"]])
     doc.h(2, "Definitions")
-    doc.bullets([d.format(loss=loss, boot=boot["resamples"], seed=boot["seed"]) for d in DEFINITIONS])
+    source = s["source"]
+    loss_definition = (TABLE_LOSS_DEFINITION if source.get("kind") in ("csv", "parquet")
+                       else LOSS_DEFINITION)
+    fields = {"loss": loss, "boot": boot["resamples"], "seed": boot["seed"], "name": code(source.get("name")),
+              "accuracy": code(source.get("columns", {}).get("accuracy-col", "val_accuracy"))}
+    doc.bullets([(loss_definition if d is LOSS_DEFINITION else d).format(**fields)
+                 for d in DEFINITIONS])
 
     doc.h(2, "Disagreement rates")
     doc.p("Disagreements / units: studies at trial level, trials at epoch level. Wilson and "
@@ -320,16 +364,15 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
         doc.p("Gain = test accuracy of the accuracy pick − that of the loss pick, in percentage "
               "points (pp); positive favours the accuracy pick. 95% CI: paired bootstrap "
               "resampling studies.")
-        rows = [["trial level, all studies (0 where the picks agree)", _pp(g["mean"]),
-                 _ci_pp(g["ci95"])],
+        rows = [["trial level, all studies", _pp(g["mean"]), _boot_pp(g, "ci95")],
                 ["trial level, disagreeing studies only", _pp(g["mean_when_disagree"]),
-                 _ci_pp(g["ci95_when_disagree"])]]
+                 _boot_pp(g, "ci95_when_disagree")]]
         if "test_accuracy_gain_of_accuracy_pick" in s.get("epoch_level", {}):
             ge = s["epoch_level"]["test_accuracy_gain_of_accuracy_pick"]
             rows += [["epoch level, all trials (0 where the epochs agree)", _pp(ge["mean"]),
-                      _ci_pp(ge["ci95"])],
+                      _boot_pp(ge, "ci95")],
                      ["epoch level, disagreeing trials only", _pp(ge["mean_when_disagree"]),
-                      _ci_pp(ge["ci95_when_disagree"])]]
+                      _boot_pp(ge, "ci95_when_disagree")]]
         doc.table(["mean test-accuracy gain of the accuracy pick", "mean", "95% CI"], rows)
         doc.p(f"Mean test regret over all studies (how far the pick's test accuracy falls short "
               f"of the study's test-best trial; 0 is perfect, no interval): loss pick "
@@ -397,17 +440,21 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
                   "worse calibrated one, the overconfidence that lets it win on accuracy while "
                   "losing on loss:")
             doc.table(["metric", "mean difference", "95% CI"],
-                      [[f"`{m}`", _fmt(d["mean"]), _ci(d["ci95_bootstrap"], False)] for m, d in paired])
+                      [[f"`{m}`", _fmt(d["mean"]), _boot(d, pct=False)] for m, d in paired])
 
     if s.get("study_size"):
         sizes = s["study_size"]
         first, last = sizes[0], sizes[-1]
         doc.h(2, "Study size")
-        doc.p(f"P(disagree) for a study of k trials, estimated by drawing random subsets of k "
-              f"trials from each study (without replacement) and averaging over the studies with "
-              f"at least k trials: {_fmt(first['rate'], True)} at k = {first['k']}, "
-              f"{_fmt(last['rate'], True)} at k = {last['k']} ({last['studies']} studies). No "
-              "interval; see the figure for the whole curve.")
+        band = (lambda row: f"95% CI {_ci([row['lo'], row['hi']])}" if row.get("lo") is not None
+                else f"no interval: {row.get('ci_missing')}")
+        doc.p(f"P(disagree) for a study of k trials, computed exactly over all k-subsets of each "
+              f"study's trials (same tie rule as the rate) and averaged over one fixed set of "
+              f"{first['studies']} studies, those with at least {last['k']} trials "
+              f"({first['left_out']} smaller studies left out), so every k uses the same studies: "
+              f"{_fmt(first['rate'], True)} at k = {first['k']} ({band(first)}), "
+              f"{_fmt(last['rate'], True)} at k = {last['k']} ({band(last)}); intervals are a "
+              "bootstrap over the studies. See the figure for the whole curve.")
 
     _explanations(doc, s)
     checks = s.get("boundary_checks", [])
@@ -467,7 +514,8 @@ def _explanations(doc: Doc, s: dict) -> None:
         _logistic(doc, logit, "feature", "No logistic regression",
                   f"Logistic regression of epoch-level disagreement on standardised features "
                   f"(features spanning ≥ 10× are log10-transformed first; {logit.get('n')} trials, "
-                  f"{logit.get('events')} disagreements, standard errors {logit.get('standard_errors')}). "
+                  f"{logit.get('events')} disagreements, standard errors {logit.get('standard_errors')} "
+                  f"over {logit.get('clusters')} studies). "
                   "An odds ratio above 1 means disagreement grows more likely as the feature rises "
                   "by one standard deviation, the others held fixed; 95% CI and p are Wald:")
     if study_logit:

@@ -7,6 +7,7 @@ that carries the tie rule (trial number in MLflow, file order in CSV mode).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sqlite3
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
+from analysis import checks
 from analysis.axes import blank_inactive
 from analysis.errors import AnalysisInputError
 from study.secrets import mask_secrets
@@ -100,19 +102,15 @@ def _maybe_numeric(values: pd.Series) -> pd.Series:
 def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, accuracy_col: str,
                test_accuracy_col: str | None = None, epoch_col: str | None = None,
                explain_cols: Sequence[str] = (), include_pruned: bool = False,
-               state_col: str | None = None) -> Dataset:
-    """Read a generic table of trials (or of epochs, with `epoch_col`)."""
+               state_col: str | None = None, epochs: int | None = None) -> Dataset:
+    """Read a generic table of trials (or of epochs, with `epoch_col`).
+
+    `epochs` is the epoch budget of every trial; without it a study's budget is its
+    largest epoch count. Rows with a blank id, an impossible value or a fractional epoch
+    are left out and listed in `exclusions`; an accuracy column in percent is bad input.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise AnalysisInputError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            raw = pd.read_parquet(path)
-        else:
-            raw = pd.read_csv(path)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise AnalysisInputError(f"{path}: cannot read table ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    raw = _read_table(path)
     named = {"--study-col": study_col, "--trial-col": trial_col, "--loss-col": loss_col,
              "--accuracy-col": accuracy_col, "--test-accuracy-col": test_accuracy_col,
              "--epoch-col": epoch_col, "--state-col": state_col}
@@ -123,44 +121,28 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
                                  f"columns are {', '.join(map(str, raw.columns))}")
     if raw.empty:
         raise AnalysisInputError(f"{path}: the table has no rows")
+    if epochs is not None and epochs < 1:
+        raise AnalysisInputError(f"--epochs {epochs}: the epoch budget must be >= 1")
+    for flag in ("--accuracy-col", "--test-accuracy-col"):
+        column = named[flag]
+        if column and checks.looks_like_percent(pd.to_numeric(raw[column], errors="coerce")):
+            raise AnalysisInputError(
+                f"{path}: {flag}={column} looks like percent (values up to "
+                f"{pd.to_numeric(raw[column], errors='coerce').max():g}); give accuracies as "
+                "fractions in [0, 1]")
 
-    rename = {loss_col: "val_loss", accuracy_col: "val_accuracy"}
-    if test_accuracy_col:
-        rename[test_accuracy_col] = "test_accuracy"
-    if epoch_col:
-        rename[epoch_col] = "epoch"
-    table = pd.DataFrame({"study": raw[study_col].astype(str), "trial": raw[trial_col].astype(str)})
-    for src, dst in rename.items():
-        table[dst] = raw[src]
-    explanatory = [f"x.{c}" for c in explain_cols]
-    for col, name in zip(explain_cols, explanatory):
-        table[name] = raw[col]
-    table["state"] = raw[state_col].astype(str).str.upper() if state_col else "COMPLETE"
-    # File order is the CSV tie rule: the first trial seen wins a tie at minimal loss.
-    first_seen = table.drop_duplicates(KEY).reset_index(drop=True)
-    order = {k: i for i, k in enumerate(zip(first_seen["study"], first_seen["trial"]))}
-    table["order"] = [order[k] for k in zip(table["study"], table["trial"])]
     experiment = path.stem
-    table["experiment"] = experiment
-
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric=loss_col,
-                 experiments=[experiment], explanatory=explanatory,
+                 experiments=[experiment], explanatory=[f"x.{c}" for c in explain_cols],
                  source={"kind": "parquet" if path.suffix.lower() in {".parquet", ".pq"} else "csv",
-                         "path": str(path.resolve()), "rows": int(len(raw)),
+                         "name": path.name, "sha256": _sha256(path), "rows": int(len(raw)),
                          "columns": {k.lstrip("-"): v for k, v in named.items() if v}})
+    raw = _without_blank_ids(ds, raw, study_col, trial_col)
+    table = _tidy(raw, experiment, study_col, trial_col, state_col,
+                  {loss_col: "val_loss", accuracy_col: "val_accuracy",
+                   test_accuracy_col: "test_accuracy", epoch_col: "epoch"}, explain_cols)
     table = _filter_states(ds, table, include_pruned, unit="rows")
-    metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
-    table = _numeric(table, [*metric_cols, "test_accuracy", *explanatory])
-    bad = table[metric_cols].isna().any(axis=1)
-    ds.exclude("rows", f"non-numeric or NaN {', '.join(c for c in (loss_col, accuracy_col, epoch_col) if c)}",
-               int(bad.sum()))
-    table = table[~bad]
-    # Kept, but said: a missing test accuracy or explanatory value shrinks the cost and
-    # explanation statistics, never silently.
-    for col, flag in [("test_accuracy", test_accuracy_col), *zip(explanatory, explain_cols)]:
-        if flag and col in table:
-            ds.exclude(f"values of {flag}", "non-numeric or NaN: left out of the statistics that use "
-                       "this column (the rows stay)", int(table[col].isna().sum()))
+    table = _usable_values(ds, table, named)
     if table.empty:
         raise AnalysisInputError(f"{path}: no usable rows (every row is excluded)")
 
@@ -169,24 +151,128 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
         studies[tag] = "unknown"
     ds.studies = studies
     if epoch_col:
-        table["epoch"] = table["epoch"].astype(int)
-        dup = table.duplicated([*KEY, "epoch"])
-        ds.exclude("rows", "duplicate (study, trial, epoch); the first is kept", int(dup.sum()))
-        table = table[~dup]
-        ds.epochs = table[[*KEY, "epoch", "val_loss", "val_accuracy"]
-                          + (["test_accuracy"] if test_accuracy_col else [])].reset_index(drop=True)
-        trials = table.groupby(KEY, sort=False).agg(
-            experiment=("experiment", "first"), order=("order", "first"), state=("state", "first"),
-            budget=("epoch", "max"), **{c: (c, "mean") for c in explanatory}).reset_index()
-        # Without a budget column the longest trial of the study stands for the budget.
-        trials["budget"] = trials.groupby("study")["budget"].transform("max") + 1
-        ds.trials = trials
+        _epoch_level(ds, table, epochs, path)
     else:
         dup = table.duplicated(KEY)
         ds.exclude("rows", "duplicate (study, trial); the first is kept", int(dup.sum()))
         ds.trials = table[~dup].reset_index(drop=True)
     ds.trials["class_imbalance"] = np.nan
     return ds
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise AnalysisInputError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise AnalysisInputError(f"{path}: cannot read table ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _sha256(path: Path) -> str:
+    """What identifies the input, unlike its absolute path (which says where it was)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _without_blank_ids(ds: Dataset, raw: pd.DataFrame, study_col: str,
+                       trial_col: str) -> pd.DataFrame:
+    """A row without a study or trial id belongs to no unit: list it, never merge it."""
+    blank_study = checks.blank_ids(raw[study_col])
+    blank_trial = checks.blank_ids(raw[trial_col]) & ~blank_study
+    ds.exclude("rows", f"blank study id (--study-col {study_col})", int(blank_study.sum()))
+    ds.exclude("rows", f"blank trial id (--trial-col {trial_col})", int(blank_trial.sum()))
+    return raw[~(blank_study | blank_trial)]
+
+
+def _tidy(raw: pd.DataFrame, experiment: str, study_col: str, trial_col: str,
+          state_col: str | None, rename: dict, explain_cols: Sequence[str]) -> pd.DataFrame:
+    """Canonical column names, the state, the file-order tie key and the experiment."""
+    table = pd.DataFrame({"study": raw[study_col].astype(str), "trial": raw[trial_col].astype(str)})
+    for src, dst in rename.items():
+        if src:
+            table[dst] = raw[src]
+    for col in explain_cols:
+        table[f"x.{col}"] = raw[col]
+    table["state"] = raw[state_col].astype(str).str.upper() if state_col else "COMPLETE"
+    # File order is the order trials are listed in (the representative loss pick of a tie).
+    first_seen = table.drop_duplicates(KEY).reset_index(drop=True)
+    order = {k: i for i, k in enumerate(zip(first_seen["study"], first_seen["trial"]))}
+    table["order"] = [order[k] for k in zip(table["study"], table["trial"])]
+    table["experiment"] = experiment
+    return table
+
+
+def _usable_values(ds: Dataset, table: pd.DataFrame, named: dict) -> pd.DataFrame:
+    """Numeric, possible values only; every row or value left out is listed with its reason."""
+    metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
+    table = _numeric(table, [*metric_cols, "test_accuracy", *ds.explanatory])
+    loss_col, accuracy_col, epoch_col = (named["--loss-col"], named["--accuracy-col"],
+                                         named["--epoch-col"])
+    bad = table[metric_cols].isna().any(axis=1)
+    ds.exclude("rows", f"non-numeric or NaN {', '.join(c for c in (loss_col, accuracy_col, epoch_col) if c)}",
+               int(bad.sum()))
+    table = table[~bad]
+    # Impossible values would decide picks silently (an accuracy of 1.5 always wins).
+    checked = [(f"impossible value: {loss_col} negative or infinite", "val_loss", checks.impossible_loss),
+               (f"impossible value: {accuracy_col} outside [0, 1]", "val_accuracy",
+                checks.impossible_accuracy)]
+    if epoch_col:
+        checked.append((f"epoch ({epoch_col}) not a whole number >= 0", "epoch", checks.not_whole_epochs))
+    for reason, column, is_bad in checked:
+        # Checked one after another, so a row is listed under its first reason only.
+        mask = is_bad(table[column])
+        ds.exclude("rows", reason, int(mask.sum()))
+        table = table[~mask]
+    table = table.copy()
+    if "test_accuracy" in table:
+        outside = checks.impossible_accuracy(table["test_accuracy"])
+        ds.exclude(f"values of {named['--test-accuracy-col']}", "outside [0, 1]: left out of the "
+                   "statistics that use this column (the rows stay)", int(outside.sum()))
+        table.loc[outside, "test_accuracy"] = np.nan
+    # Kept, but said: a missing test accuracy or explanatory value shrinks the cost and
+    # explanation statistics, never silently.
+    flags = [("test_accuracy", named["--test-accuracy-col"]),
+             *((c, c[2:]) for c in ds.explanatory)]
+    for col, flag in flags:
+        if flag and col in table:
+            ds.exclude(f"values of {flag}", "non-numeric or NaN: left out of the statistics that use "
+                       "this column (the rows stay)", int(table[col].isna().sum()))
+    return table
+
+
+def _epoch_level(ds: Dataset, table: pd.DataFrame, epochs: int | None, path: Path) -> None:
+    """Epochs counted from 0 and each trial's budget: `--epochs`, else its study's largest
+    epoch count. A table whose epochs start at 1 is shifted, so positions in the budget
+    and the budget itself mean the same for 0- and 1-based logs."""
+    table = table.copy()
+    base = int(table["epoch"].min())
+    table["epoch"] = table["epoch"].astype(int) - (1 if base == 1 else 0)
+    ds.source["epoch_base"] = 1 if base == 1 else 0
+    dup = table.duplicated([*KEY, "epoch"])
+    ds.exclude("rows", "duplicate (study, trial, epoch); the first is kept", int(dup.sum()))
+    table = table[~dup]
+    if epochs is not None and table["epoch"].max() >= epochs:
+        beyond = table.loc[table["epoch"].idxmax()]
+        raise AnalysisInputError(
+            f"{path}: --epochs {epochs}, but study {beyond['study']!r} trial {beyond['trial']!r} "
+            f"has epoch {int(beyond['epoch']) + ds.source['epoch_base']}")
+    ds.epochs = table[[*KEY, "epoch", "val_loss", "val_accuracy"]
+                      + (["test_accuracy"] if "test_accuracy" in table else [])].reset_index(drop=True)
+    trials = table.groupby(KEY, sort=False).agg(
+        experiment=("experiment", "first"), order=("order", "first"), state=("state", "first"),
+        budget=("epoch", "max"), **{c: (c, "mean") for c in ds.explanatory}).reset_index()
+    trials["budget"] = (epochs if epochs is not None
+                        else trials.groupby("study")["budget"].transform("max") + 1)
+    ds.source["epoch_budget"] = (f"--epochs {epochs}" if epochs is not None
+                                 else "largest epoch count of the study")
+    ds.trials = trials
 
 
 def _filter_states(ds: Dataset, frame: pd.DataFrame, include_pruned: bool, unit: str) -> pd.DataFrame:

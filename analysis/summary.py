@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import axes, compare, cost, design, explain, ranks, size
-from analysis.intervals import bootstrap_mean, wilson
+from analysis.intervals import bootstrap_gap, bootstrap_mean, wilson
 from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
 
@@ -22,12 +22,17 @@ WARN_SHARE = 0.2
 
 
 def budget_windows(epoch: pd.Series, budget: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Whether an epoch (from 0) falls in the first 10% / the last 25% of its budget, each
-    window at least one epoch wide: with 5 epochs, epoch 0 is "early" and epoch 4 "late"
-    (a pure fraction would make the first 10% of a 5-epoch budget empty)."""
-    early = np.maximum(1, (EARLY * budget).round())
-    late = np.maximum(1, (LATE * budget).round())
-    return epoch < early, epoch >= budget - late
+    """How much of an epoch (from 0) lies in the first 10% / the last 25% of its budget.
+
+    Epoch e spans [e, e + 1) of a budget of B epochs; the first 10% is [0, 0.1·B) and the
+    last 25% is [0.75·B, B), so each window is exactly what it says: of 10 epochs, epochs
+    8 and 9 count fully for the last 25% and epoch 7 counts half. The mean over trials is
+    the share of optima in the window (an optimum counts for the part of its epoch inside).
+    """
+    e, b = epoch.astype(float), budget.astype(float)
+    early = (np.minimum(e + 1, EARLY * b) - e).clip(0, 1)
+    late = (e + 1 - np.maximum(e, (1 - LATE) * b)).clip(0, 1)
+    return early, late
 
 
 @dataclass
@@ -47,17 +52,25 @@ class Analysis:
 
 def _rate_block(disagree: pd.Series, clusters: pd.Series | None, unit: str, n_boot: int,
                 seed: int) -> dict:
-    n, k = int(len(disagree)), int(disagree.sum())
-    return {unit: n, "disagreements": k, "rate": k / n if n else math.nan,
-            "ci95_wilson": list(wilson(k, n)),
-            "ci95_bootstrap": list(bootstrap_mean(disagree.astype(float), clusters,
-                                                  n_boot=n_boot, seed=seed))}
+    """`disagree` is 0/1, or a share per unit (a study whose loss rule ties): the count of
+    disagreements is then the sum of shares, and Wilson takes it as it is."""
+    n, total = int(len(disagree)), float(disagree.sum())
+    k = int(total) if total.is_integer() else total
+    values = disagree.astype(float)
+    return {unit: n, "disagreements": k, "rate": total / n if n else math.nan,
+            "ci95_wilson": list(wilson(total, n)),
+            "ci95_bootstrap": list(bootstrap_mean(values, clusters, n_boot=n_boot, seed=seed)),
+            "ci95_bootstrap_missing": bootstrap_gap(values, clusters, n_boot=n_boot)}
 
 
 def trial_level(picks: pd.DataFrame, rank_table: pd.DataFrame, mcnemar: pd.DataFrame | None,
                 n_boot: int, seed: int) -> dict:
     """Trial-level statistics; each study is one unit, so the bootstrap resamples studies."""
-    out = _rate_block(picks["disagree"], None, "studies", n_boot, seed)
+    # Order-free primary rate: a study whose loss rule ties counts the share of its tied
+    # trials that are not at maximal accuracy; the bounds treat ties leniently / strictly.
+    out = _rate_block(picks["disagree_share"], None, "studies", n_boot, seed)
+    out["rate_lenient"] = _f(picks["disagree_lenient"].mean())
+    out["rate_strict"] = _f(picks["disagree_strict"].mean())
     out["trials"] = int(picks["n"].sum())
     out["accuracy_tie_studies"] = int((picks["accuracy_ties"] > 1).sum())
     out["loss_tie_studies"] = int((picks["loss_ties"] > 1).sum())
@@ -191,12 +204,13 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
             difference = (accuracy_side - loss_side).dropna()
             calibration[f"{metric}_accuracy_minus_loss_pick"] = {
                 "mean": _f(difference.mean()),
-                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed))}
+                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed)),
+                "ci95_bootstrap_missing": bootstrap_gap(difference, n_boot=n_boot)}
         summary["calibration_of_picks"] = calibration
 
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
     summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
-    size_table = size.disagreement_vs_k(scored, "val_loss", seed=seed)
+    size_table = size.disagreement_vs_k(scored, "val_loss", n_boot=n_boot, seed=seed)
     summary["study_size"] = size_table.to_dict(orient="records")
 
     notes = []

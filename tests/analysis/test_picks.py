@@ -38,7 +38,9 @@ def test_summary_counts_ties_and_exclusions(tmp_path):
     ds = _load(tmp_path, trial_table(), state_col="state")
     s = analyse(ds, n_boot=200).summary
     t = s["trial_level"]
-    assert (t["studies"], t["disagreements"], t["rate"]) == (5, 2, 0.4)
+    # D's loss rule ties t0 (not at max accuracy) and t1 (at it): D counts 1/2.
+    assert (t["studies"], t["disagreements"], t["rate"]) == (5, 1.5, 0.3)
+    assert (t["rate_lenient"], t["rate_strict"]) == (0.2, 0.4)
     assert t["accuracy_tie_studies"] == 2  # C and E
     assert t["loss_tie_studies"] == 2      # C and D
     gain = t["test_accuracy_gain_of_accuracy_pick"]
@@ -96,10 +98,10 @@ def test_final_scoring_uses_the_last_epoch(tmp_path):
     final = score_trials(ds.epochs, "final").set_index("trial")
     assert final.loc["x1", "val_loss"] == 0.7 and final.loc["x1", "val_accuracy_epoch"] == 3
     s = analyse(ds, scoring="final", n_boot=100).summary
-    # Final: S1 x0 (0.7, 0.8) vs x1 (0.7, 0.7) -> loss tie, first x0 also max acc: agree.
+    # Final: S1 x0 (0.7, 0.8) vs x1 (0.7, 0.7) -> loss tie, x0 at max acc, x1 not: 1/2.
     # S2 y0 (0.9, 0.7) vs y1 (0.5, 0.8) -> agree. Best scoring: S1 x1 min loss 0.4 acc 0.8
     # ties x0 0.8 -> agree; S2 y1 0.3 vs y0 acc 0.9 -> disagree.
-    assert s["trial_level"]["disagreements"] == 0
+    assert s["trial_level"]["disagreements"] == 0.5
     assert analyse(ds, scoring="best", n_boot=100).summary["trial_level"]["disagreements"] == 1
 
 
@@ -118,14 +120,16 @@ def test_accuracy_score_survives_a_missing_crossentropy() -> None:
     assert scored.loc[0, "val_crossentropy"] == 0.45
 
 
-def test_budget_windows_are_at_least_one_epoch_wide() -> None:
-    """The Playbook's first-10% / last-25% warnings must be able to fire on short budgets."""
+def test_budget_windows_are_exactly_their_share_of_the_budget() -> None:
+    """Epoch e spans [e, e + 1); the first 10% / last 25% windows count the overlap."""
     import pandas as pd
 
     from analysis.summary import budget_windows
 
-    epochs = pd.Series([0, 1, 3, 4, 0, 4, 5, 37, 38, 49])
-    budgets = pd.Series([5, 5, 5, 5, 50, 50, 50, 50, 50, 50])
+    epochs = pd.Series([0, 1, 3, 4, 7, 8, 9, 0, 4, 5])
+    budgets = pd.Series([5, 5, 5, 5, 10, 10, 10, 6, 6, 6])
     early, late = budget_windows(epochs, budgets)
-    assert early.tolist() == [True, False, False, False, True, True, False, False, False, False]
-    assert late.tolist() == [False, False, False, True, False, False, False, False, True, True]
+    # First 10% of 5 epochs is [0, 0.5): half of epoch 0; of 10 epochs, [0, 1); of 6, [0, 0.6).
+    assert early.tolist() == pytest.approx([0.5, 0, 0, 0, 0, 0, 0, 0.6, 0, 0])
+    # Last 25% of 5 is [3.75, 5): a quarter of epoch 3 and epoch 4; of 10, [7.5, 10); of 6, [4.5, 6).
+    assert late.tolist() == pytest.approx([0, 0, 0.25, 1, 0.5, 1, 1, 0, 0.5, 1])
