@@ -385,3 +385,44 @@ def test_bad_input_is_answered_before_heavy_imports(tmp_path: Path, case: str) -
     assert loaded, "no -X importtime output to inspect"
     assert not loaded & set(HEAVY_MODULES), sorted(loaded & set(HEAVY_MODULES))
     assert_nothing_created(tmp_path)
+
+
+# --- item 16: PyTorch is an optional extra for --sampler gp ------------------------------
+
+HIDE_TORCH = '''
+import importlib.abc, sys
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """This interpreter as it is without the gp extra: `torch` is not installed."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+
+def test_gp_sampler_without_torch_says_how_to_install(tmp_path: Path) -> None:
+    hider = tmp_path / "site"
+    hider.mkdir()
+    (hider / "sitecustomize.py").write_text(HIDE_TORCH)
+    result = run_cli("study", "search", *QUICK, "--sampler", "gp", *store_flags(tmp_path),
+                     env={**QUIET, "PYTHONPATH": str(hider)})
+    assert_refused(result, "--sampler gp", "make setup EXTRAS=gp", "requirements-gp.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_torch_is_an_extra_pinned_to_a_registry_version_and_make_test_installs_it(tmp_path: Path) -> None:
+    lock = (PROJECT_ROOT / "requirements.lock").read_text().splitlines()
+    assert not [line for line in lock if line.lower().startswith("torch")], "torch must not be in the lock"
+    extra = [line for line in (PROJECT_ROOT / "requirements-gp.txt").read_text().splitlines()
+             if line.lower().startswith("torch==")]
+    assert len(extra) == 1 and "+" not in extra[0], extra  # no local-version build (+cpu): registries lack it
+    venv = tmp_path / "venv"  # a venv that does not exist: make prints every install step
+    plans = {target: subprocess.run(["make", "-n", *target.split(), f"VENV={venv}"], cwd=PROJECT_ROOT,
+                                    capture_output=True, text=True, check=True).stdout
+             for target in ("setup", "setup EXTRAS=gp", "test")}
+    assert "requirements-gp.txt" not in plans["setup"]
+    assert "pip install --quiet -r requirements-gp.txt" in plans["setup EXTRAS=gp"]
+    assert "pip install --quiet -r requirements-gp.txt" in plans["test"]
