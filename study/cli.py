@@ -167,12 +167,14 @@ def check_reconcile_paths(args: argparse.Namespace) -> None:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import optuna
 
+    from study.inputs import check_tracking_uri, open_tracker
     from study.reconcile import reconcile_study
     from study.storage import open_storage
-    from study.tracking import Tracker
 
     storage = open_storage(storage_spec(args))
-    tracker = Tracker(args.tracking_uri or default_tracking_uri())
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)  # database servers too: one bounded try, not MLflow's retries
+    tracker = open_tracker(tracking_uri)
     names = [args.study_name] if args.study_name else optuna.get_all_study_names(storage)
     for name in names:
         try:

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import yaml
 
-from study.config import SEED_LIMIT, TRIAL_NUMBER_MARGIN, TRIAL_SEED_STRIDE, largest_seed
 from study.tracking import Tracker
 from tests.conftest import PROJECT_ROOT, free_port, run_cli
 
@@ -190,6 +189,7 @@ def test_flag_that_cannot_run_is_refused_before_anything_exists(tmp_path: Path, 
 
 def test_largest_allowed_seed_gives_numpy_valid_training_seeds() -> None:
     from study.cli import build_parser, search_config
+    from study.config import SEED_LIMIT, TRIAL_NUMBER_MARGIN, TRIAL_SEED_STRIDE, largest_seed
 
     args = build_parser().parse_args(["search", "--space", str(DIGITS), "--trials", "40", "--replicates", "3"])
     config = search_config(args)
