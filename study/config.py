@@ -99,6 +99,9 @@ def check_config(config: SearchConfig, worker_index: int) -> None:
     _check_name("--experiment", config.experiment)
     _check_name("--study-name", config.study_name_for(config.seed + config.replicates - 1))
     limit = largest_seed(config)
+    if limit < 0:
+        raise ConfigError(f"--trials {config.trials}: too many for training seeds (seed x {TRIAL_SEED_STRIDE} + "
+                          "trial number) to stay below 2**32")
     if config.seed > limit:
         raise ConfigError(
             f"--seed {config.seed}: training seeds are seed x {TRIAL_SEED_STRIDE} + trial number and must stay "
