@@ -111,7 +111,8 @@ def _sqlite_tables_problem(path: Path) -> str | None:
     """A damaged file, or another program's database (Optuna's, say), which MLflow would
     migrate into an MLflow store without asking."""
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        # Read-only, so the check itself cannot create or change anything.
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
