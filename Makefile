@@ -6,6 +6,8 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+GP_STAMP  := $(VENV)/.installed-gp
+EXTRAS    ?=
 SPACE     ?= search_spaces/cnn.yaml
 TRIALS    ?= 40
 TIMEOUT   ?= 1800
@@ -80,7 +82,14 @@ $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	touch $(BENCH_STAMP)
 
-setup: $(STAMP) data ## Create the venv, install pinned packages, get Fashion-MNIST
+# PyTorch only serves `--sampler gp` (Optuna's GPSampler): an optional extra, kept out of
+# requirements.lock. `make setup EXTRAS=gp` installs it; `make test` always does.
+$(GP_STAMP): $(STAMP) requirements-gp.txt
+	$(call banner,optional extra gp (PyTorch for --sampler gp))
+	$(PY) -m pip install --quiet -r requirements-gp.txt
+	touch $(GP_STAMP)
+
+setup: $(STAMP) $(if $(filter gp,$(EXTRAS)),$(GP_STAMP)) data ## Create the venv, install pinned packages (EXTRAS=gp: PyTorch too), get Fashion-MNIST
 
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
 	$(call banner,Fashion-MNIST)
@@ -131,11 +140,11 @@ server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|pos
 	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)'))
 
-test: setup $(BENCH_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
+test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~15 min on 2 cores)
 	$(call banner,tests)
 	$(PY) -m pytest -q
 
-test-fast: setup $(BENCH_STAMP) ## The suite without tests marked slow
+test-fast: setup $(BENCH_STAMP) $(GP_STAMP) ## The suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (up to ~3 h; search_efficiency resumes)

@@ -1,7 +1,7 @@
 """`python -m study search|reconcile`: the contract's flags, exit codes and one-line errors.
 
-TensorFlow, MLflow and Optuna load only after the arguments and the space have been
-checked, so a typo is answered in a fraction of a second.
+TensorFlow, MLflow, Optuna and scikit-learn load only after the arguments, the space and
+the config have been checked (`check_fast`), so a typo is answered in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from study.exit_codes import ExitCode
-from study.paths import DEFAULT_SPACE, default_storage, default_tracking_uri
+from study.paths import (DEFAULT_SPACE, default_storage, default_tracking_uri, local_store_path,
+                         tracking_uri_problem)
+
+if TYPE_CHECKING:  # pydantic and PyYAML load only once the arguments parse
+    from study.config import SearchConfig
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -51,7 +56,7 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
     search.add_argument("--experiment", default=None, help="MLflow experiment (default: the space's name)")
     search.add_argument("--study-name", default=None, help="default <experiment>-seed<seed>")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--seed", type=non_negative_int, default=0)
     search.add_argument("--replicates", type=int, default=1, help="K studies with seeds seed..seed+K-1")
     search.add_argument("--sampler", choices=("tpe", "qmc", "random", "gp", "cmaes"), default="tpe")
     search.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
@@ -65,9 +70,16 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--heartbeat-interval", type=int, default=30, help="RDB storages: seconds")
     search.add_argument("--grace-period", type=int, default=90, help="RDB storages: seconds")
     search.add_argument("--max-retry", type=int, default=1, help="RDB storages: retries of a stale trial")
-    search.add_argument("--worker-index", type=int, default=default_worker_index(),
+    search.add_argument("--worker-index", type=non_negative_int, default=default_worker_index(),
                         help="sampler seed offset (seed + index) when several machines share a study; default "
                              "$STUDY_WORKER_INDEX, $SLURM_ARRAY_TASK_ID, $JOB_COMPLETION_INDEX or 0")
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)  # argparse reports a ValueError as "invalid non_negative_int value"
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; must be >= 0")
+    return value
 
 
 def default_worker_index() -> int:
@@ -83,7 +95,7 @@ def storage_spec(args: argparse.Namespace) -> str:
     return args.storage or os.environ.get("STUDY_STORAGE") or default_storage()
 
 
-def search_config(args: argparse.Namespace):
+def search_config(args: argparse.Namespace) -> SearchConfig:
     from study.config import SearchConfig
     from study.space import load_space
 
@@ -110,10 +122,9 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)  # "no model signature"
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(args: argparse.Namespace, config: SearchConfig) -> int:
     from study.inputs import check_inputs
 
-    config = search_config(args)
     _quiet_libraries()
     if config.workers > 1:  # the supervisor checks inputs itself, then hands the same flags on
         from study.supervisor import run_supervised
@@ -125,13 +136,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     return run_search(config, checked, args.worker_index)
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, config: SearchConfig) -> int:
     from study.workers import configure_threads
 
     configure_threads()  # before anything imports TensorFlow
     from study.inputs import check_inputs
 
-    config = search_config(args)
     _quiet_libraries()
     checked = check_inputs(config)
     from study.workers import run_worker
@@ -139,15 +149,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(config, checked, args.worker_index)
 
 
+def check_reconcile_paths(args: argparse.Namespace) -> None:
+    """reconcile repairs what exists: a mistyped path must not become a new, empty store, and
+    an unreachable server must be one line, not minutes of MLflow's retries."""
+    from study.config import ConfigError
+    from study.secrets import mask_secrets
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    for flag, spec in (("--storage", storage_spec(args)), ("--tracking-uri", tracking_uri)):
+        path = local_store_path(spec)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{flag} {mask_secrets(spec)}: no such file; reconcile repairs existing studies only")
+    problem = tracking_uri_problem(tracking_uri)
+    if problem:
+        raise ConfigError(f"--tracking-uri {mask_secrets(tracking_uri)}: {mask_secrets(problem)}")
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import optuna
 
+    from study.inputs import check_tracking_uri, open_tracker
     from study.reconcile import reconcile_study
     from study.storage import open_storage
-    from study.tracking import Tracker
 
     storage = open_storage(storage_spec(args))
-    tracker = Tracker(args.tracking_uri or default_tracking_uri())
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)  # database servers too: one bounded try, not MLflow's retries
+    tracker = open_tracker(tracking_uri)
     names = [args.study_name] if args.study_name else optuna.get_all_study_names(storage)
     for name in names:
         try:
@@ -165,29 +193,61 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def check_fast(args: argparse.Namespace) -> SearchConfig | None:
+    """Everything that needs only YAML and pydantic: the SearchConfig of search and worker,
+    the local paths of reconcile. Raises SpaceError, ConfigError or ValidationError."""
+    if args.command == "reconcile":
+        check_reconcile_paths(args)
+        return None
+    from study.config import check_config
+
+    config = search_config(args)
+    check_config(config, args.worker_index)
+    return config
+
+
+def fast_error_line(exc: Exception) -> str:
+    """One line naming the flag, file or key (pydantic's location becomes the flag)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        key = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        return f"study: error: {key}: {first['msg']}"
+    from study.secrets import mask_secrets
+
+    return f"study: error: {mask_secrets(str(exc))}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
+    from study.config import ConfigError
+    from study.space import SpaceError
+
+    try:
+        config = check_fast(args)
+    except (SpaceError, ConfigError, ValidationError) as exc:
+        print(fast_error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_command(args, config)
+
+
+def run_command(args: argparse.Namespace, config: SearchConfig | None) -> int:
+    """The command itself, after the fast checks; the heavy libraries load from here on."""
     from study.data import DataError
     from study.inputs import BadInput
-    from study.secrets import mask_secrets
-    from study.space import SpaceError
+    from study.secrets import mask_logging, mask_secrets
     from study.storage import StorageError
-
-    from study.secrets import mask_logging
 
     mask_logging()  # every command: reconcile prints MLflow and Optuna log lines too
     # Each carries one finished line naming the file or flag and the key.
-    handled: tuple[type[BaseException], ...] = (SpaceError, DataError, BadInput, StorageError)
+    handled: tuple[type[BaseException], ...] = (DataError, BadInput, StorageError)
     try:
-        commands = {"search": cmd_search, "worker": cmd_worker, "reconcile": cmd_reconcile}
-        return commands[args.command](args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-        print(f"study: error: {key}: {first['msg']}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        if args.command == "reconcile":
+            return cmd_reconcile(args)
+        return {"search": cmd_search, "worker": cmd_worker}[args.command](args, config)
     except handled as exc:
         print(f"study: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,17 +60,41 @@ def keras_cache_dir() -> Path:
 
 # --- readers ---------------------------------------------------------------------------
 
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes: all Fashion-MNIST files use it
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """IDX (the MNIST family's format): big-endian dims after a 4-byte magic."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
+    """IDX (the MNIST family's format): big-endian dims after a 4-byte magic.
+
+    A damaged file (truncated download, wrong file under the right name) is a DataError
+    naming it, not a traceback from gzip or numpy.
+    """
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DataError("data_dir", f"{path} is not a readable .gz file ({exc or type(exc).__name__})") from None
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != IDX_UBYTE or not 1 <= raw[3] <= 4:
+        raise DataError("data_dir", f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(dims))
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError("data_dir", f"{path} is truncated (header)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    if len(raw) - header != int(np.prod(dims)):
+        raise DataError("data_dir", f"{path} holds {len(raw) - header} bytes of data; its header says "
+                                    f"{'x'.join(map(str, dims))} (truncated or damaged)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _idx_folder(folder: Path) -> tuple[np.ndarray, ...]:
-    return tuple(read_idx(folder / name) for name in FASHION_FILES)
+    arrays = [read_idx(folder / name) for name in FASHION_FILES]
+    for at in (0, 2):  # (images, labels) of train, then of test
+        images, labels = arrays[at], arrays[at + 1]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError("data_dir", f"{folder / FASHION_FILES[at]} {images.shape} and {FASHION_FILES[at + 1]} "
+                                        f"{labels.shape} do not pair up as images and labels")
+    return tuple(arrays)
 
 
 def _load_fashion(config: DataConfig) -> tuple[tuple[np.ndarray, ...], str]:

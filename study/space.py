@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,16 +75,51 @@ class Hyperparameter(_Strict):
                 raise ValueError("a fixed hyperparameter needs a value")
             return self
         if self.type in ("int", "float"):
-            if self.low is None or self.high is None:
-                raise ValueError(f"{self.type} needs low and high")
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) > high ({self.high})")
-            if self.log and self.low <= 0:
-                raise ValueError("log scale needs low > 0")
+            self._check_range()
         elif self.type == "categorical":
             if not self.choices:
                 raise ValueError("categorical needs non-empty choices")
+            # Optuna stores choices as JSON scalars; a list or mapping fails at the first trial.
+            bad = [c for c in self.choices if c is not None and not isinstance(c, (bool, int, float, str))]
+            if bad:
+                raise ValueError(f"choice {bad[0]!r} is not a number, string, bool or null")
         return self
+
+    def _check_range(self) -> None:
+        """What Optuna would refuse at the first trial, refused while reading the YAML."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs low and high")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low ({self.low}) and high ({self.high}) must be finite numbers")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.step is None:
+            return
+        if self.log:
+            raise ValueError("step cannot be combined with log: Optuna samples one or the other")
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"step ({self.step}) must be a number > 0")
+        if self.type == "int" and self.step != int(self.step):
+            raise ValueError(f"step ({self.step}) of an int must be a whole number")
+
+    def baseline_problem(self, value: Any) -> str | None:
+        """Why `value` cannot be this knob's baseline (the first, enqueued trial), or None."""
+        if self.role == "fixed":
+            return None  # the pinned value wins; the baseline entry is dropped
+        options = self.candidates()
+        if options is not None:
+            matches = [o for o in options if o == value and isinstance(o, bool) == isinstance(value, bool)]
+            return None if matches else f"{value!r} is not one of {options}"
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value):
+            return f"{value!r} is not a number"
+        if self.type == "int" and value != int(value):
+            return f"{value!r} is not a whole number"
+        if not self.low <= value <= self.high:
+            return f"{value!r} is outside [{self.low}, {self.high}]"
+        return None
 
     def candidates(self) -> list[Any] | None:
         """The finite values this knob can take, or None for a numeric range."""
@@ -124,9 +160,12 @@ class SearchSpace(_Strict):
                     if options is not None and value not in options:
                         raise ValueError(f"params.{name}.condition: {value!r} is not a choice of {parent}")
             seen.append(name)
-        for name in self.baseline:
+        for name, value in self.baseline.items():
             if name not in self.params:
                 raise ValueError(f"baseline.{name}: not a hyperparameter of this space")
+            problem = self.params[name].baseline_problem(value)
+            if problem:
+                raise ValueError(f"baseline.{name}: {problem}")
         return self
 
     def searched(self) -> dict[str, Hyperparameter]:
@@ -209,12 +248,14 @@ def load_space(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     """Read, override and validate a space; every problem is one SpaceError line."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise SpaceError(source, "", f"cannot read search space ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding
+        raise SpaceError(source, "", f"not UTF-8 text (byte {exc.start}); a search space is a YAML file") from None
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:  # ReaderError (control characters) included
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise SpaceError(source, where, "not valid YAML") from None

@@ -22,7 +22,9 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from study.paths import sqlite_file
 from study.secrets import mask_secrets
+from study.storage import with_installed_driver
 
 # Without this tag the MLflow 3.17 UI opens an experiment on its GenAI traces overview.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -80,8 +82,7 @@ class RetryingClient:
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):].split("?", 1)[0]) if tracking_uri.startswith(prefix) else None
+    return sqlite_file(tracking_uri)
 
 
 def enable_wal(tracking_uri: str) -> bool:
@@ -100,7 +101,9 @@ class Tracker:
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
-        self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
+        # As for --storage: plain postgresql:// means psycopg 3 to SQLAlchemy; the venv has psycopg2.
+        client_uri = with_installed_driver(tracking_uri) if "://" in tracking_uri else tracking_uri
+        self.client = RetryingClient(MlflowClient(tracking_uri=client_uri))
 
     # --- experiment and study run ---------------------------------------------------
 
@@ -132,10 +135,24 @@ class Tracker:
         return (path.resolve().parent / "artifacts" / slug).as_uri()
 
     def find_study_run(self, experiment_id: str, study_name: str) -> str | None:
-        runs = self.client.search_runs(
-            [experiment_id], f"tags.run_role = 'study' AND tags.`optuna.study_name` = '{study_name}'",
-            max_results=1, order_by=["attributes.start_time ASC"])
+        runs = self.runs_of_study(experiment_id, "study", study_name, order_by=["attributes.start_time ASC"])
         return runs[0].info.run_id if runs else None
+
+    def runs_of_study(self, experiment_id: str, role: str, study_name: str,
+                      order_by: list[str] | None = None) -> list:
+        """The runs of one role whose `optuna.study_name` tag is exactly `study_name`.
+
+        MLflow's filter strings have no escape for a quote, so a name is never pasted into
+        one: the server narrows with a LIKE pattern in which every character that could end
+        the string or escape (quotes, backslash, %) became `_` (any one character), and the
+        exact tag value is compared here. A hostile `--study-name "v' AND ..."` thus finds
+        only its own runs.
+        """
+        pattern = re.sub(r"['\"\\%]", "_", study_name)
+        found = self.client.search_runs(
+            [experiment_id], f"tags.run_role = '{role}' AND tags.`optuna.study_name` LIKE '{pattern}'",
+            max_results=50000, order_by=order_by)
+        return [run for run in found if run.data.tags.get("optuna.study_name") == study_name]
 
     def open_study_run(self, experiment_id: str, study_name: str, tags: Mapping[str, Any],
                        params: Mapping[str, Any], space_file: Path, effective_space: Mapping[str, Any]) -> str:
@@ -214,9 +231,7 @@ class Tracker:
     # --- reading back (reconcile, workers) -------------------------------------------
 
     def trial_runs(self, experiment_id: str, study_name: str) -> list:
-        return self.client.search_runs(
-            [experiment_id], f"tags.run_role = 'trial' AND tags.`optuna.study_name` = '{study_name}'",
-            max_results=50000)
+        return self.runs_of_study(experiment_id, "trial", study_name)
 
     def mark_run(self, run_id: str, state: str, status: str, failure_reason: str | None = None) -> None:
         self.client.log_batch(run_id, tags=_tags({"optuna.trial_state": state, "failure_reason": failure_reason}))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from study.config import module_missing
 from study.sampling import SAMPLERS, baseline_params, make_pruner, make_sampler, suggest_params
 from study.space import load_space
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, require
 
 SPACE = load_space(PROJECT_ROOT / "search_spaces" / "cnn.yaml")
 
@@ -19,6 +20,7 @@ def score(params: dict) -> float:
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_samplers_respect_ranges_and_conditions(sampler: str) -> None:
+    require(sampler != "gp" or not module_missing("torch"), "the gp extra (PyTorch) is not installed: make setup EXTRAS=gp")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(sampler, seed=1), direction="maximize")
     study.enqueue_trial(baseline_params(SPACE))
