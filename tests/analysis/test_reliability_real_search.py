@@ -10,13 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, http_answers
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +60,6 @@ def test_run_settings_are_never_axes(resumed_search: dict, tmp_path: Path) -> No
     assert "Playbook axis plot: dropout" in markdown
 
 
-def _server_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def server(resumed_search: dict, tmp_path: Path):
     """A real `mlflow server` in front of the search's store."""
@@ -82,7 +73,7 @@ def server(resumed_search: dict, tmp_path: Path):
                                 cwd=tmp_path, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not _server_up(url):
+        while not http_answers(url):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         yield url

@@ -6,25 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.conftest import PROJECT_ROOT, free_port, http_answers
 from tests.scale.conftest import PG_PASSWORD, TINY, assert_consistent, trial_runs, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _server_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def test_make_server_and_make_search_as_in_the_readme(postgres, tmp_path: Path,
@@ -48,7 +39,7 @@ def test_make_server_and_make_search_as_in_the_readme(postgres, tmp_path: Path,
                                    f"ARTIFACTS={tmp_path / 'artifacts'}"], cwd=PROJECT_ROOT, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: _server_up(tracking), 180, "make server to answer /health", server, server_log)
+        wait_for(lambda: http_answers(tracking), 180, "make server to answer /health", server, server_log)
         settings = " ".join(TINY[1::2])
         search = subprocess.run(["make", "--no-print-directory", "search", f"STORAGE={storage}",
                                  f"TRACKING={tracking}", "WORKERS=2", "TRIALS=4", "STUDY=cluster-study",

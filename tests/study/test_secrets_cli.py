@@ -7,22 +7,13 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_port, run_cli
+from tests.conftest import PROJECT_ROOT, free_port, run_cli, http_answers
 
 PASSWORD = "Pw-9f3kQ"  # an unusual string: any occurrence in the output is a leak
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -39,7 +30,7 @@ def tracking_server(tmp_path: Path):
                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not _answers(f"http://127.0.0.1:{port}"):
+        while not http_answers(f"http://127.0.0.1:{port}"):
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         yield port
