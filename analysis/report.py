@@ -1,8 +1,9 @@
 """Write `summary.json`, `report.md` and `index.html` from one list of blocks.
 
-Both documents render the same blocks, so the Markdown and the HTML never say different
-things; the HTML links figures by relative path so the directory can be moved or logged
-as MLflow artifacts as a whole.
+The HTML page is the Markdown document rendered, so the two never say different things;
+it links figures by relative path so the directory can be moved or logged as MLflow
+artifacts as a whole. The report leads with the answer and the rule x cost table, then the
+figures, then the details, and ends with the definitions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import re
 from pathlib import Path
 from urllib.parse import quote
+
+from markdown_it import MarkdownIt
 
 from analysis.figures import Figure
 from analysis.summary import Analysis, jsonable
@@ -120,12 +123,12 @@ def _ci(pair, pct: bool = True) -> str:
 
 
 # A value from the data (an experiment, study, column or knob name, a tag, a reason) enters
-# the text as a marked literal, and each renderer escapes it for its own format: no name
-# can open an HTML tag, a link or a table cell, and a newline in it is written as `\n`
-# instead of starting a line of its own. Marks are private-use characters, which `_visible`
-# escapes inside a value, so a value cannot close its own mark.
+# the text as a marked literal, escaped for Markdown where the document is written (the HTML
+# page is that Markdown rendered): no name can open an HTML tag, a link, a list item or a
+# table cell, and a newline in it is written as `\n` instead of starting a line of its own.
+# Marks are private-use characters, which `_visible` escapes inside a value, so a value
+# cannot close its own mark.
 _MARK = re.compile("\ue000([lc])(.*?)\ue001", re.DOTALL)
-_HELD = re.compile("\ue002([0-9]+)\ue003")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#!~])")
 
 
@@ -144,49 +147,55 @@ def code(value: object) -> str:
     return f"\ue000c{_visible(str(value))}\ue001"
 
 
-def _markdown_value(mark: re.Match) -> str:
-    text = mark[2]
-    if mark[1] == "l":
-        return _MD_SPECIAL.sub(r"\\\1", text)
-    # A code span shows its text raw; its fence outgrows any run of backticks inside, and
-    # `\|` keeps a pipe from ending a table cell.
+# A value that would begin a list item where it starts a line (`- x`, `+ x`, `1. x`, `1) x`).
+_LIST_MARKER = re.compile(r"^([-+])(?=\s|$)|^([0-9]{1,9})([.)])(?=\s|$)")
+
+
+def _code_span(text: str) -> str:
+    """A code span shows its text raw; its fence outgrows any run of backticks inside."""
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text.replace('|', chr(92) + '|')}{pad}{fence}"
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _markdown_value(mark: re.Match) -> str:
+    if mark[1] == "c":
+        return _code_span(mark[2])
+    escaped = _MD_SPECIAL.sub(r"\\\1", mark[2])
+    return _LIST_MARKER.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", escaped)
+
+
+def _cell_value(mark: re.Match) -> str:
+    # Inside a table row `\|` keeps a pipe from ending the cell, in code spans too (the
+    # table parser removes the backslash before the span is read); elsewhere it would show.
+    return _markdown_value(mark).replace("|", "\\|") if mark[1] == "c" else _markdown_value(mark)
 
 
 def _markdown(text: str) -> str:
     return _MARK.sub(_markdown_value, text)
 
 
+def _markdown_cell(text: str) -> str:
+    return _MARK.sub(_cell_value, text)
+
+
 def _plain(text: str) -> str:
     return _MARK.sub(lambda mark: mark[2], text)
 
 
-def _html_inline(text: str) -> str:
-    """Our own Markdown (**bold** and `code`) as HTML; marked values only escaped."""
-    values: list[re.Match] = []
-
-    def hold(mark: re.Match) -> str:
-        values.append(mark)
-        return f"\ue002{len(values) - 1}\ue003"
-
-    parts, out = html.escape(_MARK.sub(hold, text)).split("**"), []
-    for i, part in enumerate(parts):
-        out.append(f"<strong>{part}</strong>" if i % 2 else part)
-    code_parts = "".join(out).split("`")
-    marked_up = "".join(f"<code>{c}</code>" if i % 2 else c for i, c in enumerate(code_parts))
-
-    def release(held: re.Match) -> str:
-        mark = values[int(held[1])]
-        escaped = html.escape(mark[2])
-        return f"<code>{escaped}</code>" if mark[1] == "c" else escaped
-
-    return _HELD.sub(release, marked_up)
+# CommonMark with tables and raw HTML off: the page is the Markdown document rendered, so
+# emphasis, code and tables read the same in both, and any `<` that reaches the renderer is
+# text. Values are escaped for Markdown before they get here (see `literal`).
+_RENDERER = MarkdownIt("commonmark", {"html": False}).enable("table")
+STYLE = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
+         "line-height:1.45}table{border-collapse:collapse;margin:1rem 0}"
+         "td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}"
+         "img{max-width:100%}"
+         "code{background:#f3f3f3;padding:0 .2rem}")
 
 
 class Doc:
-    """A tiny block list rendered to both Markdown and HTML."""
+    """A tiny block list written as Markdown; the HTML page is that Markdown rendered."""
 
     def __init__(self) -> None:
         self.blocks: list[tuple] = []
@@ -219,43 +228,20 @@ class Doc:
             elif b[0] == "ul":
                 out.append("\n".join(f"- {_markdown(i)}" for i in b[1]))
             elif b[0] == "table":
-                out.append("\n".join(["| " + " | ".join(map(_markdown, b[1])) + " |",
+                out.append("\n".join(["| " + " | ".join(map(_markdown_cell, b[1])) + " |",
                                       "|" + "---|" * len(b[1]),
-                                      *["| " + " | ".join(map(_markdown, r)) + " |" for r in b[2]]]))
+                                      *["| " + " | ".join(map(_markdown_cell, r)) + " |"
+                                        for r in b[2]]]))
             elif b[0] == "fig":
                 fig = b[1]
                 out.append(f"![{_markdown(literal(fig.title))}]({quote(fig.file)})\n\n"
-                           f"*{_markdown(literal(fig.caption))}*")
+                           f"*{_markdown(literal(fig.caption.strip()))}*")
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
-        inline = _html_inline
-        body = []
-        for b in self.blocks:
-            if b[0] == "h":
-                body.append(f"<h{b[1]}>{inline(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                body.append(f"<p>{inline(b[1])}</p>")
-            elif b[0] == "ul":
-                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in b[1]) + "</ul>")
-            elif b[0] == "table":
-                head = "".join(f"<th>{inline(c)}</th>" for c in b[1])
-                rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>"
-                               for r in b[2])
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            elif b[0] == "fig":
-                f = b[1]
-                body.append(f'<figure><img src="{html.escape(quote(f.file))}" '
-                            f'alt="{html.escape(_visible(f.title))}">'
-                            f"<figcaption>{inline(literal(f.caption))}</figcaption></figure>")
-        style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
-                 "line-height:1.45}table{border-collapse:collapse;margin:1rem 0}"
-                 "td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}"
-                 "img{max-width:100%}figure{margin:1.5rem 0}figcaption{font-style:italic}"
-                 "code{background:#f3f3f3;padding:0 .2rem}")
         return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(_plain(title))}</title><style>{style}</style></head>\n<body>\n"
-                + "\n".join(body) + "\n</body></html>\n")
+                f"<title>{html.escape(_plain(title))}</title><style>{STYLE}</style></head>\n"
+                f"<body>\n{_RENDERER.render(self.markdown())}</body></html>\n")
 
 
 def _boot(block: dict, key: str = "ci95_bootstrap", pct: bool = True) -> str:
@@ -285,40 +271,98 @@ def _level_rows(name: str, block: dict) -> list[list]:
 
 
 def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
+    """The report in reading order: answer, rule x cost, figures, details, definitions."""
     s = analysis.summary
-    loss = code(s["loss_metric"])  # a CSV column name in CSV mode
-    boot = s["source"]["bootstrap"]
-    t = s["trial_level"]
+    names = _names(s)
     doc = Doc()
     doc.h(1, title)
+    _answer(doc, s, names)
+    _rule_cost(doc, s, names)
+    if s["notes"] or s["warnings"]:
+        doc.h(2, "Read this first")
+        doc.bullets([literal(line) for line in s["notes"] + s["warnings"]])
+    _figures(doc, figures)
+    doc.h(2, "Exclusions")
+    if s["exclusions"]:
+        doc.table(["what", "why", "count"], [[literal(x["what"]), literal(x["why"]), str(x["count"])]
+                                             for x in s["exclusions"]])
+    else:
+        doc.p("Nothing was left out.")
+    _rates(doc, s)
+    _rank_agreement(doc, s)
+    _cost(doc, s, names)
+    _epoch_level(doc, s, names)
+    _calibration(doc, s)
+    _study_size(doc, s)
+    _explanations(doc, s)
+    _boundary(doc, s)
+    _definitions(doc, s, names)
+    doc.p("Machine-readable numbers: [summary.json](summary.json).")
+    return doc
+
+
+def _names(s: dict) -> dict:
+    """The metric and source names the text quotes, each marked as code."""
+    source, boot = s["source"], s["source"]["bootstrap"]
+    return {"loss": code(s["loss_metric"]),  # a CSV column name in table mode
+            "accuracy": code(source.get("columns", {}).get("accuracy-col", "val_accuracy")),
+            "name": code(source.get("name")), "boot": boot["resamples"], "seed": boot["seed"]}
+
+
+def _answer(doc: Doc, s: dict, names: dict) -> None:
+    t, loss, accuracy = s["trial_level"], names["loss"], names["accuracy"]
     doc.p(f"**Answer.** In {_count(t['disagreements'])} of {t['studies']} studies "
           f"({_fmt(t['rate'], True)}; 95% CI: Wilson {_ci(t['ci95_wilson'])}, bootstrap over "
           f"studies {_boot(t)}) the trial with minimal {loss} was not among the "
-          f"trials with maximal `val_accuracy` (trials scored by their {s['scoring']} epoch; "
+          f"trials with maximal {accuracy} (trials scored by their {s['scoring']} epoch; "
           f"{t['trials']} trials in all; with ties at minimal loss counted leniently "
           f"{_fmt(t['rate_lenient'], True)}, strictly {_fmt(t['rate_strict'], True)}).")
     if "epoch_level" in s:
         e = s["epoch_level"]
         doc.p(f"Within trials, the epoch of minimal {loss} was not an epoch of maximal "
-              f"`val_accuracy` in {e['disagreements']} of {e['trials']} trials "
+              f"{accuracy} in {e['disagreements']} of {e['trials']} trials "
               f"({_fmt(e['rate'], True)}; 95% CI: Wilson {_ci(e['ci95_wilson'])}, cluster "
               f"bootstrap over studies {_boot(e)}).")
-    doc.p("Definitions and interval methods are in the *Definitions* section below.")
-    if s["notes"] or s["warnings"]:
-        doc.h(2, "Read this first")
-        doc.bullets([literal(line) for line in s["notes"] + s["warnings"]])
-    doc.h(2, "Definitions")
-    source = s["source"]
-    loss_definition = (TABLE_LOSS_DEFINITION if source.get("kind") in ("csv", "parquet")
-                       else LOSS_DEFINITION)
-    fields = {"loss": loss, "boot": boot["resamples"], "seed": boot["seed"], "name": code(source.get("name")),
-              "accuracy": code(source.get("columns", {}).get("accuracy-col", "val_accuracy"))}
-    doc.bullets([(loss_definition if d is LOSS_DEFINITION else d).format(**fields)
-                 for d in DEFINITIONS])
+    doc.p("The terms (*loss pick*, *disagrees*, the intervals) are defined in the *Definitions* "
+          "section at the end.")
 
+
+def _rule_cost(doc: Doc, s: dict, names: dict) -> None:
+    """Each selection rule: how often its pick differs from the loss rule's, and at what
+    test cost. Only with test accuracies; the loss rule is the reference row."""
+    t = s["trial_level"]
+    if "test_accuracy_gain_of_accuracy_pick" not in t:
+        return
+    gain, regret = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
+    doc.h(2, "Selection rules and their test cost")
+    doc.p("Trial level, one pick per study. *Gain*: the rule's pick's test accuracy minus the "
+          "loss pick's, in percentage points (pp; positive favours the rule; 95% CI a paired "
+          "bootstrap over studies). *Regret*: how far the pick's test accuracy falls short of "
+          "the study's test-best trial (0 is perfect).")
+    doc.table(["rule", "pick differs from the loss rule's", "Wilson 95% CI", "test-accuracy gain",
+               "95% CI", "mean test regret"],
+              [[f"minimal {names['loss']} (the loss rule)", "reference", "—", "reference", "—",
+                _pp(regret["loss_pick"], False)],
+               [f"maximal {names['accuracy']} (the accuracy rule)",
+                f"{_count(t['disagreements'])} of {t['studies']} studies ({_fmt(t['rate'], True)})",
+                _ci(t["ci95_wilson"]), _pp(gain["mean"]), _boot_pp(gain, "ci95"),
+                _pp(regret["accuracy_pick"], False)]])
+
+
+def _figures(doc: Doc, figures: list[Figure]) -> None:
+    if not figures:
+        return
+    doc.h(2, "Figures")
+    for f in figures:
+        doc.h(3, literal(f.title))
+        doc.figure(f)
+
+
+def _rates(doc: Doc, s: dict) -> None:
+    t = s["trial_level"]
     doc.h(2, "Disagreement rates")
     doc.p("Disagreements / units: studies at trial level, trials at epoch level. Wilson and "
-          "bootstrap are the two 95% intervals defined above.")
+          "bootstrap are the two 95% intervals defined under Definitions.")
     rows = _level_rows("all", s)
     if len(s["by_experiment"]) > 1:
         for name, block in s["by_experiment"].items():
@@ -349,8 +393,10 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
         doc.table(["loss metric", "level", "disagreements", "rate", "Wilson 95% CI",
                    "bootstrap 95% CI"], rows)
 
+
+def _rank_agreement(doc: Doc, s: dict) -> None:
+    k, r = s["trial_level"]["kendall_tau_b"], s["trial_level"]["spearman_rho"]
     doc.h(2, "Rank agreement")
-    k, r = t["kendall_tau_b"], t["spearman_rho"]
     doc.p(f"Over {k['studies']} studies with a ranking (one value per study; studies with a "
           f"constant metric have none): Kendall τ-b median {_fmt(k['median'])} (quartiles "
           f"{_fmt(k['q25'])} to {_fmt(k['q75'])}); Spearman ρ median {_fmt(r['median'])} "
@@ -358,130 +404,146 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
           "study's trials identically; values well below 1 mean the rules disagree about more "
           "than the top trial.")
 
-    if "test_accuracy_gain_of_accuracy_pick" in t:
-        doc.h(2, "Cost on held-out data")
-        g, reg = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
-        doc.p("Gain = test accuracy of the accuracy pick − that of the loss pick, in percentage "
-              "points (pp); positive favours the accuracy pick. 95% CI: paired bootstrap "
-              "resampling studies.")
-        rows = [["trial level, all studies", _pp(g["mean"]), _boot_pp(g, "ci95")],
-                ["trial level, disagreeing studies only", _pp(g["mean_when_disagree"]),
-                 _boot_pp(g, "ci95_when_disagree")]]
-        if "test_accuracy_gain_of_accuracy_pick" in s.get("epoch_level", {}):
-            ge = s["epoch_level"]["test_accuracy_gain_of_accuracy_pick"]
-            rows += [["epoch level, all trials (0 where the epochs agree)", _pp(ge["mean"]),
-                      _boot_pp(ge, "ci95")],
-                     ["epoch level, disagreeing trials only", _pp(ge["mean_when_disagree"]),
-                      _boot_pp(ge, "ci95_when_disagree")]]
-        doc.table(["mean test-accuracy gain of the accuracy pick", "mean", "95% CI"], rows)
-        doc.p(f"Mean test regret over all studies (how far the pick's test accuracy falls short "
-              f"of the study's test-best trial; 0 is perfect, no interval): loss pick "
-              f"{_pp(reg['loss_pick'], False)}, accuracy pick {_pp(reg['accuracy_pick'], False)}.")
-        if "mcnemar" in t:
-            m = t["mcnemar"]
-            doc.p(f"**McNemar, trial level** (exact; loss pick vs accuracy pick on the same test "
-                  f"images, in {m['studies_tested']} disagreeing studies with predictions): "
-                  f"{m['significant_at_0.05']} of {m['studies_tested']} significant at p < 0.05 "
-                  f"(median p {_fmt(m['median_p'])}). The accuracy pick was right on more of the "
-                  f"images the two picks classified differently in {m['accuracy_pick_better']} "
-                  f"studies, the loss pick in {m['loss_pick_better']}; summed over those studies, "
-                  f"{m['discordant_accuracy_pick_only_right']} images were right only for the "
-                  f"accuracy pick (c) and {m['discordant_loss_pick_only_right']} only for the "
-                  "loss pick (b).")
-        if "mcnemar" in s.get("epoch_level", {}):
-            m = s["epoch_level"]["mcnemar"]
-            doc.p(f"**McNemar, epoch level** (exact; each disagreeing trial's test predictions at "
-                  f"its epoch of minimal {loss} vs at its epoch of maximal `val_accuracy`): "
-                  f"{m['trials_tested']} of {m['disagreeing_trials']} disagreeing trials had "
-                  f"per-epoch predictions; {m['significant_at_0.05']} of them "
-                  f"({_fmt(m['share_significant'], True)}, Wilson 95% CI "
-                  f"{_ci(m['share_significant_ci95_wilson'])}) differ significantly at p < 0.05 "
-                  f"(median p {_fmt(m['median_p'])}). The accuracy epoch was right on more "
-                  f"discordant images in {m['accuracy_epoch_better']} trials, the loss epoch in "
-                  f"{m['loss_epoch_better']}. Pooled over the tested trials "
-                  f"({m['test_images_per_trial']} test images each): "
-                  f"{m['discordant_accuracy_epoch_only_right']} images right only at the accuracy "
-                  f"epoch (c), {m['discordant_loss_epoch_only_right']} only at the loss epoch (b), "
-                  f"so {_fmt(m['share_of_discordant_favouring_accuracy_epoch'], True)} of the "
-                  "discordant images favour the accuracy epoch.")
 
-    if "epoch_level" in s:
-        e = s["epoch_level"]
-        doc.h(2, "Epoch level")
-        gap = e["epoch_gap"]
-        doc.p(f"Epoch gap (epoch of maximal `val_accuracy` − epoch of minimal {loss}, over all "
-              f"{e['trials']} trials): mean {_fmt(gap['mean'])}, median {_fmt(gap['median'])}, mean "
-              f"absolute {_fmt(gap['mean_abs'])} epochs; over disagreeing trials only, mean "
-              f"{_fmt(gap['mean_when_disagree'])} epochs.")
-        pos = e["optimum_position"]
-        doc.p("Share of trials whose optimum falls in the first 10% / last 25% of the epoch budget, "
-              "and the median position ((epoch + 1) / budget; 100% is the last epoch):")
-        doc.table(["optimum", "in first 10% of budget", "in last 25% of budget", "median position"],
-                  [[f"minimal {loss}", _fmt(pos["loss"]["first_10pct"], True),
-                    _fmt(pos["loss"]["last_25pct"], True), _fmt(pos["loss"]["median_fraction_of_budget"], True)],
-                   ["maximal val_accuracy", _fmt(pos["accuracy"]["first_10pct"], True),
-                    _fmt(pos["accuracy"]["last_25pct"], True),
-                    _fmt(pos["accuracy"]["median_fraction_of_budget"], True)]])
+def _cost(doc: Doc, s: dict, names: dict) -> None:
+    t = s["trial_level"]
+    if "test_accuracy_gain_of_accuracy_pick" not in t:
+        return
+    doc.h(2, "Cost on held-out data")
+    g, reg = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
+    doc.p("Gain = test accuracy of the accuracy pick − that of the loss pick, in percentage "
+          "points (pp); positive favours the accuracy pick. 95% CI: paired bootstrap "
+          "resampling studies.")
+    rows = [["trial level, all studies", _pp(g["mean"]), _boot_pp(g, "ci95")],
+            ["trial level, disagreeing studies only", _pp(g["mean_when_disagree"]),
+             _boot_pp(g, "ci95_when_disagree")]]
+    if "test_accuracy_gain_of_accuracy_pick" in s.get("epoch_level", {}):
+        ge = s["epoch_level"]["test_accuracy_gain_of_accuracy_pick"]
+        rows += [["epoch level, all trials (0 where the epochs agree)", _pp(ge["mean"]),
+                  _boot_pp(ge, "ci95")],
+                 ["epoch level, disagreeing trials only", _pp(ge["mean_when_disagree"]),
+                  _boot_pp(ge, "ci95_when_disagree")]]
+    doc.table(["mean test-accuracy gain of the accuracy pick", "mean", "95% CI"], rows)
+    doc.p(f"Mean test regret over all studies (how far the pick's test accuracy falls short "
+          f"of the study's test-best trial; 0 is perfect, no interval): loss pick "
+          f"{_pp(reg['loss_pick'], False)}, accuracy pick {_pp(reg['accuracy_pick'], False)}.")
+    if "mcnemar" in t:
+        _mcnemar_trials(doc, t["mcnemar"])
+    if "mcnemar" in s.get("epoch_level", {}):
+        _mcnemar_epochs(doc, s["epoch_level"]["mcnemar"], names)
 
-    if "calibration_of_picks" in s:
-        c = s["calibration_of_picks"]
-        doc.h(2, "Calibration of the picks")
-        doc.p(f"Mean validation ECE (expected calibration error: the gap between confidence and "
-              f"accuracy, lower is better) at each pick's scored epoch, over all studies: loss pick "
-              f"{_fmt(c['val_ece_loss_pick_mean'])}, accuracy pick "
-              f"{_fmt(c['val_ece_accuracy_pick_mean'])}; mean confidence "
-              f"{_fmt(c.get('val_confidence_loss_pick_mean'))} and "
-              f"{_fmt(c.get('val_confidence_accuracy_pick_mean'))}.")
-        paired = [(m, c[f"{m}_accuracy_minus_loss_pick"]) for m in ("val_ece", "val_confidence")
-                  if f"{m}_accuracy_minus_loss_pick" in c]
-        if paired:
-            doc.p("Paired per study, accuracy pick minus loss pick (0 where they agree; bootstrap "
-                  "95% CI over studies). A positive ECE difference means the accuracy pick is the "
-                  "worse calibrated one, the overconfidence that lets it win on accuracy while "
-                  "losing on loss:")
-            doc.table(["metric", "mean difference", "95% CI"],
-                      [[f"`{m}`", _fmt(d["mean"]), _boot(d, pct=False)] for m, d in paired])
 
-    if s.get("study_size"):
-        sizes = s["study_size"]
-        first, last = sizes[0], sizes[-1]
-        doc.h(2, "Study size")
-        band = (lambda row: f"95% CI {_ci([row['lo'], row['hi']])}" if row.get("lo") is not None
-                else f"no interval: {row.get('ci_missing')}")
-        doc.p(f"P(disagree) for a study of k trials, computed exactly over all k-subsets of each "
-              f"study's trials (same tie rule as the rate) and averaged over one fixed set of "
-              f"{first['studies']} studies, those with at least {last['k']} trials "
-              f"({first['left_out']} smaller studies left out), so every k uses the same studies: "
-              f"{_fmt(first['rate'], True)} at k = {first['k']} ({band(first)}), "
-              f"{_fmt(last['rate'], True)} at k = {last['k']} ({band(last)}); intervals are a "
-              "bootstrap over the studies. See the figure for the whole curve.")
+def _mcnemar_trials(doc: Doc, m: dict) -> None:
+    doc.p(f"**McNemar, trial level** (exact; loss pick vs accuracy pick on the same test "
+          f"images, in {m['studies_tested']} disagreeing studies with predictions): "
+          f"{m['significant_at_0.05']} of {m['studies_tested']} significant at p < 0.05 "
+          f"(median p {_fmt(m['median_p'])}). The accuracy pick was right on more of the "
+          f"images the two picks classified differently in {m['accuracy_pick_better']} "
+          f"studies, the loss pick in {m['loss_pick_better']}; summed over those studies, "
+          f"{m['discordant_accuracy_pick_only_right']} images were right only for the "
+          f"accuracy pick (c) and {m['discordant_loss_pick_only_right']} only for the "
+          "loss pick (b).")
 
-    _explanations(doc, s)
+
+def _mcnemar_epochs(doc: Doc, m: dict, names: dict) -> None:
+    doc.p(f"**McNemar, epoch level** (exact; each disagreeing trial's test predictions at "
+          f"its epoch of minimal {names['loss']} vs at its epoch of maximal {names['accuracy']}): "
+          f"{m['trials_tested']} of {m['disagreeing_trials']} disagreeing trials had "
+          f"per-epoch predictions; {m['significant_at_0.05']} of them "
+          f"({_fmt(m['share_significant'], True)}, Wilson 95% CI "
+          f"{_ci(m['share_significant_ci95_wilson'])}) differ significantly at p < 0.05 "
+          f"(median p {_fmt(m['median_p'])}). The accuracy epoch was right on more "
+          f"discordant images in {m['accuracy_epoch_better']} trials, the loss epoch in "
+          f"{m['loss_epoch_better']}. Pooled over the tested trials "
+          f"({m['test_images_per_trial']} test images each): "
+          f"{m['discordant_accuracy_epoch_only_right']} images right only at the accuracy "
+          f"epoch (c), {m['discordant_loss_epoch_only_right']} only at the loss epoch (b), "
+          f"so {_fmt(m['share_of_discordant_favouring_accuracy_epoch'], True)} of the "
+          "discordant images favour the accuracy epoch.")
+
+
+def _epoch_level(doc: Doc, s: dict, names: dict) -> None:
+    if "epoch_level" not in s:
+        return
+    e, loss, accuracy = s["epoch_level"], names["loss"], names["accuracy"]
+    doc.h(2, "Epoch level")
+    gap = e["epoch_gap"]
+    doc.p(f"Epoch gap (epoch of maximal {accuracy} − epoch of minimal {loss}, over all "
+          f"{e['trials']} trials): mean {_fmt(gap['mean'])}, median {_fmt(gap['median'])}, mean "
+          f"absolute {_fmt(gap['mean_abs'])} epochs; over disagreeing trials only, mean "
+          f"{_fmt(gap['mean_when_disagree'])} epochs.")
+    pos = e["optimum_position"]
+    doc.p("Share of trials whose optimum falls in the first 10% / last 25% of the epoch budget, "
+          "and the median position ((epoch + 1) / budget; 100% is the last epoch):")
+    doc.table(["optimum", "in first 10% of budget", "in last 25% of budget", "median position"],
+              [[f"minimal {loss}", _fmt(pos["loss"]["first_10pct"], True),
+                _fmt(pos["loss"]["last_25pct"], True), _fmt(pos["loss"]["median_fraction_of_budget"], True)],
+               [f"maximal {accuracy}", _fmt(pos["accuracy"]["first_10pct"], True),
+                _fmt(pos["accuracy"]["last_25pct"], True),
+                _fmt(pos["accuracy"]["median_fraction_of_budget"], True)]])
+
+
+def _calibration(doc: Doc, s: dict) -> None:
+    if "calibration_of_picks" not in s:
+        return
+    c = s["calibration_of_picks"]
+    doc.h(2, "Calibration of the picks")
+    doc.p(f"Mean validation ECE (expected calibration error: the gap between confidence and "
+          f"accuracy, lower is better) at each pick's scored epoch, over all studies: loss pick "
+          f"{_fmt(c['val_ece_loss_pick_mean'])}, accuracy pick "
+          f"{_fmt(c['val_ece_accuracy_pick_mean'])}; mean confidence "
+          f"{_fmt(c.get('val_confidence_loss_pick_mean'))} and "
+          f"{_fmt(c.get('val_confidence_accuracy_pick_mean'))}.")
+    paired = [(m, c[f"{m}_accuracy_minus_loss_pick"]) for m in ("val_ece", "val_confidence")
+              if f"{m}_accuracy_minus_loss_pick" in c]
+    if paired:
+        doc.p("Paired per study, accuracy pick minus loss pick (0 where they agree; bootstrap "
+              "95% CI over studies). A positive ECE difference means the accuracy pick is the "
+              "worse calibrated one, the overconfidence that lets it win on accuracy while "
+              "losing on loss:")
+        doc.table(["metric", "mean difference", "95% CI"],
+                  [[f"`{m}`", _fmt(d["mean"]), _boot(d, pct=False)] for m, d in paired])
+
+
+def _study_size(doc: Doc, s: dict) -> None:
+    if not s.get("study_size"):
+        return
+    sizes = s["study_size"]
+    first, last = sizes[0], sizes[-1]
+    doc.h(2, "Study size")
+    band = (lambda row: f"95% CI {_ci([row['lo'], row['hi']])}" if row.get("lo") is not None
+            else f"no interval: {row.get('ci_missing')}")
+    doc.p(f"P(disagree) for a study of k trials, computed exactly over all k-subsets of each "
+          f"study's trials (same tie rule as the rate) and averaged over one fixed set of "
+          f"{first['studies']} studies, those with at least {last['k']} trials "
+          f"({first['left_out']} smaller studies left out), so every k uses the same studies: "
+          f"{_fmt(first['rate'], True)} at k = {first['k']} ({band(first)}), "
+          f"{_fmt(last['rate'], True)} at k = {last['k']} ({band(last)}); intervals are a "
+          "bootstrap over the studies. The study-size figure shows the whole curve.")
+
+
+def _boundary(doc: Doc, s: dict) -> None:
     checks = s.get("boundary_checks", [])
-    if checks:
-        doc.h(2, "Boundary check")
-        doc.p("Picks whose value lies in the outer 10% of the range at either end (first or last "
-              "choice for numeric choices); the range is the searched one when the study logged "
-              "its search space, else the explored one. Flagged: more than half of the picks at "
-              "the edge.")
-        doc.table(["hyperparameter", "pick", "range used", "range", "picks at edge", "flagged"],
-                  [[code(b["param"]), b["pick"].replace("_", " "), b["range_source"], literal(b["range"]),
-                    f"{b['picks_at_edge']} of {b['picks']}", "⚠ yes" if b["at_edge"] else "no"]
-                   for b in checks])
+    if not checks:
+        return
+    doc.h(2, "Boundary check")
+    doc.p("Picks whose value lies in the outer 10% of the range at either end (first or last "
+          "choice for numeric choices); the range is the searched one when the study logged "
+          "its search space, else the explored one. Flagged: more than half of the picks at "
+          "the edge.")
+    doc.table(["hyperparameter", "pick", "range used", "range", "picks at edge", "flagged"],
+              [[code(b["param"]), b["pick"].replace("_", " "), b["range_source"], literal(b["range"]),
+                f"{b['picks_at_edge']} of {b['picks']}", "⚠ yes" if b["at_edge"] else "no"]
+               for b in checks])
 
-    doc.h(2, "Exclusions")
-    if s["exclusions"]:
-        doc.table(["what", "why", "count"], [[literal(x["what"]), literal(x["why"]), str(x["count"])]
-                                             for x in s["exclusions"]])
-    else:
-        doc.p("Nothing was left out.")
 
-    doc.h(2, "Figures")
-    for f in figures:
-        doc.h(3, literal(f.title))
-        doc.figure(f)
-    doc.p("Machine-readable numbers: [summary.json](summary.json).")
-    return doc
+def _definitions(doc: Doc, s: dict, names: dict) -> None:
+    """Last: a reader who needs a term looks it up; the others reach the numbers first."""
+    doc.h(2, "Definitions")
+    loss_definition = (TABLE_LOSS_DEFINITION if s["source"].get("kind") in ("csv", "parquet")
+                       else LOSS_DEFINITION)
+    doc.bullets([(loss_definition if d is LOSS_DEFINITION else d).format(**names)
+                 for d in DEFINITIONS])
 
 
 def _explanations(doc: Doc, s: dict) -> None:

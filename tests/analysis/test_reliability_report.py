@@ -145,7 +145,8 @@ def test_names_cannot_inject_html_or_forge_lines(tmp_path: Path) -> None:
         assert len(re.findall("<h1>", html)) == 1 and "<h1>Forged" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;\\n# Forged heading\\n| x | y |" in html
     # The name stays one cell: every row of the rates table has its six cells.
-    rates = rendered.split("<table>")[1].split("</table>")[0]
+    rates = next(table for table in rendered.split("<table>")[1:]
+                 if "<th>experiment</th>" in table).split("</table>")[0]
     assert {row.count("<td>") for row in rates.split("<tr>")[2:]} == {6}
 
 
