@@ -106,6 +106,8 @@ def test_a_garbage_line_exits_2_naming_file_and_line_and_touches_nothing(tmp_pat
     position = 4 if where == "middle" else len(lines)  # 0-based: line 5, or a new last line
     lines.insert(position, b"\x00\xff\xfe\x89PNG binary garbage\n")
     journal.write_bytes(b"".join(lines))
+    # reconcile repairs existing stores only (a missing one is its own exit 2): make a real one
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()
     before = sorted(p.name for p in tmp_path.iterdir()), journal.read_bytes()
 
     commands = [["reconcile"]] + ([["search", *DIGITS, "--trials", "5"]] if where == "middle" else [])
