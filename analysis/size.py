@@ -33,6 +33,7 @@ CURVE_COLUMNS = ["k", "rate", "lenient", "strict", "lo", "hi", "studies"]
 # share of the studies reaches, so most studies stay in and every point uses them all.
 CURVE_COVERAGE = 0.75
 BROADCAST_LIMIT = 2048  # pools up to this size count dominance by broadcasting
+COMB_TABLE_LIMIT = 2048  # pools up to this size look log C(a, b) up in one (a × b) table
 
 
 class AtK(NamedTuple):
@@ -55,6 +56,23 @@ def _log_comb(a, b, log_factorial: np.ndarray | None = None) -> np.ndarray:
         log_factorial = gammaln(np.arange(int(ai.max(initial=0)) + 1) + 1.0)
     out[ok] = log_factorial[ai] - log_factorial[bi] - log_factorial[ai - bi]
     return out
+
+
+def _log_comb_lookup(top: int):
+    """log C(a, b) for whole a, b with a ≤ `top`: one gather from a precomputed
+    (a × b) table when it is small (studies of tens of trials: the k-curve's hot path), the
+    log-factorial look-ups of `_log_comb` otherwise."""
+    log_factorial = gammaln(np.arange(top + 1) + 1.0)
+    if top > COMB_TABLE_LIMIT:
+        return lambda a, b: _log_comb(a, b, log_factorial)
+    # Column c holds b = c − 1, so b = −1 and b = top + 1 (both impossible) are in range.
+    b_grid = np.arange(-1, top + 2)
+    grid = _log_comb(np.arange(top + 1)[:, None], b_grid[None, :], log_factorial)
+
+    def lookup(a, b):
+        a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+        return grid[a.astype(np.int64), np.clip(b, -1, top + 1).astype(np.int64) + 1]
+    return lookup
 
 
 def _dense_rank(values: np.ndarray) -> np.ndarray:
@@ -147,14 +165,11 @@ def disagreement_at_k_by_group(loss: Sequence[float], accuracy: Sequence[float],
     col = lambda x: np.asarray(x, float)[:, None]  # noqa: E731 - trials down, k across
     g, h, hle = col(ties), col(higher), col(higher_le)
     t, le, lt, eq = col(at_or_below - 1), col(at_or_below), col(below), col(at_or_below - below)
-    table = gammaln(np.arange(int(n.max()) + 1) + 1.0)  # log(i!) for every count needed
-
-    def log_comb(a, b):
-        return _log_comb(a, b, table)
+    log_comb = _log_comb_lookup(int(n.max()))
 
     norm = log_comb(col(n[group]), k)
     share, lenient, strict_agree = (np.zeros((len(group), k.shape[1])) for _ in range(3))
-    for j in range(1, int(ties.max()) + 1):
+    for j in range(1, min(int(ties.max()), int(k.max())) + 1):  # j > k: no such subset
         rest = k - j
         with_i = np.exp(log_comb(g - 1, j - 1) + log_comb(h, rest) - norm)
         i_best = np.exp(log_comb(t, j - 1) + log_comb(hle, rest) - norm)

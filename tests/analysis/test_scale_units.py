@@ -91,3 +91,55 @@ def test_k_curve_by_group_matches_brute_force_with_ties():
         for col, k in enumerate([2, 3, 5, 7]):
             assert exact.share[row, col] == pytest.approx(
                 _brute_force_share(loss[member], accuracy[member], k), abs=1e-12)
+
+
+def test_k_curve_log_comb_table_equals_the_log_factorial_path(monkeypatch):
+    rng = np.random.default_rng(5)
+    groups = np.repeat(["a", "b"], [9, 12])
+    loss, accuracy = rng.integers(0, 4, 21) / 10.0, rng.integers(0, 4, 21) / 10.0
+    _, table = size.disagreement_at_k_by_group(loss, accuracy, groups, range(2, 10))
+    monkeypatch.setattr(size, "COMB_TABLE_LIMIT", 3)
+    _, factorials = size.disagreement_at_k_by_group(loss, accuracy, groups, range(2, 10))
+    for got, want in zip(table[1:], factorials[1:]):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def _pandas_pick(frame, group, order, loss, accuracy):
+    """The groupby formulation `pick` had before it was vectorised: an independent reference."""
+    d = frame.sort_values([*group, order], kind="stable")
+    grouped = d.groupby(group, sort=False)
+    at_min = d[loss] == grouped[loss].transform("min")
+    at_max = d[accuracy] == grouped[accuracy].transform("max")
+    by = [d[g] for g in group]
+    first_min = d[at_min].groupby(group, sort=False).head(1)
+    first_max = d[at_max].groupby(group, sort=False).head(1)
+    out = pd.DataFrame({"n": grouped.size(), "loss_ties": at_min.groupby(by, sort=False).sum(),
+                        "accuracy_ties": at_max.groupby(by, sort=False).sum()})
+    index = (lambda f: pd.MultiIndex.from_frame(f[group]) if len(group) > 1 else pd.Index(f[group[0]]))
+    out["loss_pick"] = pd.Series(first_min.index, index=index(first_min))
+    out["first_max"] = pd.Series(first_max.index, index=index(first_max))
+    out["agree"] = at_max.loc[out["loss_pick"]].to_numpy()
+    both = (at_min & at_max).groupby(by, sort=False).sum()
+    out["disagree_share"] = 1.0 - both / out["loss_ties"]
+    out["disagree_lenient"] = both == 0
+    out["disagree_strict"] = both < out["loss_ties"]
+    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], out["first_max"])
+    return out.drop(columns=["first_max"])
+
+
+@pytest.mark.parametrize("group", [["study"], ["study", "trial"]])
+def test_vectorised_pick_equals_the_groupby_formulation(group):
+    from analysis.picks import pick
+
+    rng = np.random.default_rng(6)
+    rows = 400
+    frame = pd.DataFrame({"study": rng.choice(["b", "a", "c", "d"], rows),
+                          "trial": rng.choice(["t1", "t0", "t2"], rows),
+                          "epoch": rng.integers(0, 6, rows),
+                          "val_loss": rng.integers(0, 4, rows) / 10.0,
+                          "val_accuracy": rng.integers(0, 4, rows) / 10.0},
+                         index=rng.permutation(1000)[:rows])  # labels, not positions
+    got = pick(frame, group, "epoch", "val_loss", "val_accuracy")
+    want = _pandas_pick(frame, group, "epoch", "val_loss", "val_accuracy")
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    assert (got["loss_ties"] > 1).any() and (~got["agree"]).any()  # ties and disagreement met
