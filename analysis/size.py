@@ -33,7 +33,6 @@ CURVE_COLUMNS = ["k", "rate", "lenient", "strict", "lo", "hi", "studies"]
 # share of the studies reaches, so most studies stay in and every point uses them all.
 CURVE_COVERAGE = 0.75
 BROADCAST_LIMIT = 2048  # pools up to this size count dominance by broadcasting
-COMB_TABLE_LIMIT = 2048  # pools up to this size look log C(a, b) up in one (a × b) table
 
 
 class AtK(NamedTuple):
@@ -56,23 +55,6 @@ def _log_comb(a, b, log_factorial: np.ndarray | None = None) -> np.ndarray:
         log_factorial = gammaln(np.arange(int(ai.max(initial=0)) + 1) + 1.0)
     out[ok] = log_factorial[ai] - log_factorial[bi] - log_factorial[ai - bi]
     return out
-
-
-def _log_comb_lookup(top: int):
-    """log C(a, b) for whole a, b with a ≤ `top`: one gather from a precomputed
-    (a × b) table when it is small (studies of tens of trials: the k-curve's hot path), the
-    log-factorial look-ups of `_log_comb` otherwise."""
-    log_factorial = gammaln(np.arange(top + 1) + 1.0)
-    if top > COMB_TABLE_LIMIT:
-        return lambda a, b: _log_comb(a, b, log_factorial)
-    # Column c holds b = c − 1, so b = −1 and b = top + 1 (both impossible) are in range.
-    b_grid = np.arange(-1, top + 2)
-    grid = _log_comb(np.arange(top + 1)[:, None], b_grid[None, :], log_factorial)
-
-    def lookup(a, b):
-        a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-        return grid[a.astype(np.int64), np.clip(b, -1, top + 1).astype(np.int64) + 1]
-    return lookup
 
 
 def _dense_rank(values: np.ndarray) -> np.ndarray:
@@ -162,27 +144,42 @@ def disagreement_at_k_by_group(loss: Sequence[float], accuracy: Sequence[float],
     # One representative per (group, loss value, accuracy value) for the bounds.
     first = np.zeros(len(group), bool)
     first[np.unique(loss_key + acc_rank, return_index=True)[1]] = True
-    col = lambda x: np.asarray(x, float)[:, None]  # noqa: E731 - trials down, k across
-    g, h, hle = col(ties), col(higher), col(higher_le)
-    t, le, lt, eq = col(at_or_below - 1), col(at_or_below), col(below), col(at_or_below - below)
-    log_comb = _log_comb_lookup(int(n.max()))
+    # A trial's terms depend only on its counts, and the trials of thousands of studies
+    # share a few hundred count tuples: each distinct tuple is computed once, then every
+    # trial takes its tuple's row and the rows are added up per group.
+    counts = np.column_stack([n[group], ties, higher, higher_le, at_or_below, below, first])
+    distinct, which = np.unique(counts, axis=0, return_inverse=True)
+    terms = _subset_terms(distinct, k, int(n.max()))
+    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    per_group = [np.add.reduceat(m[which.ravel()], starts, axis=0) for m in terms]
+    return labels, AtK(np.asarray(ks, int), per_group[0], per_group[1], 1.0 - per_group[2])
 
-    norm = log_comb(col(n[group]), k)
-    share, lenient, strict_agree = (np.zeros((len(group), k.shape[1])) for _ in range(3))
-    for j in range(1, min(int(ties.max()), int(k.max())) + 1):  # j > k: no such subset
+
+def _subset_terms(counts: np.ndarray, k: np.ndarray, top: int):
+    """Per row of counts (n, g, h, h_le, at-or-below, below, first): its share of the
+    loss rule's disagreement, its lenient term and its strict agreement, across ks."""
+    col = lambda i: counts[:, i].astype(float)[:, None]  # noqa: E731 - rows down, k across
+    n, g, h, hle, le, lt = (col(i) for i in range(6))
+    t, eq, first = le - 1, le - lt, col(6)
+    table = gammaln(np.arange(top + 1) + 1.0)  # log(i!) for every count needed
+
+    def log_comb(a, b):
+        return _log_comb(a, b, table)
+
+    norm = log_comb(n, k)
+    share, lenient, strict_agree = (np.zeros((len(counts), k.shape[1])) for _ in range(3))
+    for j in range(1, min(int(g.max()), int(k.max())) + 1):  # j > k: no such subset
         rest = k - j
         with_i = np.exp(log_comb(g - 1, j - 1) + log_comb(h, rest) - norm)
         i_best = np.exp(log_comb(t, j - 1) + log_comb(hle, rest) - norm)
         share += (with_i - i_best) / j
         # [C(le, j) − C(lt, j)]: j tied trials whose best accuracy is this one's;
         # [C(h, rest) − C(hle, rest)]: higher-loss trials of which one beats it.
-        lenient += first[:, None] * sum(
+        lenient += first * sum(
             sign * np.exp(log_comb(a, j) + log_comb(b, rest) - norm)
             for sign, a, b in ((1, le, h), (-1, le, hle), (-1, lt, h), (1, lt, hle)))
-        strict_agree += first[:, None] * np.exp(log_comb(eq, j) + log_comb(hle, rest) - norm)
-    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
-    per_group = [np.add.reduceat(m, starts, axis=0) for m in (share, lenient, strict_agree)]
-    return labels, AtK(np.asarray(ks, int), per_group[0], per_group[1], 1.0 - per_group[2])
+        strict_agree += first * np.exp(log_comb(eq, j) + log_comb(hle, rest) - norm)
+    return share, lenient, strict_agree
 
 
 def curve_studies(sizes: pd.Series, coverage: float = CURVE_COVERAGE) -> int:

@@ -93,15 +93,16 @@ def test_k_curve_by_group_matches_brute_force_with_ties():
                 _brute_force_share(loss[member], accuracy[member], k), abs=1e-12)
 
 
-def test_k_curve_log_comb_table_equals_the_log_factorial_path(monkeypatch):
+def test_k_curve_of_many_groups_sharing_count_tuples_matches_each_group_alone():
+    """Groups whose trials share count tuples (computed once) give each group's own curve."""
     rng = np.random.default_rng(5)
-    groups = np.repeat(["a", "b"], [9, 12])
-    loss, accuracy = rng.integers(0, 4, 21) / 10.0, rng.integers(0, 4, 21) / 10.0
-    _, table = size.disagreement_at_k_by_group(loss, accuracy, groups, range(2, 10))
-    monkeypatch.setattr(size, "COMB_TABLE_LIMIT", 3)
-    _, factorials = size.disagreement_at_k_by_group(loss, accuracy, groups, range(2, 10))
-    for got, want in zip(table[1:], factorials[1:]):
-        np.testing.assert_allclose(got, want, atol=1e-12)
+    groups = np.repeat(np.arange(40), 9)
+    loss, accuracy = rng.integers(0, 4, 360) / 10.0, rng.integers(0, 4, 360) / 10.0
+    _, together = size.disagreement_at_k_by_group(loss, accuracy, groups, range(2, 10))
+    for g in (0, 17, 39):
+        alone = size.disagreement_at_k(loss[groups == g], accuracy[groups == g], range(2, 10))
+        for got, want in zip(together[1:], alone[1:]):
+            np.testing.assert_allclose(got[g], want, atol=1e-12)
 
 
 def _pandas_pick(frame, group, order, loss, accuracy):
