@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import norm
@@ -91,11 +92,15 @@ def bootstrap_mean(values: Sequence[float], clusters: Sequence | None = None, *,
     return float(lo), float(hi)
 
 
+@lru_cache(maxsize=2)
 def _resample_weights(n_units: int, n_boot: int, seed: int) -> np.ndarray:
     """How often each unit is drawn in each resample: multinomial counts are resampling with
-    replacement, without materialising indices."""
+    replacement, without materialising indices. Cached (read-only): a report asks for the
+    same resamples of the same studies many times, and 2,000 × 10,000 draws take a second."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot)
+    weights = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
 def bootstrap_columns(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0,

@@ -32,29 +32,53 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     `disagree_share` with its bounds `disagree_lenient` and `disagree_strict`.
 
     When the group agrees the accuracy pick *is* the loss pick (the same row); otherwise it
-    is the first row at maximal accuracy.
+    is the first row at maximal accuracy. Groups come in sorted key order. Computed on
+    sorted NumPy arrays (segment reductions, not a groupby per statistic): at 6 M epoch
+    rows the pandas version took seconds per call.
     """
     group = list(group)
-    d = frame.sort_values([*group, order], kind="stable")
-    grouped = d.groupby(group, sort=False)
-    at_min = d[loss] == grouped[loss].transform("min")
-    at_max = d[accuracy] == grouped[accuracy].transform("max")
-    first_min = d[at_min].groupby(group, sort=False).head(1)
-    first_max = d[at_max].groupby(group, sort=False).head(1)
-    out = pd.DataFrame({"n": grouped.size(),
-                        "loss_ties": at_min.groupby([d[g] for g in group], sort=False).sum(),
-                        "accuracy_ties": at_max.groupby([d[g] for g in group], sort=False).sum()})
-    out["loss_pick"] = pd.Series(first_min.index, index=pd.MultiIndex.from_frame(first_min[group])
-                                 if len(group) > 1 else pd.Index(first_min[group[0]]))
-    out["first_max"] = pd.Series(first_max.index, index=pd.MultiIndex.from_frame(first_max[group])
-                                 if len(group) > 1 else pd.Index(first_max[group[0]]))
-    out["agree"] = at_max.loc[out["loss_pick"]].to_numpy()
-    both = (at_min & at_max).groupby([d[g] for g in group], sort=False).sum()
-    out["disagree_share"] = 1.0 - both / out["loss_ties"]
+    codes = frame.groupby(group, sort=True).ngroup().to_numpy()
+    rows = np.flatnonzero(codes >= 0)  # a row with a missing key belongs to no group
+    rows = rows[np.lexsort((frame[order].to_numpy()[rows], codes[rows]))]  # stable
+    codes = codes[rows]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    n = np.diff(np.r_[starts, len(rows)])
+    loss_values = frame[loss].to_numpy(float)[rows]
+    accuracy_values = frame[accuracy].to_numpy(float)[rows]
+    # fmin/fmax skip NaN, as pandas' min and max do.
+    at_min = loss_values == np.fmin.reduceat(loss_values, starts)[np.repeat(np.arange(len(n)), n)]
+    at_max = (accuracy_values
+              == np.fmax.reduceat(accuracy_values, starts)[np.repeat(np.arange(len(n)), n)])
+    sum_in_group = lambda mask: np.add.reduceat(mask.astype(np.int64), starts)  # noqa: E731
+    labels = frame.index.to_numpy()[rows]
+    loss_first, max_first = _first_in_group(at_min, starts, n), _first_in_group(at_max, starts, n)
+    keys = frame[group].iloc[rows[starts]]
+    out = pd.DataFrame({"n": n, "loss_ties": sum_in_group(at_min),
+                        "accuracy_ties": sum_in_group(at_max)},
+                       index=pd.MultiIndex.from_frame(keys) if len(group) > 1
+                       else pd.Index(keys[group[0]]))
+    out["loss_pick"] = _labels_at(labels, loss_first)
+    out["agree"] = np.where(loss_first >= 0, at_max[np.maximum(loss_first, 0)], False)
+    both = sum_in_group(at_min & at_max)
+    out["disagree_share"] = 1.0 - both / out["loss_ties"].to_numpy(float)
     out["disagree_lenient"] = both == 0
-    out["disagree_strict"] = both < out["loss_ties"]
-    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], out["first_max"])
-    return out.drop(columns=["first_max"])
+    out["disagree_strict"] = both < out["loss_ties"].to_numpy()
+    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], _labels_at(labels, max_first))
+    return out
+
+
+def _first_in_group(mask: np.ndarray, starts: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Position of the first True of each group (rows sorted by group), −1 where none."""
+    positions = np.where(mask, np.arange(len(mask)), len(mask))
+    first = np.minimum.reduceat(positions, starts)
+    return np.where(first < starts + n, first, -1)
+
+
+def _labels_at(labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Index labels at `positions`; NaN where a group has no such row (as pandas aligns)."""
+    if (positions >= 0).all():
+        return labels[positions]
+    return np.where(positions >= 0, labels[np.maximum(positions, 0)].astype(object), np.nan)
 
 
 def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:

@@ -144,30 +144,42 @@ def disagreement_at_k_by_group(loss: Sequence[float], accuracy: Sequence[float],
     # One representative per (group, loss value, accuracy value) for the bounds.
     first = np.zeros(len(group), bool)
     first[np.unique(loss_key + acc_rank, return_index=True)[1]] = True
-    col = lambda x: np.asarray(x, float)[:, None]  # noqa: E731 - trials down, k across
-    g, h, hle = col(ties), col(higher), col(higher_le)
-    t, le, lt, eq = col(at_or_below - 1), col(at_or_below), col(below), col(at_or_below - below)
-    table = gammaln(np.arange(int(n.max()) + 1) + 1.0)  # log(i!) for every count needed
+    # A trial's terms depend only on its counts, and the trials of thousands of studies
+    # share a few hundred count tuples: each distinct tuple is computed once, then every
+    # trial takes its tuple's row and the rows are added up per group.
+    counts = np.column_stack([n[group], ties, higher, higher_le, at_or_below, below, first])
+    distinct, which = np.unique(counts, axis=0, return_inverse=True)
+    terms = _subset_terms(distinct, k, int(n.max()))
+    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    per_group = [np.add.reduceat(m[which.ravel()], starts, axis=0) for m in terms]
+    return labels, AtK(np.asarray(ks, int), per_group[0], per_group[1], 1.0 - per_group[2])
+
+
+def _subset_terms(counts: np.ndarray, k: np.ndarray, top: int):
+    """Per row of counts (n, g, h, h_le, at-or-below, below, first): its share of the
+    loss rule's disagreement, its lenient term and its strict agreement, across ks."""
+    col = lambda i: counts[:, i].astype(float)[:, None]  # noqa: E731 - rows down, k across
+    n, g, h, hle, le, lt = (col(i) for i in range(6))
+    t, eq, first = le - 1, le - lt, col(6)
+    table = gammaln(np.arange(top + 1) + 1.0)  # log(i!) for every count needed
 
     def log_comb(a, b):
         return _log_comb(a, b, table)
 
-    norm = log_comb(col(n[group]), k)
-    share, lenient, strict_agree = (np.zeros((len(group), k.shape[1])) for _ in range(3))
-    for j in range(1, int(ties.max()) + 1):
+    norm = log_comb(n, k)
+    share, lenient, strict_agree = (np.zeros((len(counts), k.shape[1])) for _ in range(3))
+    for j in range(1, min(int(g.max()), int(k.max())) + 1):  # j > k: no such subset
         rest = k - j
         with_i = np.exp(log_comb(g - 1, j - 1) + log_comb(h, rest) - norm)
         i_best = np.exp(log_comb(t, j - 1) + log_comb(hle, rest) - norm)
         share += (with_i - i_best) / j
         # [C(le, j) − C(lt, j)]: j tied trials whose best accuracy is this one's;
         # [C(h, rest) − C(hle, rest)]: higher-loss trials of which one beats it.
-        lenient += first[:, None] * sum(
+        lenient += first * sum(
             sign * np.exp(log_comb(a, j) + log_comb(b, rest) - norm)
             for sign, a, b in ((1, le, h), (-1, le, hle), (-1, lt, h), (1, lt, hle)))
-        strict_agree += first[:, None] * np.exp(log_comb(eq, j) + log_comb(hle, rest) - norm)
-    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
-    per_group = [np.add.reduceat(m, starts, axis=0) for m in (share, lenient, strict_agree)]
-    return labels, AtK(np.asarray(ks, int), per_group[0], per_group[1], 1.0 - per_group[2])
+        strict_agree += first * np.exp(log_comb(eq, j) + log_comb(hle, rest) - norm)
+    return share, lenient, strict_agree
 
 
 def curve_studies(sizes: pd.Series, coverage: float = CURVE_COVERAGE) -> int:

@@ -202,9 +202,7 @@ def _tidy(raw: pd.DataFrame, experiment: str, study_col: str, trial_col: str,
         table[f"x.{col}"] = raw[col]
     table["state"] = raw[state_col].astype(str).str.upper() if state_col else "COMPLETE"
     # File order is the order trials are listed in (the representative loss pick of a tie).
-    first_seen = table.drop_duplicates(KEY).reset_index(drop=True)
-    order = {k: i for i, k in enumerate(zip(first_seen["study"], first_seen["trial"]))}
-    table["order"] = [order[k] for k in zip(table["study"], table["trial"])]
+    table["order"] = table.groupby(KEY, sort=False).ngroup()  # numbered in first-seen order
     table["experiment"] = experiment
     return table
 

@@ -173,14 +173,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
             "meaning": "studies whose minimal-val_loss trial differs from their "
                        "minimal-val_crossentropy trial: the L2 penalty alone moved the loss pick"}
 
-    summary["by_experiment"] = {}
-    for name in ds.experiments:
-        sub = scored[scored["experiment"] == name]
-        if sub.empty:
-            continue
-        sub_epochs = ds.epochs.merge(sub[KEY], on=KEY) if ds.epochs is not None else None
-        block, _, _, _ = _levels(sub, sub_epochs, "val_loss", ds, scoring, n_boot, seed, False)
-        summary["by_experiment"][name] = block
+    summary["by_experiment"] = _by_experiment(scored, ds, main, scoring, n_boot, seed)
     if len(summary["by_experiment"]) > 1:
         summary["experiment_comparison"] = {"trial_level": compare.compare_rates(picks)}
         if ep is not None:
@@ -227,6 +220,22 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     return Analysis(summary=summary, scored=scored, trial=picks, epoch=ep, ranks=rank_table,
                     size=size_table, epochs=ds.epochs, loss_label=loss_label,
                     hyperparams=ds.hyperparams, notes=notes, warnings=warnings)
+
+
+def _by_experiment(scored: pd.DataFrame, ds: Dataset, main: dict, scoring: str, n_boot: int,
+                   seed: int) -> dict:
+    """Each experiment's levels (without McNemar). With one experiment its block is the
+    main one, already computed: the same trials, seed and resamples give the same numbers."""
+    present = [name for name in ds.experiments if (scored["experiment"] == name).any()]
+    if len(present) == 1 and (scored["experiment"] == present[0]).all():
+        return {present[0]: {level: {key: value for key, value in block.items() if key != "mcnemar"}
+                             for level, block in main.items()}}
+    out = {}
+    for name in present:
+        sub = scored[scored["experiment"] == name]
+        sub_epochs = ds.epochs.merge(sub[KEY], on=KEY) if ds.epochs is not None else None
+        out[name], _, _, _ = _levels(sub, sub_epochs, "val_loss", ds, scoring, n_boot, seed, False)
+    return out
 
 
 def _explanations(scored, picks, ep, studies, ds: Dataset) -> dict:

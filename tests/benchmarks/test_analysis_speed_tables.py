@@ -1,0 +1,26 @@
+"""Issue 9 §2: the analysis_speed benchmark's table rows (studies, trials, epochs, seconds,
+peak RSS of the report process), at a tiny size; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from benchmarks import analysis_speed
+
+
+def test_table_rows_carry_size_time_and_peak_rss(tmp_path):
+    rows = analysis_speed.measure_tables(4, 5, 3, bootstrap=50)
+    formats = ["csv"] + (["parquet"] if importlib.util.find_spec("pyarrow") else [])
+    assert [row["source"] for row in rows] == formats
+    for row in rows:
+        assert (row["studies"], row["trials"], row["epochs"], row["bootstrap"]) == (4, 5, 3, 50)
+        assert row["seconds"] > 0 and 50 < row["peak_rss_mb"] < 100_000  # MB of a Python process
+    mlflow_record = {"name": "analysis_speed", "trials": 1000, "studies": 20, "epochs": 50,
+                     "bootstrap": 50, "analysis_seconds": 1.0, "meets_goal": True}
+    stored = analysis_speed.add_table_rows(mlflow_record, rows, 1.25, tmp_path)
+    on_disk = json.loads((tmp_path / "analysis_speed.json").read_text())
+    assert on_disk["load_average"] == 1.25 and on_disk["tables"] == stored["tables"]
+    figures = [row.figure for row in analysis_speed.summary_rows(on_disk)]
+    assert len(figures) == 1 + len(rows) and "4 studies x 5 trials x 3 epochs" in figures[1]
+    assert "| csv | 4 | 5 | 3 | 50 |" in (tmp_path / "analysis_speed.md").read_text()
