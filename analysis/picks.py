@@ -41,7 +41,8 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     rows = np.flatnonzero(codes >= 0)  # a row with a missing key belongs to no group
     rows = rows[np.lexsort((frame[order].to_numpy()[rows], codes[rows]))]  # stable
     codes = codes[rows]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    # no rows, no groups (np.r_[True, …] would invent one empty group, which reduceat refuses)
+    starts = np.flatnonzero(np.r_[len(codes) > 0, codes[1:] != codes[:-1]])
     n = np.diff(np.r_[starts, len(rows)])
     loss_values = frame[loss].to_numpy(float)[rows]
     accuracy_values = frame[accuracy].to_numpy(float)[rows]

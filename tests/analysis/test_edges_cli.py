@@ -157,6 +157,18 @@ def test_one_epoch_trial_has_no_epoch_level_verdict(tmp_path):
     assert s["epoch_level"]["optimum_position"]["accuracy"]["first_10pct"] == 0
 
 
+def test_only_one_epoch_trials_still_give_the_trial_level_answer(tmp_path):
+    """Every trial has one epoch (a 1-epoch search): no epoch-level verdict at all, and the
+    report must still answer at trial level (it crashed with an IndexError on an empty pick)."""
+    rows = [(study, trial, 0, loss, accuracy) for study in ("A", "B")
+            for trial, loss, accuracy in (("t0", 0.3, 0.85), ("t1", 0.4, 0.90))]
+    proc, s, _ = _report(tmp_path, rows, EPOCH_COLUMNS, "--epoch-col", "epoch")
+    assert proc.returncode == 0, proc.stderr
+    assert (s["trial_level"]["studies"], s["trial_level"]["disagreements"]) == (2, 2)  # 0.3 < 0.4, 0.85 < 0.90
+    why = "fewer than 2 epochs: no epoch-level verdict (the trial still counts at trial level)"
+    assert _excluded(s)[("trials (epoch level only)", why)] == 4
+
+
 def test_last_quarter_of_ten_epochs_is_a_quarter(tmp_path):
     """Accuracy peaks at epoch 7 of 10, which spans [7, 8): half of it lies in [7.5, 10)."""
     accuracy = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9, 0.8, 0.75]
