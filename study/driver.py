@@ -258,5 +258,10 @@ def drive(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStu
     return ExitCode.OK
 
 
+def interrupted_line(session: StudySession) -> str:
+    """What search and supervisor print when a study was interrupted (a worker says its own)."""
+    return f"[{session.item.name}] interrupted; re-run the same command to continue the study"
+
+
 def studies_text(prepared: list[PreparedStudy]) -> str:
     return f"{len(prepared)} stud{'y' if len(prepared) == 1 else 'ies'}"

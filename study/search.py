@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from study.config import SearchConfig
 from study.data import Splits
 from study.driver import (FINISHED_STATES, ExitCode, StudySession, drive, finished_count,
-                          install_signal_handlers, studies_text)
+                          install_signal_handlers, interrupted_line, studies_text)
 from study.inputs import PreparedStudy, check_inputs
 from study.secrets import mask_secrets
 from study.tracking import Tracker
@@ -93,7 +93,7 @@ class TrialsHere:
 
     def exit_line(self, code: ExitCode, session: StudySession) -> str | None:
         if code == ExitCode.INTERRUPTED:
-            return f"[{session.item.name}] interrupted; re-run the same command to continue the study"
+            return interrupted_line(session)
         if code == ExitCode.FAILURES:
             return (f"search: stopped after {self.failures.streak} consecutive failed trials "
                     f"(last: {self.failures.last_reason}); check the ranges in {self.config.space_file}")

@@ -21,7 +21,7 @@ import time
 
 from study.config import SearchConfig
 from study.data import Splits
-from study.driver import ExitCode, StudySession, drive, finished_count, studies_text
+from study.driver import ExitCode, StudySession, drive, finished_count, interrupted_line, studies_text
 from study.inputs import PreparedStudy, check_inputs
 from study.paths import PROJECT_ROOT
 from study.reconcile import fail_process_trials, reconcile_study
@@ -123,7 +123,7 @@ class Supervisor:
 
     def exit_line(self, code: ExitCode, session: StudySession) -> str | None:
         if code == ExitCode.INTERRUPTED:
-            return f"[{session.item.name}] interrupted; re-run the same command to continue the study"
+            return interrupted_line(session)
         if code == ExitCode.FAILURES:
             return (f"search: stopped after --max-consecutive-failures {self.config.max_consecutive_failures} "
                     f"consecutive failed trials in a worker; check the ranges in {self.config.space_file}")
