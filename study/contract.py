@@ -30,8 +30,13 @@ BEST_MODEL_LOGGED = "best_model_logged"
 # --- Per-epoch metrics (step = epoch, 0-based) -----------------------------------------
 # Keras's own training metrics, then ours, computed once per epoch on the validation and
 # test sets in one pass (study/training.py, definitions in study/metrics.py).
+# Appended after Keras's and the first ours (existing columns keep their positions): the
+# temperature-scaled NLL and its temperature (Guo et al. 2017), class-balanced scores, the
+# multi-class Brier score and the test ECE (definitions in study/metrics.py).
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
-                 "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr")
+                 "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr",
+                 "val_calibrated_nll", "val_temperature", "val_balanced_accuracy", "val_macro_f1",
+                 "val_brier", "test_balanced_accuracy", "test_macro_f1", "test_ece", "test_brier")
 # metric -> the direction in which it is better; the metrics a selection rule may monitor.
 SELECTION_METRICS = {"val_loss": "min", "val_crossentropy": "min", "val_accuracy": "max"}
 
@@ -39,6 +44,11 @@ SELECTION_METRICS = {"val_loss": "min", "val_crossentropy": "min", "val_accuracy
 HISTORY_CSV = "history.csv"                    # the per-epoch table, one row per epoch
 TEST_PREDICTIONS = "test_predictions.npz"      # predicted test labels per epoch (McNemar)
 LEARNING_CURVES_PNG = "learning_curves.png"
+# Per-image outcomes of every epoch, for what resamples images (validation noise):
+# val_labels / test_labels (n,) int16; val_predicted / test_predicted (epochs, n) uint8;
+# val_true_logprob / test_true_logprob (epochs, n) float16, ln p(true class) clipped like
+# Keras at 1e-7; penalty (epochs,) float32 = val_loss - val_crossentropy (Keras's L2 term).
+OUTCOMES_NPZ = "outcomes.npz"
 
 # --- Artifacts of an analysis report ---------------------------------------------------
 SUMMARY_JSON = "summary.json"

@@ -225,7 +225,8 @@ class Objective:
                                               Path(folder) / "learning_curves.png")
             self.context.tracker.finish_trial_run(
                 run_id, state, status=status, failure_reason=reason, failure_message=message,
-                summary=summary, history=history, predictions=evaluator.predictions_at_best(), figure=figure)
+                summary=summary, history=history, predictions=evaluator.predictions_at_best(), figure=figure,
+                outcomes=evaluator.outcomes())
         self.interrupted_recorded = reason == "interrupted"
         return summary
 

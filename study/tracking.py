@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from study.contract import OUTCOMES_NPZ
 from study.paths import sqlite_file
 from study.secrets import mask_secrets
 from study.storage import with_installed_driver
@@ -198,13 +199,15 @@ class Tracker:
                          failure_reason: str | None = None, failure_message: str | None = None,
                          summary: Mapping[str, float] | None = None, history: pd.DataFrame | None = None,
                          predictions: Mapping[str, np.ndarray] | None = None,
-                         figure: Path | None = None) -> None:
+                         figure: Path | None = None, outcomes: Mapping[str, np.ndarray] | None = None) -> None:
         """Summary metrics and artifacts, then the state tags and the terminal status."""
         if history is not None and not history.empty:
             with tempfile.TemporaryDirectory() as folder:
                 history.to_csv(Path(folder) / "history.csv", index=False)
                 if predictions:
                     np.savez_compressed(Path(folder) / "test_predictions.npz", **predictions)
+                if outcomes:
+                    np.savez_compressed(Path(folder) / OUTCOMES_NPZ, **outcomes)
                 self.client.log_artifacts(run_id, folder)
         if figure is not None and figure.exists():
             self.client.log_artifact(run_id, str(figure))

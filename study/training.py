@@ -26,6 +26,8 @@ from study.space import TrainConfig
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
 EpochHook = Callable[[int, dict[str, float]], None]
+# The per-epoch arrays of the outcomes artifact (study.contract.OUTCOMES_NPZ), in its order.
+PER_IMAGE_ARRAYS = ("val_predicted", "test_predicted", "val_true_logprob", "test_true_logprob", "penalty")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -96,8 +98,12 @@ class EpochEvaluator(keras.callbacks.Callback):
         self.max_seconds = train_config.max_trial_seconds
         self.best_weights_metric = best_weights_metric
         self.on_epoch = on_epoch
+        self.calibration_halves = metrics.calibration_halves(len(splits.y_val))
+        # uint8 for up to 256 classes (the contract's dtype); wider only if a dataset needs it.
+        self.class_dtype = np.min_scalar_type(max(splits.num_classes - 1, 0))
         self.rows: list[dict[str, float]] = []
         self.test_predictions: list[np.ndarray] = []
+        self.per_image: dict[str, list[np.ndarray]] = {key: [] for key in PER_IMAGE_ARRAYS}
         self.best_weights: list[np.ndarray] | None = None
         self.started = time.monotonic()
 
@@ -113,12 +119,6 @@ class EpochEvaluator(keras.callbacks.Callback):
         if time.monotonic() > self.deadline:
             raise TrialTimeout(f"trial exceeded train.max_trial_seconds={self.max_seconds:g}")
 
-    @staticmethod
-    def _scores(probabilities: np.ndarray, labels: np.ndarray, penalty: float) -> dict[str, float]:
-        crossentropy = metrics.crossentropy(labels, probabilities)
-        return {"loss": crossentropy + penalty, "crossentropy": crossentropy,
-                "accuracy": metrics.accuracy(labels, probabilities)}
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         if not math.isfinite(float(logs.get("loss", float("nan")))):
@@ -127,24 +127,47 @@ class EpochEvaluator(keras.callbacks.Callback):
         probabilities = self.model.predict(self.eval_data, verbose=0)
         n_val = len(self.splits.y_val)
         val_probabilities = probabilities[:n_val]
-        val = self._scores(val_probabilities, self.splits.y_val, penalty)
-        if not math.isfinite(val["crossentropy"]) or np.isnan(val_probabilities).any():
+        if not np.isfinite(val_probabilities).all():
             raise NonFiniteLoss(f"validation predictions are not finite at epoch {epoch}")
+        val = metrics.score_split(self.splits.y_val, val_probabilities)
+        calibration = metrics.calibrated_nll(self.splits.y_val, val_probabilities, *self.calibration_halves)
         row = {"epoch": float(epoch), "loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", np.nan)),
-               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_crossentropy": val["crossentropy"],
-               "val_ece": metrics.expected_calibration_error(self.splits.y_val, val_probabilities),
-               "val_confidence": metrics.mean_confidence(val_probabilities),
-               "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+               "val_loss": val.crossentropy + penalty, "val_accuracy": val.accuracy,
+               "val_crossentropy": val.crossentropy, "val_ece": val.ece, "val_confidence": val.confidence,
+               "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+               "val_calibrated_nll": calibration.nll, "val_temperature": calibration.temperature,
+               "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1, "val_brier": val.brier}
+        self._keep_outcomes("val", val)
+        self.per_image["penalty"].append(np.float32(penalty))
         if self.evaluate_test:
-            test_probabilities = probabilities[n_val:]
-            test = self._scores(test_probabilities, self.splits.y_test, penalty)
-            row.update(test_loss=test["loss"], test_accuracy=test["accuracy"], test_crossentropy=test["crossentropy"])
-            self.test_predictions.append(np.argmax(test_probabilities, axis=1).astype(np.int16))
+            test = metrics.score_split(self.splits.y_test, probabilities[n_val:])
+            row.update(test_loss=test.crossentropy + penalty, test_accuracy=test.accuracy,
+                       test_crossentropy=test.crossentropy, test_balanced_accuracy=test.balanced_accuracy,
+                       test_macro_f1=test.macro_f1, test_ece=test.ece, test_brier=test.brier)
+            self.test_predictions.append(test.predicted.astype(np.int16))
+            self._keep_outcomes("test", test)
         logs.update({key: row[key] for key in ("val_loss", "val_accuracy", "val_crossentropy")})
         self._keep_best_weights(row)
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(epoch, row)
+
+    def _keep_outcomes(self, split: str, scores: metrics.SplitScores) -> None:
+        self.per_image[f"{split}_predicted"].append(scores.predicted.astype(self.class_dtype))
+        self.per_image[f"{split}_true_logprob"].append(scores.true_logprob.astype(np.float16))
+
+    def outcomes(self) -> dict[str, np.ndarray]:
+        """Per-image outcomes of every epoch (the contract's OUTCOMES_NPZ arrays); {} before
+        the first epoch. Test arrays only when the test set is evaluated."""
+        if not self.rows:
+            return {}
+        arrays = {"val_labels": self.splits.y_val.astype(np.int16)}
+        if self.evaluate_test:
+            arrays["test_labels"] = self.splits.y_test.astype(np.int16)
+        for key, values in self.per_image.items():
+            if values:
+                arrays[key] = np.stack(values) if key != "penalty" else np.asarray(values, dtype=np.float32)
+        return arrays
 
     def _keep_best_weights(self, row: dict[str, float]) -> None:
         metric = self.best_weights_metric
