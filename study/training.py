@@ -26,8 +26,9 @@ from study.space import TrainConfig
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
 EpochHook = Callable[[int, dict[str, float]], None]
-# The per-epoch arrays of the outcomes artifact (study.contract.OUTCOMES_NPZ), in its order.
-PER_IMAGE_ARRAYS = ("val_predicted", "test_predicted", "val_true_logprob", "test_true_logprob", "penalty")
+# The arrays of the outcomes artifact (study.contract.OUTCOMES_NPZ) that grow by one row per
+# epoch, in the artifact's order.
+EPOCH_OUTCOMES = ("val_predicted", "test_predicted", "val_true_logprob", "test_true_logprob", "penalty")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -103,7 +104,7 @@ class EpochEvaluator(keras.callbacks.Callback):
         self.class_dtype = np.min_scalar_type(max(splits.num_classes - 1, 0))
         self.rows: list[dict[str, float]] = []
         self.test_predictions: list[np.ndarray] = []
-        self.per_image: dict[str, list[np.ndarray]] = {key: [] for key in PER_IMAGE_ARRAYS}
+        self.epoch_outcomes: dict[str, list[np.ndarray]] = {key: [] for key in EPOCH_OUTCOMES}
         self.best_weights: list[np.ndarray] | None = None
         self.started = time.monotonic()
 
@@ -137,24 +138,27 @@ class EpochEvaluator(keras.callbacks.Callback):
                "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                "val_calibrated_nll": calibration.nll, "val_temperature": calibration.temperature,
                "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1, "val_brier": val.brier}
-        self._keep_outcomes("val", val)
-        self.per_image["penalty"].append(np.float32(penalty))
-        if self.evaluate_test:
-            test = metrics.score_split(self.splits.y_test, probabilities[n_val:])
+        test = metrics.score_split(self.splits.y_test, probabilities[n_val:]) if self.evaluate_test else None
+        if test is not None:
             row.update(test_loss=test.crossentropy + penalty, test_accuracy=test.accuracy,
                        test_crossentropy=test.crossentropy, test_balanced_accuracy=test.balanced_accuracy,
                        test_macro_f1=test.macro_f1, test_ece=test.ece, test_brier=test.brier)
-            self.test_predictions.append(test.predicted.astype(np.int16))
-            self._keep_outcomes("test", test)
         logs.update({key: row[key] for key in ("val_loss", "val_accuracy", "val_crossentropy")})
         self._keep_best_weights(row)
+        # Everything kept per epoch is appended together: the artifacts agree on the epochs.
+        self._keep_outcomes(val, test, penalty)
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(epoch, row)
 
-    def _keep_outcomes(self, split: str, scores: metrics.SplitScores) -> None:
-        self.per_image[f"{split}_predicted"].append(scores.predicted.astype(self.class_dtype))
-        self.per_image[f"{split}_true_logprob"].append(scores.true_logprob.astype(np.float16))
+    def _keep_outcomes(self, val: metrics.SplitScores, test: metrics.SplitScores | None, penalty: float) -> None:
+        for split, scores in (("val", val), ("test", test)):
+            if scores is not None:
+                self.epoch_outcomes[f"{split}_predicted"].append(scores.predicted.astype(self.class_dtype))
+                self.epoch_outcomes[f"{split}_true_logprob"].append(scores.true_logprob.astype(np.float16))
+        if test is not None:
+            self.test_predictions.append(test.predicted.astype(np.int16))
+        self.epoch_outcomes["penalty"].append(np.float32(penalty))
 
     def outcomes(self) -> dict[str, np.ndarray]:
         """Per-image outcomes of every epoch (the contract's OUTCOMES_NPZ arrays); {} before
@@ -164,7 +168,7 @@ class EpochEvaluator(keras.callbacks.Callback):
         arrays = {"val_labels": self.splits.y_val.astype(np.int16)}
         if self.evaluate_test:
             arrays["test_labels"] = self.splits.y_test.astype(np.int16)
-        for key, values in self.per_image.items():
+        for key, values in self.epoch_outcomes.items():
             if values:
                 arrays[key] = np.stack(values) if key != "penalty" else np.asarray(values, dtype=np.float32)
         return arrays
