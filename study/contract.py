@@ -39,6 +39,11 @@ SELECTION_METRICS = {"val_loss": "min", "val_crossentropy": "min", "val_accuracy
 HISTORY_CSV = "history.csv"                    # the per-epoch table, one row per epoch
 TEST_PREDICTIONS = "test_predictions.npz"      # predicted test labels per epoch (McNemar)
 LEARNING_CURVES_PNG = "learning_curves.png"
+# Per-image outcomes of every epoch, for what resamples images (validation noise):
+# val_labels / test_labels (n,) int16; val_predicted / test_predicted (epochs, n) uint8;
+# val_true_logprob / test_true_logprob (epochs, n) float16, ln p(true class) clipped like
+# Keras at 1e-7; penalty (epochs,) float32 = val_loss - val_crossentropy (Keras's L2 term).
+OUTCOMES_NPZ = "outcomes.npz"
 
 # --- Artifacts of an analysis report ---------------------------------------------------
 SUMMARY_JSON = "summary.json"
