@@ -65,6 +65,8 @@ class OutcomesProblem(ValueError):
 
 def parse_outcomes(blob: bytes) -> Outcomes:
     """The arrays of one `outcomes.npz`, checked for names, dtypes, shapes and values."""
+    if not zipfile.is_zipfile(io.BytesIO(blob)):
+        raise OutcomesProblem("not an .npz archive (no zip structure)")
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             absent = [name for name in ARRAYS if name not in npz.files]
@@ -74,7 +76,9 @@ def parse_outcomes(blob: bytes) -> Outcomes:
     except OutcomesProblem:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise OutcomesProblem(f"not a readable .npz ({type(exc).__name__})") from None
+        # an object array needs pickle, refused: reading an artifact must not run code
+        raise OutcomesProblem(f"not a readable .npz ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     for name, (kinds, rank) in ARRAYS.items():
         array = arrays[name]
         if array.dtype.kind not in kinds or array.ndim != rank:
