@@ -153,19 +153,21 @@ def _per_class_metrics(arrays: StudyArrays, correct: np.ndarray,
                                (arrays.predicted[row, image].astype(np.int64) * rows + row, image)),
                               shape=(classes * rows, len(arrays.labels)))
     predicted = true_pos + (wrong @ weights.T).reshape(classes, rows, reps)
+    # The counts are exact in float32; the ratios are taken in float64 so that rounding
+    # never makes or breaks a tie between two epochs.
+    true_pos, predicted, support = (a.astype(np.float64) for a in (true_pos, predicted, support))
     # sklearn's class set for F1: labels present in y_true or in that row's y_pred, unweighted.
-    present = np.zeros((classes, rows), bool)
+    present = np.zeros((classes, rows, 1), bool)
     present[np.unique(arrays.labels)] = True
-    present[arrays.predicted.astype(np.int64), np.arange(rows)[:, None]] = True
-    present = present[:, :, None]
+    present[arrays.predicted.astype(np.int64), np.arange(rows)[:, None], 0] = True
     drawn = support > 0
     recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=drawn)
     balanced = recall.sum(axis=0) / drawn.sum(axis=0)
     denominator = support + predicted
     f1 = np.divide(2 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
     macro_f1 = (f1 * present).sum(axis=0) / present.sum(axis=0)
-    return {"hits": true_pos.sum(axis=0).T, "val_balanced_accuracy": balanced.T.astype(np.float64),
-            "val_macro_f1": macro_f1.T.astype(np.float64)}
+    return {"hits": true_pos.sum(axis=0).T, "val_balanced_accuracy": balanced.T,
+            "val_macro_f1": macro_f1.T}
 
 
 def replicate_table(arrays: StudyArrays, metrics: Mapping[str, np.ndarray],
