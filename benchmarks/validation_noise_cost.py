@@ -98,7 +98,7 @@ def measure(size: dict) -> dict[str, Any]:
     run()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {**size, "seconds": round(seconds, 3), "peak_traced_mb": round(peak / 2**20, 1),
+    return {**size, "seconds": round(seconds, 3), "peak_traced_mb": round(peak / 2**20, 3),
             "parse_seconds": round(parse_seconds, 3),
             "artifact_kb_per_trial": round(sum(map(len, blobs)) / len(blobs) / 1024, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -254,3 +254,15 @@ def test_the_section_and_the_summary_state_the_margin_against_the_noise():
     assert block["margins"][1]["margin_over_se"] is None  # same model: no noise, no ratio
     assert {r["rule"] for r in block["rules"]} == {LOSS.name, ACCURACY.name}
     assert "n/a (2 studies, fewer than 4" in text  # no interval over 2 studies, and why
+
+
+def test_the_cost_benchmark_measures_a_tiny_study():
+    """`benchmarks.validation_noise_cost` on the smallest shape: the figures it states are
+    there and positive (never judged: timings belong to `make bench`)."""
+    from benchmarks.validation_noise_cost import measure, rules
+
+    assert {rule.name for rule in rules()} >= {"min val_loss", "max val_accuracy"}
+    measured = measure({"trials": 2, "epochs": 2, "images": 50, "replicates": 5, "classes": 3})
+    assert (measured["trials"], measured["replicates"]) == (2, 5)
+    for figure in ("seconds", "peak_traced_mb", "parse_seconds", "artifact_kb_per_trial"):
+        assert measured[figure] > 0, figure
