@@ -389,6 +389,10 @@ def summary(result: NoiseResult) -> dict:
 SHOWN_STUDIES = 10
 
 
+def _percent(share: float) -> str:
+    return "n/a" if share is None or math.isnan(share) else f"{share:.1%}"
+
+
 def render(doc, result: NoiseResult) -> None:
     """Append a "Validation noise" section to a report `Doc` (`analysis.report.Doc`)."""
     from analysis.report import literal  # the report imports this module's neighbours
@@ -407,12 +411,11 @@ def render(doc, result: NoiseResult) -> None:
               f"of each of {len(sizes)} studies (seed {settings['seed']}); a replicate scores "
               "every trial and epoch of a study on the same draw, with the metrics recomputed "
               "from the per-image outcomes.")
-        pct = lambda x: "n/a" if x is None or math.isnan(x) else f"{x:.1%}"  # noqa: E731
         doc.table(["Rule", "Studies", "Pick changes (trial, epoch)",
                    f"{settings['confidence']:.0%} CI (bootstrap over studies)", "Trial changes"],
-                  [[literal(r.rule), str(r.studies), pct(r.rate),
+                  [[literal(r.rule), str(r.studies), _percent(r.rate),
                     f"n/a ({r.rate_ci_missing})" if isinstance(r.rate_ci_missing, str)
-                    else f"[{pct(r.rate_lo)}, {pct(r.rate_hi)}]", pct(r.trial_rate)]
+                    else f"[{_percent(r.rate_lo)}, {_percent(r.rate_hi)}]", _percent(r.trial_rate)]
                    for r in result.rules.itertuples(index=False)])
     _render_margins(doc, result, literal)
     doc.bullets([f"Left out: {row.what} {literal(row.name)}: {literal(row.reason)}"
@@ -436,15 +439,17 @@ def _render_margins(doc, result: NoiseResult, literal) -> None:
           f"The lead exceeds 2 SE in {summary_['beyond_2se']} of {differ} studies; in "
           f"{summary_['within_2se']} it is within 2 SE, a gap another validation draw could "
           "erase.")
-    shown = result.margins.head(SHOWN_STUDIES)
-    doc.table(["Study", "Validation images", "Loss pick (trial, epoch)",
-               "Accuracy pick (trial, epoch)", "Margin (images)", "±1 SE"],
+    # With many studies, the ones whose margin is smallest against its noise come first.
+    shown = result.margins.sort_values("margin_over_se", kind="stable", na_position="last")
+    shown = shown.head(SHOWN_STUDIES) if len(shown) > SHOWN_STUDIES else result.margins
+    doc.table(["Study", "Validation images", "Loss pick (trial, epoch from 0)",
+               "Accuracy pick (trial, epoch from 0)", "Margin (images)", "±1 SE"],
               [[literal(m.study), str(m.n_val), f"{literal(m.loss_trial)}, {m.loss_epoch}",
                 f"{literal(m.accuracy_trial)}, {m.accuracy_epoch}", f"{m.margin:+d}",
                 f"{m.se:.1f}"] for m in shown.itertuples(index=False)])
     if len(result.margins) > SHOWN_STUDIES:
-        doc.p(f"{len(result.margins) - SHOWN_STUDIES} more studies in summary.json "
-              "(`validation_noise.margins`).")
+        doc.p(f"The {SHOWN_STUDIES} studies with the smallest margin against its SE; all "
+              f"{len(result.margins)} in summary.json (`validation_noise.margins`).")
 
 
 def markdown(result: NoiseResult) -> str:

@@ -266,3 +266,13 @@ def test_the_cost_benchmark_measures_a_tiny_study():
     assert (measured["trials"], measured["replicates"]) == (2, 5)
     for figure in ("seconds", "peak_traced_mb", "parse_seconds", "artifact_kb_per_trial"):
         assert measured[figure] > 0, figure
+
+
+def test_with_many_studies_the_section_shows_those_closest_to_the_noise(monkeypatch):
+    monkeypatch.setattr(vn, "SHOWN_STUDIES", 1)
+    # "far": 50 images ahead, SE 5 (10 SE); "near": 3 images ahead, SE sqrt(100 * 0.03 * 0.97)
+    result = vn.validation_noise([two_trials("far", 25, 75), two_trials("near", 60, 63)], RULES,
+                                 loss_rule=LOSS.name, accuracy_rule=ACCURACY.name, replicates=400)
+    text = vn.markdown(result)
+    assert "| near | 100 | 0, 0 | 1, 0 | +3 |" in text and "| far |" not in text
+    assert "all 2 in summary.json" in text
