@@ -383,6 +383,8 @@ def summary(result: NoiseResult) -> dict:
             "margin": {k: _plain_value(v) if not isinstance(v, list) else v
                        for k, v in result.margin_summary.items()},
             "margins": _records(result.margins, MARGIN_COLUMNS),
+            "stability": _records(result.stability, ["study", "rule", "trial", "epoch", "rate",
+                                                     "trial_rate", "rate_lo", "rate_hi"]),
             "excluded": _records(result.excluded, ["what", "name", "reason"])}
 
 

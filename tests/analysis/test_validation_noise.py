@@ -253,6 +253,9 @@ def test_the_section_and_the_summary_state_the_margin_against_the_noise():
     assert [m["margin"] for m in block["margins"]] == [50, 0]
     assert block["margins"][1]["margin_over_se"] is None  # same model: no noise, no ratio
     assert {r["rule"] for r in block["rules"]} == {LOSS.name, ACCURACY.name}
+    assert {(r["study"], r["rule"], r["trial"], r["rate"]) for r in block["stability"]} == {
+        ("s", LOSS.name, "0", 0.0), ("s", ACCURACY.name, "1", 0.0),
+        ("t", LOSS.name, "0", 0.0), ("t", ACCURACY.name, "0", 0.0)}  # t: tied, trial 0 first
     assert "n/a (2 studies, fewer than 4" in text  # no interval over 2 studies, and why
 
 
