@@ -51,6 +51,10 @@ def replay(values: np.ndarray, lengths: np.ndarray, *, mode: str, patience: int,
     # Keras negates min_delta in min mode, then tests `current - min_delta` against best.
     shift = abs(min_delta) if mode == "min" else -abs(min_delta)
     beats = np.less if mode == "min" else np.greater
+    # Epoch-major copies, so each epoch's column is contiguous; float32 as Keras compares.
+    present = (~np.isnan(values) & (np.arange(width)[None, :] < lengths[:, None])).T.copy()
+    shifted = (values + shift).astype(np.float32).T.copy()
+    current32 = values.astype(np.float32).T.copy()
     best_value = np.zeros(n_curves, dtype=np.float32)
     has_best = np.zeros(n_curves, dtype=bool)
     best = np.full(n_curves, -1, dtype=np.int64)
@@ -58,12 +62,10 @@ def replay(values: np.ndarray, lengths: np.ndarray, *, mode: str, patience: int,
     wait = np.zeros(n_curves, dtype=np.int64)
     running = np.ones(n_curves, dtype=bool)
     for epoch in range(width):
-        current = values[:, epoch]
-        monitored = running & (epoch < lengths) & ~np.isnan(current)
+        monitored = running & present[epoch]
         wait += monitored
-        shifted = (current + shift).astype(np.float32)
-        improves = monitored & (~has_best | beats(shifted, best_value))
-        best_value = np.where(improves, current.astype(np.float32), best_value)
+        improves = monitored & (~has_best | beats(shifted[epoch], best_value))
+        np.copyto(best_value, current32[epoch], where=improves)
         has_best |= improves
         best[improves] = epoch
         wait[improves] = 0
@@ -72,9 +74,16 @@ def replay(values: np.ndarray, lengths: np.ndarray, *, mode: str, patience: int,
         running &= ~stops
     last = lengths - 1
     ended = np.where(stop >= 0, stop, last)
-    deployed = np.where(has_best, best, ended) if restore_best_weights else ended
     saved = np.where(stop >= 0, last - stop, 0)
-    return Replay(stop=stop, best=best, deployed=deployed, length=lengths, epochs_saved=saved)
+    result = Replay(stop=stop, best=best, deployed=ended, length=lengths, epochs_saved=saved)
+    return with_restore(result) if restore_best_weights else result
+
+
+def with_restore(result: Replay) -> Replay:
+    """The same replay with `restore_best_weights`: the fit ends with the best epoch's
+    weights whenever one was monitored (only the deployed epoch changes)."""
+    ended = np.where(result.stop >= 0, result.stop, result.length - 1)
+    return result._replace(deployed=np.where(result.best >= 0, result.best, ended))
 
 
 def replay_curve(curve, *, mode: str, patience: int, min_delta: float = 0.0,

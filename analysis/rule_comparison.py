@@ -121,13 +121,12 @@ def _costs(layout: Layout, picked: dict[str, np.ndarray], missing: dict[str, str
         return {name: {"missing": f"the loss rule ({REFERENCE}) is not available"} for name in picked}
     reference = picked[REFERENCE]
     cells, columns = [], []
+    present = [metric for metric in COST_METRICS if metric in layout.frame
+               and not np.isnan(layout.column(metric)).all()]
     for name, positions in picked.items():
-        costs[name] = {}
-        for metric in COST_METRICS:
-            if metric not in layout.frame or not layout.column(metric).size \
-                    or np.isnan(layout.column(metric)).all():
-                costs[name][metric] = {"missing": f"no {metric} column in the input"}
-                continue
+        costs[name] = {metric: {"missing": f"no {metric} column in the input"}
+                       for metric in COST_METRICS if metric not in present}
+        for metric in present:
             values = layout.column(metric)
             at = lambda chosen: np.where(chosen >= 0, values[np.maximum(chosen, 0)], np.nan)  # noqa: E731
             cells.append((name, metric))

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.early_stopping import replay
+from analysis.early_stopping import Replay, replay, with_restore
 from analysis.picks import _first_in_group
 
 # Per-epoch metric names from the search contract (study/contract.py lists the ones study/
@@ -61,7 +61,7 @@ class Layout:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
-        study_codes, self.study_keys = pd.factorize(frame["study"], sort=True)
+        study_codes, self.study_keys = pd.factorize(frame["study"])  # first-appearance order
         trial_codes = pd.factorize(study_codes.astype(np.int64) * (len(frame) + 1)
                                    + pd.factorize(frame["trial"])[0])[0]
         order = (pd.to_numeric(frame["order"], errors="coerce").to_numpy(float)
@@ -78,6 +78,7 @@ class Layout:
         self.trial_study_starts = _starts(self.trial_study)
         self._columns: dict[str, np.ndarray] = {}
         self._curves: dict[str, np.ndarray] = {}
+        self.replays: dict[tuple, Replay] = {}
 
     def _sorted(self, values: np.ndarray) -> np.ndarray:
         return values if self.rows is None else values[self.rows]
@@ -227,10 +228,16 @@ class EarlyStopping(Picker):
         self.monitor, self.direction, self.patience = monitor, direction, patience
         self.min_delta, self.restore_best_weights = min_delta, restore_best_weights
 
-    def replayed(self, layout: Layout):
-        return replay(layout.curves(self.monitor), layout.trial_lengths, mode=self.direction,
-                      patience=self.patience, min_delta=self.min_delta,
-                      restore_best_weights=self.restore_best_weights)
+    def replayed(self, layout: Layout) -> Replay:
+        """One replay per monitor and setting, shared by the rule with and without
+        restore_best_weights (only the deployed epoch differs) and by its statistics."""
+        key = (self.monitor, self.direction, self.patience, self.min_delta)
+        if key not in layout.replays:
+            layout.replays[key] = replay(layout.curves(self.monitor), layout.trial_lengths,
+                                         mode=self.direction, patience=self.patience,
+                                         min_delta=self.min_delta)
+        result = layout.replays[key]
+        return with_restore(result) if self.restore_best_weights else result
 
     def positions(self, layout: Layout) -> np.ndarray:
         if not len(layout.trial_starts):
