@@ -51,10 +51,12 @@ def replay(values: np.ndarray, lengths: np.ndarray, *, mode: str, patience: int,
     # Keras negates min_delta in min mode, then tests `current - min_delta` against best.
     shift = abs(min_delta) if mode == "min" else -abs(min_delta)
     beats = np.less if mode == "min" else np.greater
-    # Epoch-major copies, so each epoch's column is contiguous; float32 as Keras compares.
-    present = (~np.isnan(values) & (np.arange(width)[None, :] < lengths[:, None])).T.copy()
-    shifted = (values + shift).astype(np.float32).T.copy()
-    current32 = values.astype(np.float32).T.copy()
+    # Epoch-major, so each epoch's column is contiguous (free when `values` is a transposed
+    # epoch-major matrix); float32, as Keras compares.
+    by_epoch = np.ascontiguousarray(values.T)
+    present = ~np.isnan(by_epoch) & (np.arange(width)[:, None] < lengths[None, :])
+    shifted = (by_epoch + shift).astype(np.float32)
+    current32 = by_epoch.astype(np.float32)
     best_value = np.zeros(n_curves, dtype=np.float32)
     has_best = np.zeros(n_curves, dtype=bool)
     best = np.full(n_curves, -1, dtype=np.int64)

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from analysis.early_stopping import Replay, replay, with_restore
-from analysis.picks import _first_in_group
 
 # Per-epoch metric names from the search contract (study/contract.py lists the ones study/
 # logs; the newer ones are written by the metrics of issue 9, older stores lack them).
@@ -79,6 +78,8 @@ class Layout:
         self._columns: dict[str, np.ndarray] = {}
         self._curves: dict[str, np.ndarray] = {}
         self.replays: dict[tuple, Replay] = {}
+        self._cells: tuple[np.ndarray, np.ndarray] | None = None
+        self.row_study = self.study_codes  # the study of each sorted row
 
     def _sorted(self, values: np.ndarray) -> np.ndarray:
         return values if self.rows is None else values[self.rows]
@@ -90,25 +91,34 @@ class Layout:
     def column(self, name: str) -> np.ndarray:
         """A numeric column in sorted row order (NaN where missing or not a number)."""
         if name not in self._columns:
-            self._columns[name] = self._sorted(
-                pd.to_numeric(self.frame[name], errors="coerce").to_numpy(float))
+            self._columns[name] = self._sorted(_numbers(self.frame[name]))
         return self._columns[name]
 
     def labels(self, name: str) -> np.ndarray:
         return self._sorted(self.frame[name].to_numpy())
 
     def curves(self, name: str) -> np.ndarray:
-        """trials × epochs matrix of a column, each trial's epochs left-aligned, NaN-padded."""
+        """trials × epochs matrix of a column, each trial's epochs left-aligned, NaN-padded.
+        Stored epoch-major (a transposed view), so the replay reads each epoch contiguously."""
         if name not in self._curves:
-            matrix = np.full((len(self.trial_starts), int(self.trial_lengths.max(initial=0))), np.nan)
-            trial = np.repeat(np.arange(len(self.trial_starts)), self.trial_lengths)
-            position = np.arange(len(trial)) - np.repeat(self.trial_starts, self.trial_lengths)
-            matrix[trial, position] = self.column(name)
-            self._curves[name] = matrix
+            if self._cells is None:
+                trial = np.repeat(np.arange(len(self.trial_starts)), self.trial_lengths)
+                position = np.arange(len(trial)) - np.repeat(self.trial_starts, self.trial_lengths)
+                self._cells = (position, trial)
+            by_epoch = np.full((int(self.trial_lengths.max(initial=0)), len(self.trial_starts)), np.nan)
+            by_epoch[self._cells] = self.column(name)
+            self._curves[name] = by_epoch.T
         return self._curves[name]
 
     def trial_last_row(self) -> np.ndarray:
         return self.trial_starts + self.trial_lengths - 1
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """A column as floats (NaN where not a number), without a copy when it is numeric."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def _is_sorted(keys: tuple[np.ndarray, ...]) -> bool:
@@ -136,7 +146,18 @@ def first_best(values: np.ndarray, starts: np.ndarray, direction: str) -> np.nda
         return np.zeros(0, dtype=np.int64)
     reduce = np.fmin if direction == "min" else np.fmax
     optimum = reduce.reduceat(values, starts)
-    return _first_in_group(values == np.repeat(optimum, n), starts, n)
+    return first_true(values == np.repeat(optimum, n), starts)
+
+
+def first_true(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per segment, the position of its first True; −1 where it has none. The True rows
+    are few (the optima and their ties), so finding each segment's first among them is a
+    binary search, not another pass over every row."""
+    hits = np.flatnonzero(mask)
+    ends = np.r_[starts[1:], len(mask)]
+    at = np.searchsorted(hits, starts)
+    first = hits[np.minimum(at, max(len(hits) - 1, 0))] if len(hits) else np.full(len(starts), -1)
+    return np.where((at < len(hits)) & (first < ends), first, -1)
 
 
 # ------------------------------------------------------------------ the rule kinds
@@ -304,8 +325,8 @@ def usable_inputs(frame: pd.DataFrame, layout: Layout | None = None) -> frozense
     """The inputs rules may need that `frame` has: each column with a value, `epoch` when
     some trial has two or more epochs (curves), `n_val` when some value is positive."""
     found = {c for c in frame.columns if c not in ("study", "trial", "epoch")
-             and pd.to_numeric(frame[c], errors="coerce").notna().any()}
-    if N_VAL in found and not (pd.to_numeric(frame[N_VAL], errors="coerce") > 0).any():
+             and not np.isnan(_numbers(frame[c])).all()}
+    if N_VAL in found and not (_numbers(frame[N_VAL]) > 0).any():
         found.discard(N_VAL)
     layout = layout if layout is not None else Layout(frame)
     if "epoch" in frame and layout.trial_lengths.max(initial=0) > 1:
