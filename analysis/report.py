@@ -400,8 +400,8 @@ def _cost_cell(cost: dict, in_pp: bool) -> str:
         return "n/a"
     mean = _pp(cost["mean"]) if in_pp else _signed(cost["mean"])
     why = cost.get("ci95_bootstrap_missing")
-    if why:
-        return f"{mean} (95% CI n/a: {literal(why)})"
+    if why:  # its first clause; summary.json and the Definitions give the whole reason
+        return f"{mean} (no interval: {literal(why.split(':')[0].split(', so')[0])})"
     low, high = cost["ci95_bootstrap"]
     return (f"{mean} [{_pp(low)}, {_pp(high)}]" if in_pp
             else f"{mean} [{_signed(low)}, {_signed(high)}]")
