@@ -612,7 +612,7 @@ def _definitions(doc: Doc, summary: dict, quoted: dict) -> None:
         items.append("**Selection rules** (the rule x cost table; `docs/analysis.md` cites where "
                      "each comes from): " + "; ".join(
                          f"{code(name)}: {literal(rule['description'])}"
-                         for name, rule in summary["rules"].items()) + ".")
+                         for name, rule in summary["rules"].items() if rule["available"]) + ".")
     doc.bullets(items)
 
 

@@ -295,7 +295,7 @@ ALL_RULES: tuple[Rule, ...] = (
          (VAL_LOSS,), BestEpoch(VAL_LOSS, "min")),
     Rule("max_val_accuracy", "maximal val_accuracy over every epoch of every trial "
          "(the accuracy rule)", (VAL_ACCURACY,), BestEpoch(VAL_ACCURACY, "max")),
-    Rule("min_val_crossentropy", "minimal val_crossentropy (the loss without the L2 penalty)",
+    Rule("min_val_crossentropy", "minimal val_crossentropy over every epoch of every trial",
          (VAL_CROSSENTROPY,), BestEpoch(VAL_CROSSENTROPY, "min")),
     Rule("min_val_calibrated_nll", "minimal temperature-scaled validation NLL "
          "(Guo et al. 2017)", (VAL_CALIBRATED_NLL,), BestEpoch(VAL_CALIBRATED_NLL, "min")),
