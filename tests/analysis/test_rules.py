@@ -165,3 +165,14 @@ def test_cost_interval_from_a_bootstrap_over_studies():
     pair = out["rule_pairs"][0]["trial_level"]
     assert (pair["disagreements"], pair["studies"]) == (8, 8)
     assert "same value" in pair["ci95_bootstrap_missing"]
+
+
+def test_row_order_of_the_table_does_not_change_any_pick_given_an_order_column():
+    """The layout sorts a shuffled table back into (study, order, trial, epoch)."""
+    ordered = table().assign(order=lambda frame: frame["trial"].map(
+        {"a0": 0, "a1": 1, "a2": 2, "t9": 0, "t10": 1}))
+    shuffled = ordered.sample(frac=1, random_state=3)
+    assert not shuffled.index.equals(ordered.index)
+    for each in ALL_RULES:
+        if unavailable(each, usable_inputs(ordered)) is None:
+            assert picks(each.pick, shuffled) == picks(each.pick, ordered), each.name
