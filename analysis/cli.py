@@ -79,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--epoch-col", default=None, help="rows are epochs; adds the epoch level")
     tab.add_argument("--epochs", type=int, default=None, metavar="N",
                      help="epoch budget of every trial (default: each study's largest epoch count)")
+    tab.add_argument("--val-size", type=int, default=None, metavar="N",
+                     help="validation images per trial, for the rule 'accuracy within noise, then "
+                          "loss' (without it that rule is listed as not available; MLflow runs "
+                          "carry data.n_val, and this fills in only where a run lacks it)")
     tab.add_argument("--state-col", default=None,
                      help="column with COMPLETE/PRUNED/FAIL (default: all rows COMPLETE)")
     tab.add_argument("--explain-col", action="append", default=[], metavar="COL",
@@ -116,6 +120,9 @@ def report(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise AnalysisInputError("--bootstrap must be >= 0")
+    if args.val_size is not None and args.val_size < 1:
+        raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
+                                 "must be >= 1")
     if args.csv is not None:
         if args.experiment:
             raise AnalysisInputError("use either --csv or --experiment, not both")
@@ -137,7 +144,7 @@ def report(args: argparse.Namespace) -> int:
 
     out = args.out or default_out(ds.experiments)
     analysis = analyse(ds, scoring=args.scoring, include_pruned=args.include_pruned,
-                       n_boot=args.bootstrap, seed=args.bootstrap_seed)
+                       n_boot=args.bootstrap, seed=args.bootstrap_seed, val_size=args.val_size)
     figs = figures.draw_all(analysis, out)
     title = "Loss vs accuracy picks: " + ", ".join(map(report_doc.literal, ds.experiments))
     files = report_doc.write(analysis, figs, out, title=title)

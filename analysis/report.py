@@ -18,7 +18,10 @@ from urllib.parse import quote
 from markdown_it import MarkdownIt
 
 from analysis.figures import Figure
+from analysis.rules import REFERENCE
 from analysis.summary import Analysis, jsonable
+
+ACCURACY_RULE = "max_val_accuracy"
 
 LOSS_DEFINITION = (
     "**Loss metric.** The primary loss is {loss}. For `val_loss` this is what Keras and the "
@@ -272,81 +275,142 @@ def _level_rows(name: str, block: dict) -> list[list]:
 
 def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     """The report in reading order: answer, rule x cost, figures, details, definitions."""
-    s = analysis.summary
-    names = _names(s)
+    summary = analysis.summary
+    quoted = _quoted_names(summary)
     doc = Doc()
     doc.h(1, title)
-    _answer(doc, s, names)
-    _rule_cost(doc, s, names)
-    if s["notes"] or s["warnings"]:
+    _answer(doc, summary, quoted)
+    _rule_cost(doc, summary, quoted)
+    if summary["notes"] or summary["warnings"]:
         doc.h(2, "Read this first")
-        doc.bullets([literal(line) for line in s["notes"] + s["warnings"]])
+        doc.bullets([literal(line) for line in summary["notes"] + summary["warnings"]])
     _figures(doc, figures)
     doc.h(2, "Exclusions")
-    if s["exclusions"]:
-        doc.table(["what", "why", "count"], [[literal(x["what"]), literal(x["why"]), str(x["count"])]
-                                             for x in s["exclusions"]])
+    if summary["exclusions"]:
+        doc.table(["what", "why", "count"],
+                  [[literal(item["what"]), literal(item["why"]), str(item["count"])]
+                   for item in summary["exclusions"]])
     else:
         doc.p("Nothing was left out.")
-    _rates(doc, s)
-    _rank_agreement(doc, s)
-    _cost(doc, s, names)
-    _epoch_level(doc, s, names)
-    _calibration(doc, s)
-    _study_size(doc, s)
-    _explanations(doc, s)
-    _boundary(doc, s)
-    _definitions(doc, s, names)
+    _rates(doc, summary)
+    _rank_agreement(doc, summary)
+    _cost(doc, summary, quoted)
+    _epoch_level(doc, summary, quoted)
+    _calibration(doc, summary)
+    _study_size(doc, summary)
+    _explanations(doc, summary)
+    _boundary(doc, summary)
+    _definitions(doc, summary, quoted)
     doc.p("Machine-readable numbers: [summary.json](summary.json).")
     return doc
 
 
-def _names(s: dict) -> dict:
+def _quoted_names(summary: dict) -> dict:
     """The metric and source names the text quotes, each marked as code."""
-    source, boot = s["source"], s["source"]["bootstrap"]
-    return {"loss": code(s["loss_metric"]),  # a CSV column name in table mode
+    source, boot = summary["source"], summary["source"]["bootstrap"]
+    return {"loss": code(summary["loss_metric"]),  # a CSV column name in table mode
             "accuracy": code(source.get("columns", {}).get("accuracy-col", "val_accuracy")),
             "name": code(source.get("name")), "boot": boot["resamples"], "seed": boot["seed"]}
 
 
-def _answer(doc: Doc, s: dict, names: dict) -> None:
-    t, loss, accuracy = s["trial_level"], names["loss"], names["accuracy"]
-    doc.p(f"**Answer.** In {_count(t['disagreements'])} of {t['studies']} studies "
-          f"({_fmt(t['rate'], True)}; 95% CI: Wilson {_ci(t['ci95_wilson'])}, bootstrap over "
-          f"studies {_boot(t)}) the trial with minimal {loss} was not among the "
-          f"trials with maximal {accuracy} (trials scored by their {s['scoring']} epoch; "
-          f"{t['trials']} trials in all; with ties at minimal loss counted leniently "
-          f"{_fmt(t['rate_lenient'], True)}, strictly {_fmt(t['rate_strict'], True)}).")
-    if "epoch_level" in s:
-        e = s["epoch_level"]
+def _answer(doc: Doc, summary: dict, quoted: dict) -> None:
+    trial, loss, accuracy = summary["trial_level"], quoted["loss"], quoted["accuracy"]
+    doc.p(f"**Answer.** In {_count(trial['disagreements'])} of {trial['studies']} studies "
+          f"({_fmt(trial['rate'], True)}; 95% CI: Wilson {_ci(trial['ci95_wilson'])}, bootstrap over "
+          f"studies {_boot(trial)}) the trial with minimal {loss} was not among the "
+          f"trials with maximal {accuracy} (trials scored by their {summary['scoring']} epoch; "
+          f"{trial['trials']} trials in all; with ties at minimal loss counted leniently "
+          f"{_fmt(trial['rate_lenient'], True)}, strictly {_fmt(trial['rate_strict'], True)}).")
+    if "epoch_level" in summary:
+        epoch = summary["epoch_level"]
         doc.p(f"Within trials, the epoch of minimal {loss} was not an epoch of maximal "
-              f"{accuracy} in {e['disagreements']} of {e['trials']} trials "
-              f"({_fmt(e['rate'], True)}; 95% CI: Wilson {_ci(e['ci95_wilson'])}, cluster "
-              f"bootstrap over studies {_boot(e)}).")
+              f"{accuracy} in {epoch['disagreements']} of {epoch['trials']} trials "
+              f"({_fmt(epoch['rate'], True)}; 95% CI: Wilson {_ci(epoch['ci95_wilson'])}, cluster "
+              f"bootstrap over studies {_boot(epoch)}).")
     doc.p("The terms (*loss pick*, *disagrees*, the intervals) are defined in the *Definitions* "
           "section at the end.")
 
 
-def _rule_cost(doc: Doc, s: dict, names: dict) -> None:
-    """Each selection rule: how often its pick differs from the loss rule's, and at what
-    test cost. Only with test accuracies; the loss rule is the reference row."""
-    t = s["trial_level"]
-    if "test_accuracy_gain_of_accuracy_pick" not in t:
+# The rule x cost table's test metrics: summary key, column header, how a difference prints.
+COST_COLUMNS = (("test_accuracy", "test accuracy", True), ("test_crossentropy", "test NLL", False),
+                ("test_ece", "test ECE", False), ("test_brier", "test Brier", False))
+
+
+def _rule_cost(doc: Doc, summary: dict, quoted: dict) -> None:
+    """Each selection rule: how often its pick is another trial than the loss rule's, and
+    what its pick costs on the test set against the loss rule's (paired per study)."""
+    if "rules" not in summary:
         return
-    gain, regret = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
+    rules, costs = summary["rules"], summary["rule_costs"]
+    versus_loss = {pair["rules"][1]: pair["trial_level"] for pair in summary["rule_pairs"]
+                   if pair["rules"][0] == REFERENCE}
     doc.h(2, "Selection rules and their test cost")
-    doc.p("Trial level, one pick per study. *Gain*: the rule's pick's test accuracy minus the "
-          "loss pick's, in percentage points (pp; positive favours the rule; 95% CI a paired "
-          "bootstrap over studies). *Regret*: how far the pick's test accuracy falls short of "
-          "the study's test-best trial (0 is perfect).")
-    doc.table(["rule", "pick differs from the loss rule's", "Wilson 95% CI", "test-accuracy gain",
-               "95% CI", "mean test regret"],
-              [[f"minimal {names['loss']} (the loss rule)", "reference", "—", "reference", "—",
-                _pp(regret["loss_pick"], False)],
-               [f"maximal {names['accuracy']} (the accuracy rule)",
-                f"{_count(t['disagreements'])} of {t['studies']} studies ({_fmt(t['rate'], True)})",
-                _ci(t["ci95_wilson"]), _pp(gain["mean"]), _boot_pp(gain, "ci95"),
-                _pp(regret["accuracy_pick"], False)]])
+    doc.p("One pick per study and rule, each rule over every epoch of every trial unless its "
+          "definition says otherwise; ties go to the first trial (trial number, or file order) "
+          "and its earliest epoch. *Differs*: studies whose pick is another trial than the loss "
+          "rule's (Wilson 95% CI). Test columns: the rule's pick minus the loss rule's pick on "
+          "the test set, per study, mean and 95% paired bootstrap CI over studies; accuracy in "
+          "percentage points (pp, positive favours the rule), NLL, ECE and Brier score lower is "
+          "better (negative favours the rule). Because a tie goes to the first trial here, the "
+          "accuracy rule's row can exceed the answer's rate, which counts a study as agreeing "
+          "when the loss pick is among the trials tied at maximal accuracy.")
+    rows = []
+    for name, rule in rules.items():
+        if not rule["available"]:
+            continue
+        label = _rule_label(name, quoted)
+        if name == REFERENCE:
+            rows.append([label, "reference", *["reference"] * len(COST_COLUMNS)])
+            continue
+        rows.append([label, _differs(versus_loss.get(name)),
+                     *[_cost_cell(costs.get(name, {}).get(metric, {}), in_pp)
+                       for metric, _, in_pp in COST_COLUMNS]])
+    doc.table(["rule", "differs from the loss rule's trial [Wilson 95% CI]",
+               *[f"{header} − loss rule's [95% CI]" for _, header, _ in COST_COLUMNS]], rows)
+    missing_columns = {metric: costs[REFERENCE][metric]["missing"] for metric, _, _ in COST_COLUMNS
+                       if "missing" in costs.get(REFERENCE, {}).get(metric, {})}
+    if missing_columns:
+        doc.p("n/a: " + "; ".join(f"{code(metric)}: {literal(reason)}"
+                                  for metric, reason in missing_columns.items()) + ".")
+    absent = [(name, rule["unavailable_reason"]) for name, rule in rules.items()
+              if not rule["available"]]
+    if absent:
+        doc.p("Not available from this input: " + "; ".join(
+            f"{code(name)} ({literal(reason)})" for name, reason in absent) + ".")
+
+
+def _rule_label(name: str, quoted: dict) -> str:
+    if name == REFERENCE:
+        return f"minimal {quoted['loss']} (the loss rule)"
+    if name == ACCURACY_RULE:
+        return f"maximal {quoted['accuracy']} (the accuracy rule)"
+    return code(name)
+
+
+def _differs(block: dict | None) -> str:
+    if not block or not block["studies"]:
+        return "n/a (no study where both rules pick)"
+    return (f"{block['disagreements']} of {block['studies']} studies "
+            f"({_fmt(block['rate'], True)}) {_ci(block['ci95_wilson'])}")
+
+
+def _cost_cell(cost: dict, in_pp: bool) -> str:
+    """A paired difference and its interval, or n/a with the reason."""
+    if "mean" not in cost:
+        return "n/a"
+    mean = _pp(cost["mean"]) if in_pp else _signed(cost["mean"])
+    why = cost.get("ci95_bootstrap_missing")
+    if why:  # its first clause; summary.json and the Definitions give the whole reason
+        return f"{mean} (no interval: {literal(why.split(':')[0].split(', so')[0])})"
+    low, high = cost["ci95_bootstrap"]
+    return (f"{mean} [{_pp(low)}, {_pp(high)}]" if in_pp
+            else f"{mean} [{_signed(low)}, {_signed(high)}]")
+
+
+def _signed(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.4f}"
 
 
 def _figures(doc: Doc, figures: list[Figure]) -> None:
@@ -537,13 +601,19 @@ def _boundary(doc: Doc, s: dict) -> None:
                for b in checks])
 
 
-def _definitions(doc: Doc, s: dict, names: dict) -> None:
+def _definitions(doc: Doc, summary: dict, quoted: dict) -> None:
     """Last: a reader who needs a term looks it up; the others reach the numbers first."""
     doc.h(2, "Definitions")
-    loss_definition = (TABLE_LOSS_DEFINITION if s["source"].get("kind") in ("csv", "parquet")
+    loss_definition = (TABLE_LOSS_DEFINITION if summary["source"].get("kind") in ("csv", "parquet")
                        else LOSS_DEFINITION)
-    doc.bullets([(loss_definition if d is LOSS_DEFINITION else d).format(**names)
-                 for d in DEFINITIONS])
+    items = [(loss_definition if text is LOSS_DEFINITION else text).format(**quoted)
+             for text in DEFINITIONS]
+    if "rules" in summary:
+        items.append("**Selection rules** (the rule x cost table; `docs/analysis.md` cites where "
+                     "each comes from): " + "; ".join(
+                         f"{code(name)}: {literal(rule['description'])}"
+                         for name, rule in summary["rules"].items() if rule["available"]) + ".")
+    doc.bullets(items)
 
 
 def _explanations(doc: Doc, s: dict) -> None:

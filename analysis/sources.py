@@ -37,7 +37,7 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentro
 KEY = ["study", "trial"]
 # Kept columns that are not hyperparameters, so `hyperparams` never picks them up.
 META_COLUMNS = {"experiment", "study", "trial", "order", "state", "budget", "class_imbalance",
-                "run_id"}
+                "run_id", "n_val"}
 
 # Undotted params every trial run carries besides its knobs: the search's config
 # (`SearchConfig.flat()`) and a worker's index. Written out rather than imported, so a
@@ -131,6 +131,9 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
                 f"{pd.to_numeric(raw[column], errors='coerce').max():g}); give accuracies as "
                 "fractions in [0, 1]")
 
+    # Metric columns the selection rules read, carried under their contract names.
+    from analysis.rules import TABLE_METRICS
+    extras = [c for c in TABLE_METRICS if c in raw.columns and c not in named.values()]
     experiment = path.stem
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric=loss_col,
                  experiments=[experiment], explanatory=[f"x.{c}" for c in explain_cols],
@@ -140,9 +143,11 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     raw = _without_blank_ids(ds, raw, study_col, trial_col)
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",
-                   test_accuracy_col: "test_accuracy", epoch_col: "epoch"}, explain_cols)
+                   test_accuracy_col: "test_accuracy", epoch_col: "epoch",
+                   **{c: c for c in extras}}, explain_cols)
     table = _filter_states(ds, table, include_pruned, unit="rows")
     table = _usable_values(ds, table, named)
+    table = _usable_extras(ds, table, extras)
     if table.empty:
         raise AnalysisInputError(f"{path}: no usable rows (every row is excluded)")
 
@@ -245,6 +250,22 @@ def _usable_values(ds: Dataset, table: pd.DataFrame, named: dict) -> pd.DataFram
     return table
 
 
+def _usable_extras(ds: Dataset, table: pd.DataFrame, extras: Sequence[str]) -> pd.DataFrame:
+    """The rules' extra metric columns: numeric, impossible values blanked (rows kept) and
+    listed, as for the test accuracy."""
+    from analysis.rules import TABLE_METRICS
+
+    table = _numeric(table, extras)
+    for column in extras:
+        impossible = (checks.impossible_accuracy if TABLE_METRICS[column] == "fraction"
+                      else checks.impossible_loss)(table[column])
+        ds.exclude(f"values of {column}", "impossible (outside [0, 1], or a negative or infinite "
+                   "loss): left out of the rules that use this column (the rows stay)",
+                   int(impossible.sum()))
+        table.loc[impossible, column] = np.nan
+    return table
+
+
 def _epoch_level(ds: Dataset, table: pd.DataFrame, epochs: int | None, path: Path) -> None:
     """Epochs counted from 0 and each trial's budget: `--epochs`, else its study's largest
     epoch count. A table whose epochs start at 1 is shifted, so positions in the budget
@@ -261,8 +282,10 @@ def _epoch_level(ds: Dataset, table: pd.DataFrame, epochs: int | None, path: Pat
         raise AnalysisInputError(
             f"{path}: --epochs {epochs}, but study {beyond['study']!r} trial {beyond['trial']!r} "
             f"has epoch {int(beyond['epoch']) + ds.source['epoch_base']}")
+    from analysis.rules import TABLE_METRICS
     ds.epochs = table[[*KEY, "epoch", "val_loss", "val_accuracy"]
-                      + (["test_accuracy"] if "test_accuracy" in table else [])].reset_index(drop=True)
+                      + [c for c in ("test_accuracy", *TABLE_METRICS) if c in table]
+                      ].reset_index(drop=True)
     trials = table.groupby(KEY, sort=False).agg(
         experiment=("experiment", "first"), order=("order", "first"), state=("state", "first"),
         budget=("epoch", "max"), **{c: (c, "mean") for c in ds.explanatory}).reset_index()
@@ -425,6 +448,9 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                "state": tags.get("optuna.trial_state"),
                "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
                "budget": params.get("train.epochs"),
+               # validation images, for the rule "accuracy within noise" (older stores: the
+               # configured data.val_size, which the split always honours)
+               "n_val": params.get("data.n_val", params.get("data.val_size")),
                "class_imbalance": params.get("data.class_imbalance")}
         # Sampled hyperparameters are the undotted params; dotted ones are fixed config, and
         # the search's own settings (trials, timeout, seed, ...) say how it ran, not what.
@@ -438,6 +464,7 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
     trials.loc[clash, "study"] = trials.loc[clash, "experiment"] + "/" + trials.loc[clash, "study"]
     trials["order"] = pd.to_numeric(trials["trial"], errors="coerce")
     trials["budget"] = pd.to_numeric(trials["budget"], errors="coerce")
+    trials["n_val"] = pd.to_numeric(trials["n_val"], errors="coerce")
     trials["class_imbalance"] = pd.to_numeric(trials["class_imbalance"], errors="coerce")
 
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric="val_loss",

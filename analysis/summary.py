@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import axes, compare, cost, design, explain, ranks, size
+from analysis import axes, compare, cost, design, explain, ranks, rule_comparison, size
 from analysis.intervals import bootstrap_gap, bootstrap_mean, wilson
 from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
@@ -145,7 +145,9 @@ def _levels(scored: pd.DataFrame, epochs: pd.DataFrame | None, loss: str, ds: Da
 
 
 def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
-            n_boot: int = 2000, seed: int = 0) -> Analysis:
+            n_boot: int = 2000, seed: int = 0, val_size: int | None = None) -> Analysis:
+    """Every statistic of the report. `val_size`: validation images per trial where the
+    runs do not say (CSV mode), for the rule that needs it."""
     scored = scored_trials(ds, scoring)
     if scored.empty:
         from analysis.errors import AnalysisInputError
@@ -159,8 +161,11 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
                      "include_pruned": include_pruned}
 
     # The val_crossentropy variant: the same statistics without the L2 term in the loss.
+    # Only from MLflow, where val_loss is known to be Keras's (with the penalty); a table's
+    # val_crossentropy column still feeds its selection rule.
     summary["variants"] = {}
-    if ds.epochs is not None and "val_crossentropy" in ds.epochs and ds.epochs["val_crossentropy"].notna().any():
+    if (ds.source.get("kind") == "mlflow" and ds.epochs is not None and "val_crossentropy" in ds.epochs
+            and ds.epochs["val_crossentropy"].notna().any()):
         variant, xpicks, _, _ = _levels(scored, ds.epochs, "val_crossentropy", ds, scoring, n_boot,
                                         seed, with_mcnemar=False)
         summary["variants"]["val_crossentropy"] = variant
@@ -201,6 +206,11 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
                 "ci95_bootstrap_missing": bootstrap_gap(difference, n_boot=n_boot)}
         summary["calibration_of_picks"] = calibration
 
+    # Every selection rule on the same trials: pairwise disagreement and held-out cost.
+    summary.update(rule_comparison.compare(
+        rule_comparison.rule_input(ds.epochs, scored, ds.source.get("kind", ""), val_size),
+        n_boot, seed))
+
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
     summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
     size_table = size.disagreement_vs_k(scored, "val_loss", n_boot=n_boot, seed=seed)
@@ -216,7 +226,8 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     summary["exclusions"] = ds.exclusions
     summary["source"] = {**ds.source, "studies_analysed": int(len(picks)),
                          "trials_analysed": int(len(scored)),
-                         "bootstrap": {"resamples": n_boot, "seed": seed}}
+                         "bootstrap": {"resamples": n_boot, "seed": seed},
+                         **({"val_size": val_size} if val_size is not None else {})}
     return Analysis(summary=summary, scored=scored, trial=picks, epoch=ep, ranks=rank_table,
                     size=size_table, epochs=ds.epochs, loss_label=loss_label,
                     hyperparams=ds.hyperparams, notes=notes, warnings=warnings)

@@ -35,6 +35,17 @@ def test_page_leads_with_answer_and_rule_table_and_ends_with_definitions(mlflow_
         codes = driver.execute_script(
             "return Array.from(document.querySelectorAll('code')).map(e => e.textContent)")
         assert "val_loss" in codes and "val_accuracy" in codes
+        # The first table on screen is the rule x cost table, one row per available rule.
+        first_cells = driver.execute_script(
+            "return Array.from(document.querySelector('table').querySelectorAll('tbody tr'))"
+            ".map(row => row.cells[0].textContent)")
+        assert first_cells[:2] == ["minimal val_loss (the loss rule)",
+                                   "maximal val_accuracy (the accuracy rule)"]
+        assert {"min_val_crossentropy", "last5_avg_val_loss", "last5_avg_val_accuracy",
+                "accuracy_within_noise_then_loss", "max_val_accuracy_then_min_val_loss",
+                "early_stopping_val_loss_p5", "early_stopping_val_loss_p5_restore",
+                "early_stopping_val_accuracy_p5_restore"} <= set(first_cells[2:])
+        assert "min_val_calibrated_nll" not in first_cells and "min_val_calibrated_nll" in body
         # Where each part sits on the rendered page, top to bottom.
         top = driver.execute_script("""
             const y = el => el.getBoundingClientRect().top + window.scrollY;
@@ -58,25 +69,37 @@ def test_page_leads_with_answer_and_rule_table_and_ends_with_definitions(mlflow_
 def test_rule_table_gives_each_rules_disagreement_and_test_cost(mlflow_report):
     out = mlflow_report["out"]
     markdown = (out / "report.md").read_text()
-    t = json.loads((out / "summary.json").read_text())["trial_level"]
+    summary = json.loads((out / "summary.json").read_text())
     headings = _h2(markdown)
     assert headings[0] == RULE_TABLE and headings[-1] == "Definitions"
     assert headings.index("Figures") < headings.index("Exclusions") < headings.index("Disagreement rates")
     rows = markdown.split(f"## {RULE_TABLE}")[1].split("\n## ")[0]
-    gain, regret = t["test_accuracy_gain_of_accuracy_pick"], t["test_regret"]
-    assert (f"| minimal `val_loss` (the loss rule) | reference | — | reference | — | "
-            f"{regret['loss_pick'] * 100:.2f} pp |") in rows
-    assert (f"| maximal `val_accuracy` (the accuracy rule) | {t['disagreements']} of {t['studies']} "
-            f"studies ({t['rate']:.1%}) |") in rows
-    assert f"| {gain['mean'] * 100:+.2f} pp |" in rows
-    assert f"| {regret['accuracy_pick'] * 100:.2f} pp |" in rows
+    assert "| minimal `val_loss` (the loss rule) | reference | reference |" in rows
+    pairs = {tuple(pair["rules"]): pair["trial_level"] for pair in summary["rule_pairs"]}
+    for name, rule in summary["rules"].items():
+        if not rule["available"] or name == "min_val_loss":
+            continue
+        label = "maximal `val_accuracy` (the accuracy rule)" if name == "max_val_accuracy" else f"`{name}`"
+        differs = pairs[("min_val_loss", name)]
+        accuracy = summary["rule_costs"][name]["test_accuracy"]
+        nll = summary["rule_costs"][name]["test_crossentropy"]
+        # The row: the disagreement count, the accuracy cost in pp, the NLL cost, and n/a
+        # for the ECE and Brier columns the synthetic store does not log.
+        assert (f"| {label} | {differs['disagreements']} of {differs['studies']} studies "
+                f"({differs['rate']:.1%}) ") in rows, name
+        row = next(line for line in rows.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {accuracy['mean'] * 100:+.2f} pp " in row and f"| {nll['mean']:+.4f} " in row
+        assert row.endswith("| n/a | n/a |")
+    # Rules the store cannot feed are named, with what they need.
+    assert "Not available from this input:" in rows and "`min_val_calibrated_nll`" in rows
     page = (out / "index.html").read_text()
     assert "<em>loss pick</em>" in page and "*loss pick*" not in page
 
 
 def test_table_mode_names_its_columns_and_puts_definitions_last(tmp_path: Path):
-    """Without test accuracies there is no rule x cost table; the answer quotes the columns
-    the user named, and a pipe in a name shows as a pipe in prose and in table cells."""
+    """Without test accuracies the rule x cost table still gives each rule's disagreement,
+    its cost cells n/a; the answer quotes the columns the user named, and a pipe in a name
+    shows as a pipe in prose and in table cells."""
     path = tmp_path / "runs.csv"
     trial_table().rename(columns={"val_loss": "loss|xent", "val_accuracy": "acc",
                                   "test_accuracy": "held_out"}).to_csv(path, index=False)
@@ -85,7 +108,8 @@ def test_table_mode_names_its_columns_and_puts_definitions_last(tmp_path: Path):
                         "--accuracy-col", "acc", "--bootstrap", "50")
     assert proc.returncode == 0, proc.stderr
     markdown = (plain / "report.md").read_text()
-    assert RULE_TABLE not in markdown and _h2(markdown)[-1] == "Definitions"
+    assert _h2(markdown)[0] == RULE_TABLE and _h2(markdown)[-1] == "Definitions"
+    assert "n/a: `test_accuracy`: no test\\_accuracy column in the input" in markdown
     answer = MarkdownIt("commonmark").enable("table").render(markdown.split("\n\n")[1])
     assert "maximal <code>acc</code>" in answer and "val_accuracy" not in answer
     assert "minimal <code>loss|xent</code>" in answer  # no stray backslash before the pipe
