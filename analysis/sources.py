@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import checks
-from analysis.axes import blank_inactive
+from analysis.boundary import blank_inactive
 from analysis.errors import AnalysisInputError
 from study.secrets import mask_secrets
 

@@ -95,7 +95,7 @@ def test_a_csv_named_dotdot_reports_into_a_folder_under_reports(tmp_path: Path, 
 
 def test_an_experiment_named_dots_reports_into_a_folder_under_reports(tmp_path: Path,
                                                                         report_folder) -> None:
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     folder = report_folder("___")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -123,7 +123,7 @@ HOSTILE = "<script>alert(1)</script>\n# Forged heading\n| x | y |"
 
 
 def test_names_cannot_inject_html_or_forge_lines(tmp_path: Path) -> None:
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # The study names are `<experiment>-seed<n>`: they carry the same payload.
