@@ -200,8 +200,7 @@ def rank_distribution(table: pd.DataFrame, out: Path) -> str:
 
 def calibration(table: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    sns.pointplot(data=table[~table["agree"]] if (~table["agree"]).any() else table, x="pick",
-                  y="val_ece", hue="study", ax=ax, palette="tab20", legend=False)
+    sns.pointplot(data=table, x="pick", y="val_ece", hue="study", ax=ax, palette="tab20", legend=False)
     ax.set_ylabel("val_ECE at the picked epoch")
     ax.set_xlabel("")
     return _save(fig, out, "calibration.png")

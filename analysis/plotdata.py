@@ -200,4 +200,11 @@ def figure_tables(analysis, max_panels: int) -> FigureTables:
         rates=rates_table(analysis.summary), epoch_gap=analysis.epoch, size=_or_none(analysis.size),
         axes=axis_infos(analysis.scored, analysis.trial, analysis.hyperparams,
                         analysis.summary.get("boundary_checks", [])),
-        ranks=_or_none(ranks_table(analysis.ranks)), calibration=_or_none(calibration_table(analysis.trial)))
+        ranks=_or_none(ranks_table(analysis.ranks)), calibration=_or_none(calibration_shown(analysis.trial)))
+
+
+def calibration_shown(picks: pd.DataFrame) -> pd.DataFrame:
+    """The calibration figure's pairs: the disagreeing studies' when any study disagrees
+    (agreeing ones join a point to itself), else all."""
+    long = calibration_table(picks)
+    return long[~long["agree"]] if not long.empty and (~long["agree"]).any() else long

@@ -54,3 +54,11 @@ def test_scatter_panels_come_disagreeing_first_and_stop_at_the_limit():
     ((study, trials),) = plotdata.scatter_panels(table, 1)
     # Picks sort last, so they are drawn on top of the other trials.
     assert study == "S2" and trials["role"].tolist() == ["loss pick", "accuracy pick"]
+
+
+def test_calibration_pairs_are_the_disagreeing_studies_when_any():
+    picks = PICKS.assign(val_ece_loss_pick=[0.01, 0.02], val_ece_accuracy_pick=[0.01, 0.05])
+    assert plotdata.calibration_shown(picks)["study"].tolist() == ["S2", "S2"]
+    agreeing = picks.assign(agree=True)
+    assert plotdata.calibration_shown(agreeing)["study"].tolist() == ["S1", "S2", "S1", "S2"]
+    assert plotdata.calibration_shown(PICKS).empty  # no val_ece: no figure
