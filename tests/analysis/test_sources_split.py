@@ -108,3 +108,17 @@ def test_histories_parse_as_one_and_file_by_file_alike():
     assert by_run["c"] == {"epoch": [0], "val_loss": [3.0]}
     assert by_run["g"]["epoch"] == [0] and by_run["g"]["val_loss"] == ["1\n2"]
     assert set(by_run) == {"a", "b", "c", "g"}  # no epoch column, no rows, no file: no history
+
+
+def test_the_contract_gives_mlflows_own_parent_tag_without_importing_mlflow_for_csv_input():
+    import subprocess
+    import sys
+
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    assert PARENT_RUN_ID == MLFLOW_PARENT_RUN_ID
+    # Importing mlflow takes seconds; a CSV report must not pay for it.
+    probe = ("import sys, analysis.cli, analysis.sources, analysis.summary, analysis.figures, study.contract; "
+             "print('mlflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
