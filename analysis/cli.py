@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from analysis.errors import AnalysisInputError
+from study.contract import ROLE_REPORT, RUN_ROLE
 from study.paths import PROJECT_ROOT, default_tracking_uri, tracking_server_problem
 from study.secrets import mask_secrets
 
@@ -68,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
                      help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's "
                           "mlruns/mlflow.db)")
     src.add_argument("--no-log", action="store_true",
-                     help="do not log the report to a run_role=report run")
+                     help=f"do not log the report to a {RUN_ROLE}={ROLE_REPORT} run")
     tab = r.add_argument_group("table input")
     tab.add_argument("--csv", type=Path, metavar="FILE", help="a CSV or Parquet table of trials")
     tab.add_argument("--study-col", default="study")
@@ -103,7 +104,7 @@ def _log_report(tracking_uri: str, experiment: str, out: Path, summary: dict) ->
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     run = client.create_run(exp.experiment_id, run_name="report", tags={
-        "run_role": "report", "experiments": ",".join(summary["by_experiment"]),
+        RUN_ROLE: ROLE_REPORT, "experiments": ",".join(summary["by_experiment"]),
         "loss_metric": summary["loss_metric"], "scoring": summary["scoring"]})
     rate = summary["trial_level"]["rate"]
     if rate == rate:  # NaN is not a metric MLflow should show as a number
@@ -151,7 +152,7 @@ def report(args: argparse.Namespace) -> int:
     print(f"wrote {len(files)} files to {_one_line(str(out))}")
     if tracking_uri is not None and not args.no_log:
         run_id = _log_report(tracking_uri, ds.experiments[0], out, analysis.summary)
-        print(f"logged to run {run_id} (run_role=report) in experiment {ds.experiments[0]!r}")
+        print(f"logged to run {run_id} ({RUN_ROLE}={ROLE_REPORT}) in experiment {ds.experiments[0]!r}")
     return 0
 
 

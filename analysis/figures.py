@@ -42,16 +42,33 @@ def _save(grid_or_fig, out: Path, name: str) -> str:
     return name
 
 
-def picks_scatter(table: pd.DataFrame, out: Path, loss: str, name: str, panels: int) -> str:
-    studies = list(table["study"].cat.categories)[:panels]
-    t = table[table["study"].isin(studies)].copy()
-    t["study"] = t["study"].cat.remove_unused_categories()
-    cols = min(4, len(studies))
-    g = sns.relplot(data=t, x=loss, y="val_accuracy", hue="role", palette=PALETTE,
-                    hue_order=list(PALETTE), col="study", col_wrap=cols, height=2.6,
-                    facet_kws={"sharex": False, "sharey": False}, s=45)
-    g.set_titles("{col_name}", size=8)
-    return _save(g, out, name)
+def _role_legend(fig, roles: list[str]) -> None:
+    """One legend for the whole figure, right of the panels (as seaborn's figure-level plots)."""
+    handles = [Line2D([], [], color=PALETTE[role], marker="o", ls="", label=role) for role in roles]
+    fig.legend(handles=handles, title="role", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def _scatter_roles(ax, table: pd.DataFrame, x: str, y: str, size: float) -> None:
+    """Each role in its colour, picks drawn last (on top): the table is sorted that way."""
+    for role, points in table.groupby("role", sort=False):
+        ax.scatter(points[x], points[y], s=size, color=PALETTE[role], label=role, edgecolors="white",
+                   linewidths=0.5)
+
+
+def picks_scatter(panels: list[tuple[str, pd.DataFrame]], out: Path, loss: str, name: str) -> str:
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for ax, (study, table) in zip(axes.flat, panels):
+        _scatter_roles(ax, table, loss, "val_accuracy", 45)
+        ax.set_title(study, size=8)
+        ax.set_xlabel(loss)
+        ax.set_ylabel("val_accuracy")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    _role_legend(fig, list(PALETTE))
+    return _save(fig, out, name)
 
 
 def pick_gaps(table: pd.DataFrame, out: Path, loss: str) -> str:
@@ -68,27 +85,30 @@ def pick_gaps(table: pd.DataFrame, out: Path, loss: str) -> str:
 
 
 def learning_curves(table: pd.DataFrame, out: Path) -> str:
-    g = sns.relplot(data=table, x="epoch", y="value", hue="role", row="panel", col="metric",
-                    kind="line", height=2.4, aspect=1.5, marker="o", hue_order=list(PALETTE)[1:3],
-                    palette=PALETTE, facet_kws={"sharey": False}, legend=False)
-    for (panel, metric), ax in g.axes_dict.items():
-        sub = table[(table["panel"] == panel) & (table["metric"] == metric)]
-        for role, curve in sub.groupby("role"):
-            ax.axvline(curve["min_loss_epoch"].iloc[0], color=PALETTE[role], ls="--", lw=1)
-            ax.axvline(curve["max_accuracy_epoch"].iloc[0], color=PALETTE[role], ls=":", lw=1.4)
+    panels = list(dict.fromkeys(table["panel"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(len(panels), len(metrics), figsize=(3.6 * len(metrics), 2.4 * len(panels)),
+                             sharex=True, squeeze=False)
+    for (panel, metric, role), curve in table.groupby(["panel", "metric", "role"], sort=False):
+        ax = axes[panels.index(panel), metrics.index(metric)]
+        ax.plot(curve["epoch"], curve["value"], marker="o", color=PALETTE[role])
+        ax.axvline(curve["min_loss_epoch"].iloc[0], color=PALETTE[role], ls="--", lw=1)
+        ax.axvline(curve["max_accuracy_epoch"].iloc[0], color=PALETTE[role], ls=":", lw=1.4)
+    for (row, panel), (col, metric) in ((r, c) for r in enumerate(panels) for c in enumerate(metrics)):
         # Study and picks on one line, the metric on the next: long study names stay
         # inside their own column instead of running into the neighbouring title.
-        ax.set_title(f"{panel}\n{metric}", size=8)
-        ax.set_ylabel(metric)
+        axes[row, col].set_title(f"{panel}\n{metric}", size=8)
+        axes[row, col].set_ylabel(metric)
+        axes[row, col].set_xlabel("epoch" if row == len(panels) - 1 else "")
     # One legend for the whole figure, below the axes, so it covers no panel or title.
     handles = [Line2D([], [], color=PALETTE["loss pick"], marker="o", label="loss pick"),
                Line2D([], [], color=PALETTE["accuracy pick"], marker="o", label="accuracy pick"),
                Line2D([], [], color="black", ls="--", lw=1, label="epoch of minimal val_loss"),
                Line2D([], [], color="black", ls=":", lw=1.4, label="epoch of maximal val_accuracy")]
-    g.figure.tight_layout()
-    g.figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
-                    frameon=False, fontsize=8)
-    return _save(g, out, "learning_curves.png")
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               frameon=False, fontsize=8)
+    return _save(fig, out, "learning_curves.png")
 
 
 def rates(table: pd.DataFrame, out: Path) -> str:
@@ -131,26 +151,26 @@ def disagreement_vs_k(size: pd.DataFrame, out: Path) -> str:
     return _save(fig, out, "disagreement_vs_k.png")
 
 
-def axis_plot(table: pd.DataFrame, out: Path, hp: str, log: bool, at_edge: bool,
-              range_source: str = "explored", bounds: tuple[float, float] | None = None) -> str:
+def axis_plot(info: plotdata.AxisInfo, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
+    table = info.table
     if pd.api.types.is_numeric_dtype(table["value"]):
-        sns.scatterplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
-                        hue_order=list(PALETTE), ax=ax, s=40)
-        if log:
+        _scatter_roles(ax, table, "value", "val_accuracy", 40)
+        if info.log:
             ax.set_xscale("log")
-        if bounds is not None:  # the searched range's ends, so its edges are visible
-            for b in bounds:
+        if info.bounds is not None:  # the searched range's ends, so its edges are visible
+            for b in info.bounds:
                 ax.axvline(b, color="#555555", ls="--", lw=0.8)
     else:
         with _seeded():
             sns.stripplot(data=table, x="value", y="val_accuracy", hue="role", palette=PALETTE,
                           hue_order=list(PALETTE), ax=ax)
-    ax.set_xlabel(hp + (" (dashed: ends of the searched range)" if bounds is not None else ""))
-    ax.set_title(f"{hp}" + (f"  ⚠ picks at the edge of the {range_source} range" if at_edge else ""),
-                 size=9, color="#b00000" if at_edge else "black")
+    ax.set_ylabel("val_accuracy")
+    ax.set_xlabel(info.name + (" (dashed: ends of the searched range)" if info.bounds is not None else ""))
+    ax.set_title(info.name + (f"  ⚠ picks at the edge of the {info.range_source} range" if info.at_edge else ""),
+                 size=9, color="#b00000" if info.at_edge else "black")
     ax.legend(fontsize=7)
-    name = f"axis_{''.join(c if c.isalnum() else '_' for c in hp)}.png"
+    name = f"axis_{''.join(c if c.isalnum() else '_' for c in info.name)}.png"
     return _save(fig, out, name)
 
 
@@ -180,91 +200,58 @@ def rank_distribution(table: pd.DataFrame, out: Path) -> str:
 
 def calibration(table: pd.DataFrame, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    sns.pointplot(data=table[~table["agree"]] if (~table["agree"]).any() else table, x="pick",
-                  y="val_ece", hue="study", ax=ax, palette="tab20", legend=False)
+    sns.pointplot(data=table, x="pick", y="val_ece", hue="study", ax=ax, palette="tab20", legend=False)
     ax.set_ylabel("val_ECE at the picked epoch")
     ax.set_xlabel("")
     return _save(fig, out, "calibration.png")
 
 
 def draw_all(analysis, out: Path) -> list[Figure]:
-    """Draw every figure the data supports; returns them in report order."""
+    """Draw every figure the data supports (`plotdata.figure_tables` decides); returns them
+    in report order."""
     out.mkdir(parents=True, exist_ok=True)
-    figs: list[Figure] = []
+    tables = plotdata.figure_tables(analysis, MAX_PANELS)
     loss = analysis.loss_label
-    scatter = plotdata.scatter_table(analysis.scored, analysis.trial)
-    n_studies = len(scatter["study"].cat.categories)
-    figs.append(Figure(picks_scatter(scatter, out, "val_loss", "picks_scatter.png", MAX_PANELS),
-                       "Loss against accuracy per trial",
-                       f"Each panel is a study (disagreeing ones first); where the blue loss pick and "
-                       f"the red accuracy pick are different points, minimal {loss} and maximal "
-                       "val_accuracy chose different trials."))
-    if n_studies > MAX_PANELS:
-        # One point per study instead of one panel per study (2,000 panels made 25 MB).
-        gaps = plotdata.pick_gaps_table(analysis.scored, analysis.trial)
-        figs.append(Figure(pick_gaps(gaps, out, loss), "How far apart the picks are, all studies",
-                           f"Each point is one of the {n_studies} studies: how much val_accuracy "
+    figs = [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
+                                 "picks_scatter.png"),
+                   "Loss against accuracy per trial",
+                   f"Each panel is a study (disagreeing ones first); where the blue loss pick and "
+                   f"the red accuracy pick are different points, minimal {loss} and maximal "
+                   "val_accuracy chose different trials.")]
+    if tables.pick_gaps is not None:
+        figs.append(Figure(pick_gaps(tables.pick_gaps, out, loss), "How far apart the picks are, all studies",
+                           f"Each point is one of the {tables.n_studies} studies: how much val_accuracy "
                            f"its loss pick gives up against the study's best (x) and how much "
                            f"{loss} its accuracy pick gives up against the study's minimum (y); "
                            "agreeing studies sit at the origin, far points are studies where "
                            "the choice of rule matters most."))
-    if analysis.epochs is not None:
-        curves = plotdata.curves_table(analysis.epochs, analysis.trial)
-        if not curves.empty:
-            figs.append(Figure(learning_curves(curves, out), "Learning curves of the picks",
-                               "Dashed lines mark each curve's epoch of minimal val_loss and dotted "
-                               "lines its epoch of maximal val_accuracy, in the curve's colour; "
-                               "look for accuracy still rising after the loss has turned."))
-    figs.append(Figure(rates(plotdata.rates_table(analysis.summary), out), "Disagreement rates",
+    if tables.curves is not None:
+        figs.append(Figure(learning_curves(tables.curves, out), "Learning curves of the picks",
+                           "Dashed lines mark each curve's epoch of minimal val_loss and dotted "
+                           "lines its epoch of maximal val_accuracy, in the curve's colour; "
+                           "look for accuracy still rising after the loss has turned."))
+    figs.append(Figure(rates(tables.rates, out), "Disagreement rates",
                        "Points are the share of studies (trial level) or trials (epoch level) whose "
                        "two picks differ, with 95% intervals: Wilson at trial level, the cluster "
                        "bootstrap over studies at epoch level (trials of a study are not "
                        "independent); a bare point has no interval; wide bars mean more "
                        "replicates are needed."))
-    if analysis.epoch is not None:
-        figs.append(Figure(epoch_gap(analysis.epoch, out), "Epoch gap",
+    if tables.epoch_gap is not None:
+        figs.append(Figure(epoch_gap(tables.epoch_gap, out), "Epoch gap",
                            "Bars right of zero are trials whose accuracy peaked after their loss "
                            "minimum, the usual overfitting shape; mass at zero means the epochs agree."))
-    if not analysis.size.empty:
-        figs.append(Figure(disagreement_vs_k(analysis.size, out), "Disagreement against study size",
-                           size_caption(analysis.size)))
-    checks: dict[str, dict] = {}
-    for b in analysis.summary.get("boundary_checks", []):
-        c = checks.setdefault(b["param"], {**b, "at_edge": False})
-        c["at_edge"] = c["at_edge"] or b["at_edge"]
-    for hp in analysis.hyperparams:
-        table = plotdata.axis_table(analysis.scored, analysis.trial, hp)
-        name = hp[3:] if hp.startswith("hp.") else hp
-        check = checks.get(name)
-        x = pd.to_numeric(table["value"], errors="coerce")
-        if check is not None:
-            log, source = check["log_scale"], check["range_source"]
-        else:
-            log = bool(x.notna().all() and x.min() > 0 and x.max() / x.min() >= 10)
-            source = "explored"
-        bounds = None
-        if check and check["range_source"] == "searched" and len(check["ranges"]) == 1 \
-                and check["ranges"][0]["kind"] == "interval":
-            bounds = (check["ranges"][0]["low"], check["ranges"][0]["high"])
-        if check is None:
-            edge_note = "no edge check (categorical, or fewer than three values)"
-        else:
-            edge_note = (f"the edge check uses the {source} range {check['range']}; a red "
-                         "title means most picks sit in its outer 10% (first or last choice), "
-                         "so the range should widen")
-        figs.append(Figure(axis_plot(table, out, name, log, bool(check and check["at_edge"]),
-                                     source, bounds),
-                           f"Playbook axis plot: {name}",
-                           f"Validation accuracy of every trial against {name}, with both "
-                           f"picks coloured; {edge_note}."))
-    ranks = plotdata.ranks_table(analysis.ranks)
-    if not ranks.empty:
-        figs.append(Figure(rank_distribution(ranks, out), "Rank agreement",
+    if tables.size is not None:
+        figs.append(Figure(disagreement_vs_k(tables.size, out), "Disagreement against study size",
+                           size_caption(tables.size)))
+    figs += [Figure(axis_plot(info, out), f"Playbook axis plot: {info.name}",
+                    f"Validation accuracy of every trial against {info.name}, with both "
+                    f"picks coloured; {info.edge_note}.") for info in tables.axes]
+    if tables.ranks is not None:
+        figs.append(Figure(rank_distribution(tables.ranks, out), "Rank agreement",
                            "Each point is a study; values near +1 mean loss and accuracy rank its "
                            "trials the same way, values near 0 or below mean they do not."))
-    calib = plotdata.calibration_table(analysis.trial)
-    if not calib.empty:
-        figs.append(Figure(calibration(calib, out), "Calibration of the picks",
+    if tables.calibration is not None:
+        figs.append(Figure(calibration(tables.calibration, out), "Calibration of the picks",
                            "Lines join the two picks of a study (disagreeing studies only when any); "
                            "a higher ECE for the accuracy pick means it is the more overconfident model."))
     return figs

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.sources import _read_artifact
+from analysis.store import read_artifact as _read_artifact
 from study.contract import OUTCOMES_NPZ
 
 if TYPE_CHECKING:

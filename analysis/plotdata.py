@@ -4,6 +4,7 @@ figure draws, so what a figure shows is unit-testable without drawing it."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -112,3 +113,98 @@ def pick_gaps_table(scored: pd.DataFrame, picks: pd.DataFrame, loss: str = "val_
         "accuracy_given_up": reference["best_accuracy"].to_numpy() - loss_pick["val_accuracy"].to_numpy(),
         "loss_given_up": accuracy_pick[loss].to_numpy() - reference["best_loss"].to_numpy(),
         "agree": picks["agree"].to_numpy(bool)})
+
+
+class AxisInfo(NamedTuple):
+    """What one Playbook axis plot shows, decided before drawing."""
+
+    hp: str                                   # the column, `hp.<name>`
+    name: str                                 # the knob's name as the search space has it
+    table: pd.DataFrame                       # axis_table: value, val_accuracy, role per trial
+    log: bool                                 # log x axis: the check's range, else ≥ 10x positive spread
+    range_source: str                         # "searched" or "explored" (the check's range)
+    bounds: tuple[float, float] | None        # ends of a single searched interval, drawn dashed
+    at_edge: bool                             # most picks in the range's outer 10%: title in red
+    edge_note: str                            # the caption's clause about the edge check
+
+
+def _merged_checks(boundary_checks: list[dict]) -> dict[str, dict]:
+    """One check per knob (a check per pick rule comes in): at the edge for either rule."""
+    merged: dict[str, dict] = {}
+    for check in boundary_checks:
+        one = merged.setdefault(check["param"], {**check, "at_edge": False})
+        one["at_edge"] = one["at_edge"] or check["at_edge"]
+    return merged
+
+
+def axis_infos(scored: pd.DataFrame, picks: pd.DataFrame, hyperparams: list[str],
+               boundary_checks: list[dict]) -> list[AxisInfo]:
+    """An AxisInfo per varied hyperparameter, in the order given."""
+    checks = _merged_checks(boundary_checks)
+    infos = []
+    for hp in hyperparams:
+        table = axis_table(scored, picks, hp)
+        name = hp[3:] if hp.startswith("hp.") else hp
+        check = checks.get(name)
+        if check is None:
+            x = pd.to_numeric(table["value"], errors="coerce")
+            infos.append(AxisInfo(hp, name, table, bool(x.notna().all() and x.min() > 0 and x.max() / x.min() >= 10),
+                                  "explored", None, False,
+                                  "no edge check (categorical, or fewer than three values)"))
+            continue
+        ranges, source = check["ranges"], check["range_source"]
+        bounds = ((ranges[0]["low"], ranges[0]["high"])
+                  if source == "searched" and len(ranges) == 1 and ranges[0]["kind"] == "interval" else None)
+        infos.append(AxisInfo(hp, name, table, check["log_scale"], source, bounds, bool(check["at_edge"]),
+                              f"the edge check uses the {source} range {check['range']}; a red title "
+                              "means most picks sit in its outer 10% (first or last choice), so the "
+                              "range should widen"))
+    return infos
+
+
+def scatter_panels(table: pd.DataFrame, panels: int) -> list[tuple[str, pd.DataFrame]]:
+    """The first `panels` studies of a scatter_table (disagreeing first), each with its trials."""
+    studies = list(table["study"].cat.categories)[:panels]
+    grouped = dict(tuple(table[table["study"].isin(studies)].groupby("study", observed=True)))
+    return [(str(study), grouped[study]) for study in studies if study in grouped]
+
+
+class FigureTables(NamedTuple):
+    """Every figure's table, None for a figure the data does not support (not drawn)."""
+
+    scatter: pd.DataFrame                     # always: a panel per study, the first few
+    n_studies: int
+    pick_gaps: pd.DataFrame | None            # only with more studies than scatter panels
+    curves: pd.DataFrame | None               # needs epochs
+    rates: pd.DataFrame
+    epoch_gap: pd.DataFrame | None            # needs epoch-level picks
+    size: pd.DataFrame | None                 # the k-curve, when any study has k >= 2 trials
+    axes: list[AxisInfo]
+    ranks: pd.DataFrame | None
+    calibration: pd.DataFrame | None          # needs val_ece at the picks
+
+
+def _or_none(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    return None if table is None or table.empty else table
+
+
+def figure_tables(analysis, max_panels: int) -> FigureTables:
+    """What every figure of `analysis` (an `analysis.summary.Analysis`) shows."""
+    scatter = scatter_table(analysis.scored, analysis.trial)
+    n_studies = len(scatter["study"].cat.categories)
+    # One point per study instead of one panel per study (2,000 panels made 25 MB).
+    gaps = pick_gaps_table(analysis.scored, analysis.trial) if n_studies > max_panels else None
+    curves = curves_table(analysis.epochs, analysis.trial) if analysis.epochs is not None else None
+    return FigureTables(
+        scatter=scatter, n_studies=n_studies, pick_gaps=gaps, curves=_or_none(curves),
+        rates=rates_table(analysis.summary), epoch_gap=analysis.epoch, size=_or_none(analysis.size),
+        axes=axis_infos(analysis.scored, analysis.trial, analysis.hyperparams,
+                        analysis.summary.get("boundary_checks", [])),
+        ranks=_or_none(ranks_table(analysis.ranks)), calibration=_or_none(calibration_shown(analysis.trial)))
+
+
+def calibration_shown(picks: pd.DataFrame) -> pd.DataFrame:
+    """The calibration figure's pairs: the disagreeing studies' when any study disagrees
+    (agreeing ones join a point to itself), else all."""
+    long = calibration_table(picks)
+    return long[~long["agree"]] if not long.empty and (~long["agree"]).any() else long

@@ -20,6 +20,7 @@ from markdown_it import MarkdownIt
 from analysis.figures import Figure
 from analysis.rules import REFERENCE
 from analysis.summary import Analysis, jsonable
+from study.contract import SUMMARY_JSON
 
 ACCURACY_RULE = "max_val_accuracy"
 
@@ -671,9 +672,9 @@ def _logistic(doc: Doc, fit: dict, feature_header: str, missing: str, intro: str
 def write(analysis: Analysis, figures: list[Figure], out: Path, title: str) -> list[Path]:
     """Write the three documents; returns every file of the report."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(jsonable(analysis.summary), indent=2,
+    (out / SUMMARY_JSON).write_text(json.dumps(jsonable(analysis.summary), indent=2,
                                                  allow_nan=False) + "\n")
     doc = build(analysis, figures, title)
     (out / "report.md").write_text(doc.markdown())
     (out / "index.html").write_text(doc.html(title))
-    return [out / "summary.json", out / "report.md", out / "index.html", *(out / f.file for f in figures)]
+    return [out / SUMMARY_JSON, out / "report.md", out / "index.html", *(out / f.file for f in figures)]

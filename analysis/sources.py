@@ -8,32 +8,22 @@ that carries the tie rule (trial number in MLflow, file order in CSV mode).
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import sqlite3
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
 
-from analysis import checks
-from analysis.axes import blank_inactive
+from analysis import checks, store
+from analysis.boundary import blank_inactive
 from analysis.errors import AnalysisInputError
+from study import contract
+from study.contract import (CLASS_IMBALANCE, EPOCH_BUDGET, EPOCH_METRICS, HISTORY_CSV, ROLE_STUDY, ROLE_TRIAL,
+                            RUN_ROLE, STUDY_NAME, STUDY_RUN_TAGS, TRIAL_NUMBER, TRIAL_STATE, VAL_IMAGES, VAL_SIZE)
 from study.secrets import mask_secrets
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_crossentropy", "val_ece",
-                 "val_confidence", "test_loss", "test_accuracy", "test_crossentropy", "lr")
 KEY = ["study", "trial"]
 # Kept columns that are not hyperparameters, so `hyperparams` never picks them up.
 META_COLUMNS = {"experiment", "study", "trial", "order", "state", "budget", "class_imbalance",
@@ -311,103 +301,6 @@ def _filter_states(ds: Dataset, frame: pd.DataFrame, include_pruned: bool, unit:
 
 # --------------------------------------------------------------------------- MLflow
 
-def _all_runs(client, experiment_ids: list[str], role: str) -> list:
-    runs, token = [], None
-    while True:
-        try:
-            page = client.search_runs(experiment_ids, filter_string=f"tags.run_role = '{role}'",
-                                      max_results=1000, page_token=token)
-        except Exception as exc:  # noqa: BLE001 - a store that breaks mid-read (a damaged page)
-            raise AnalysisInputError(f"cannot read the {role} runs of the tracking store "
-                                     f"({_first_line(exc)})") from None
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _local_path(artifact_uri: str, name: str) -> Path | None:
-    """Artifacts in a local store are read in place: one file read per run, no copy."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path)) / name
-    return None
-
-
-def _read_artifact(client, run_id: str, artifact_uri: str, name: str) -> bytes | None:
-    local = _local_path(artifact_uri, name)
-    if local is not None:
-        return local.read_bytes() if local.is_file() else None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
-    except Exception:  # noqa: BLE001 - a missing artifact on a remote store is an exclusion
-        return None
-
-
-def _searched_spaces(client, study_runs: list, studies: pd.DataFrame) -> dict[str, dict]:
-    """The searched space of each analysed study: one `space/effective_space.json` read per
-    study run (in parallel, for remote stores). A missing or unreadable artifact leaves the
-    study out, and the boundary check falls back to the explored range for it."""
-    uris = {run.info.run_id: run.info.artifact_uri for run in study_runs}
-    wanted = [(r.study, r.study_run_id) for r in studies.itertuples(index=False)
-              if r.study_run_id in uris]
-
-    def fetch(item) -> dict | None:
-        blob = _read_artifact(client, item[1], uris[item[1]], "space/effective_space.json")
-        try:
-            params = json.loads(blob)["params"] if blob else None
-        except (ValueError, KeyError, TypeError):
-            return None
-        return params if isinstance(params, dict) else None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = list(pool.map(fetch, wanted))
-    return {study: params for (study, _), params in zip(wanted, found) if params}
-
-
-def _sqlite_store_problem(path: Path) -> str | None:
-    """Why a SQLite file is no MLflow store to read, or None. Checked read-only, because
-    MLflow itself would create a missing file (and migrate an empty one) on first use, and
-    fails on a corrupt one deep inside SQLAlchemy."""
-    if not path.is_file():
-        return "no such file; nothing was created (run a search first, or fix the path)"
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                               "AND name = 'experiments'").fetchone()
-    except sqlite3.Error as exc:
-        return f"not a readable MLflow store (sqlite: {exc})"
-    return None if found else "not an MLflow store (the file has no experiments table)"
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:limit] if text else ''}"
-
-
-def open_store(tracking_uri: str) -> MlflowClient:
-    """An `MlflowClient` on an existing store; reading a report never creates or changes one.
-
-    A missing, corrupt or foreign SQLite file, or a store MLflow cannot open (a database
-    URL without its driver, an outdated schema), is bad input: one line, exit 2."""
-    from mlflow import MlflowClient
-
-    from study.tracking import sqlite_path
-
-    path = sqlite_path(tracking_uri)
-    problem = _sqlite_store_problem(path) if path is not None else None
-    if problem:
-        raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
-    try:
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the store is unusable
-        raise AnalysisInputError(f"--tracking-uri {tracking_uri}: cannot open the tracking "
-                                 f"store ({_first_line(exc)})") from None
-    return client
-
-
 def searched_knobs(hp_cols: Sequence[str], spaces: dict[str, dict], studies: set[str]) -> list[str]:
     """The `hp.*` columns that are axes: knobs some study searched (role scientific or
     nuisance in its logged space). A pinned (fixed) knob is a setting, even when two studies
@@ -422,84 +315,98 @@ def searched_knobs(hp_cols: Sequence[str], spaces: dict[str, dict], studies: set
 def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
                 include_pruned: bool = False) -> Dataset:
     """Studies are `run_role=study` runs, trials `run_role=trial` runs; epochs come from
-    each trial's `history.csv`, one artifact read per run."""
-    client = open_store(tracking_uri)
-    exp_ids: dict[str, str] = {}
-    for name in experiments:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise AnalysisInputError(f"unknown experiment {name!r} in {tracking_uri}")
-        exp_ids[name] = exp.experiment_id
-    by_id = {v: k for k, v in exp_ids.items()}
-
-    trial_runs = _all_runs(client, list(exp_ids.values()), "trial")
-    empty = set(exp_ids) - {by_id[r.info.experiment_id] for r in trial_runs}
-    if empty:
-        raise AnalysisInputError(f"experiment {sorted(empty)[0]!r} has no trial runs "
-                                 f"(tag run_role=trial) in {tracking_uri}")
-    study_runs = _all_runs(client, list(exp_ids.values()), "study")
-
-    rows = []
-    for run in trial_runs:
-        tags, params = run.data.tags, run.data.params
-        row = {"experiment": by_id[run.info.experiment_id],
-               "study": tags.get("optuna.study_name") or tags.get("mlflow.parentRunId", "?"),
-               "trial": tags.get("optuna.trial_number", ""),
-               "state": tags.get("optuna.trial_state"),
-               "run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri,
-               "budget": params.get("train.epochs"),
-               # validation images, for the rule "accuracy within noise" (older stores: the
-               # configured data.val_size, which the split always honours)
-               "n_val": params.get("data.n_val", params.get("data.val_size")),
-               "class_imbalance": params.get("data.class_imbalance")}
-        # Sampled hyperparameters are the undotted params; dotted ones are fixed config, and
-        # the search's own settings (trials, timeout, seed, ...) say how it ran, not what.
-        row.update({f"hp.{k}": v for k, v in params.items()
-                    if "." not in k and k not in RUN_SETTINGS})
-        rows.append(row)
-    trials = pd.DataFrame(rows)
-    # A study name reused in two experiments would merge two studies; keep them apart.
-    per_name = trials.groupby("study")["experiment"].nunique()
-    clash = trials["study"].isin(per_name[per_name > 1].index)
-    trials.loc[clash, "study"] = trials.loc[clash, "experiment"] + "/" + trials.loc[clash, "study"]
-    trials["order"] = pd.to_numeric(trials["trial"], errors="coerce")
-    trials["budget"] = pd.to_numeric(trials["budget"], errors="coerce")
-    trials["n_val"] = pd.to_numeric(trials["n_val"], errors="coerce")
-    trials["class_imbalance"] = pd.to_numeric(trials["class_imbalance"], errors="coerce")
-
+    each trial's `history.csv`. Reads (`analysis.store`), then cleans (pure, below)."""
+    client = store.open_store(tracking_uri)
+    runs = store.read_runs(client, experiments, tracking_uri)
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric="val_loss",
                  experiments=list(experiments),
                  # summary.json is written to disk and logged as an artifact: no password.
                  source={"kind": "mlflow", "tracking_uri": mask_secrets(tracking_uri),
-                         "experiments": {n: exp_ids[n] for n in experiments},
-                         "trial_runs": len(trial_runs), "study_runs": len(study_runs)})
+                         "experiments": dict(runs.experiments),
+                         "trial_runs": int((runs.runs["role"] == ROLE_TRIAL).sum()),
+                         "study_runs": int((runs.runs["role"] == ROLE_STUDY).sum())})
+    trials = trial_table(ds, runs, include_pruned, tracking_uri)
+    histories = store.read_histories(client, trials[["run_id", "artifact_uri"]])
+    add_epochs(ds, trials, histories)
+    study_runs = runs.runs[runs.runs["role"] == ROLE_STUDY]
+    add_studies(ds, runs, store.read_spaces(client, study_runs))
+    ds.predictions = store.predictions_reader(client, ds.trials)
+    return ds
+
+
+def _wide(long: pd.DataFrame, run_ids: pd.Series, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """run_id x key table of a long (run_id, key, value) one, one row per run in `run_ids`;
+    without `keys`, every key, in the order the runs (in `run_ids` order) logged them."""
+    if keys is None:
+        position = pd.Series(np.arange(len(run_ids)), index=run_ids.to_numpy())
+        logged = long.assign(_run=long["run_id"].map(position)).dropna(subset="_run")
+        keys = pd.unique(logged.sort_values("_run", kind="stable")["key"])
+    long = long[long["key"].isin(keys)]
+    wide = long.pivot(index="run_id", columns="key", values="value")
+    return wide.reindex(index=run_ids.to_numpy(), columns=list(keys)).reset_index(drop=True)
+
+
+def _trial_rows(runs: store.StoreRuns) -> pd.DataFrame:
+    """One row per trial run: what identifies it, its budget, and its sampled hyperparameters
+    (the undotted params; dotted ones are fixed config, and the search's own settings say
+    how it ran, not what)."""
+    trial_runs = runs.runs[runs.runs["role"] == ROLE_TRIAL].reset_index(drop=True)
+    by_id = {v: k for k, v in runs.experiments.items()}
+    tags = _wide(runs.tags, trial_runs["run_id"], [STUDY_NAME, contract.PARENT_RUN_ID, TRIAL_NUMBER, TRIAL_STATE])
+    params = runs.params[runs.params["run_id"].isin(trial_runs["run_id"])]
+    knobs = params[~params["key"].str.contains(".", regex=False) & ~params["key"].isin(RUN_SETTINGS)]
+    hp = _wide(knobs.assign(key="hp." + knobs["key"]), trial_runs["run_id"])
+    fixed = _wide(params, trial_runs["run_id"], [EPOCH_BUDGET, CLASS_IMBALANCE, VAL_IMAGES, VAL_SIZE])
+    rows = pd.DataFrame({
+        "experiment": trial_runs["experiment_id"].map(by_id),
+        "study": tags[STUDY_NAME].where(tags[STUDY_NAME].fillna("") != "",
+                                        tags[contract.PARENT_RUN_ID].fillna("?")),
+        "trial": tags[TRIAL_NUMBER].fillna(""), "state": tags[TRIAL_STATE],
+        "run_id": trial_runs["run_id"], "artifact_uri": trial_runs["artifact_uri"],
+        "budget": fixed[EPOCH_BUDGET], "class_imbalance": fixed[CLASS_IMBALANCE],
+        # validation images, for the rule "accuracy within noise" (older stores: the
+        # configured data.val_size, which the split always honours)
+        "n_val": fixed[VAL_IMAGES].fillna(fixed[VAL_SIZE])})
+    return pd.concat([rows, hp], axis=1)
+
+
+def trial_table(ds: Dataset, runs: store.StoreRuns, include_pruned: bool, tracking_uri: str) -> pd.DataFrame:
+    """The analysable trial runs: finished in a counted state, with an integer trial number;
+    the rest listed in `ds.exclusions`. A study name reused in two experiments would merge
+    two studies, so such names are kept apart by their experiment."""
+    trials = _trial_rows(runs)
+    empty = set(runs.experiments) - set(trials["experiment"])
+    if empty:
+        raise AnalysisInputError(f"experiment {sorted(empty)[0]!r} has no trial runs "
+                                 f"(tag {RUN_ROLE}={ROLE_TRIAL}) in {tracking_uri}")
+    per_name = trials.groupby("study")["experiment"].nunique()
+    clash = trials["study"].isin(per_name[per_name > 1].index)
+    trials.loc[clash, "study"] = trials.loc[clash, "experiment"] + "/" + trials.loc[clash, "study"]
+    trials = _numeric(trials, ["budget", "class_imbalance", "n_val"])
+    trials["order"] = pd.to_numeric(trials["trial"], errors="coerce")
     trials = _filter_states(ds, trials, include_pruned, unit="trials")
     bad_number = trials["order"].isna()
-    ds.exclude("trials", "tag optuna.trial_number missing or not an integer", int(bad_number.sum()))
+    ds.exclude("trials", f"tag {TRIAL_NUMBER} missing or not an integer", int(bad_number.sum()))
     trials = trials[~bad_number].copy()
     trials["order"] = trials["order"].astype(int)
     trials["trial"] = trials["order"].astype(str)
+    return trials
 
-    def fetch(row) -> pd.DataFrame | None:
-        blob = _read_artifact(client, row.run_id, row.artifact_uri, "history.csv")
-        return None if blob is None else pd.read_csv(io.BytesIO(blob))
 
-    # Threads only help remote stores; a local store reads each file in place.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        histories = list(pool.map(fetch, trials.itertuples(index=False)))
-    frames, missing = [], []
-    for row, hist in zip(trials.itertuples(index=False), histories):
-        if hist is None or hist.empty or "epoch" not in hist:
-            missing.append(row.run_id)
-            continue
-        hist = hist.assign(study=row.study, trial=row.trial)
-        frames.append(hist)
-    ds.exclude("trials", "no usable history.csv artifact", len(missing))
-    trials = trials[~trials["run_id"].isin(missing)]
-    if not frames:
-        raise AnalysisInputError(f"no usable trials in {', '.join(experiments)} "
+def add_epochs(ds: Dataset, trials: pd.DataFrame, histories: pd.DataFrame) -> None:
+    """`ds.epochs` from the trials' histories (long, with `run_id`) and `ds.trials` from the
+    trials that have usable epochs; a trial without its budget param falls back to the
+    epochs it trained."""
+    has_history = trials["run_id"].isin(histories["run_id"].unique())
+    ds.exclude("trials", f"no usable {HISTORY_CSV} artifact", int((~has_history).sum()))
+    trials = trials[has_history]
+    if trials.empty:
+        raise AnalysisInputError(f"no usable trials in {', '.join(ds.experiments)} "
                                  f"(see exclusions: {ds.exclusions})")
-    epochs = pd.concat(frames, ignore_index=True)
+    keys = trials.set_index("run_id")[KEY]
+    epochs = histories[histories["run_id"].isin(keys.index)]
+    epochs = pd.concat([keys.loc[epochs["run_id"]].reset_index(drop=True),
+                        epochs.drop(columns="run_id").reset_index(drop=True)], axis=1)
     metric_cols = [c for c in EPOCH_METRICS if c in epochs]
     epochs = _numeric(epochs, ["epoch", *metric_cols])
     bad = epochs[["epoch", "val_loss", "val_accuracy"]].isna().any(axis=1)
@@ -507,52 +414,37 @@ def load_mlflow(experiments: Sequence[str], tracking_uri: str, *,
     epochs = epochs[~bad]
     epochs["epoch"] = epochs["epoch"].astype(int)
     trials = trials[trials.set_index(KEY).index.isin(epochs.set_index(KEY).index.unique())]
-    # A trial without its epoch budget (a CSV-less run) falls back to the epochs it trained.
     trained = epochs.groupby(KEY)["epoch"].max().rename("trained") + 1
     trials = trials.join(trained, on=KEY)
     trials["budget"] = trials["budget"].fillna(trials["trained"])
     trials = trials.drop(columns=["trained"])
-
-    hp_cols = [c for c in trials.columns if c.startswith("hp.")]
-    for col in hp_cols:
+    for col in (c for c in trials.columns if c.startswith("hp.")):
         trials[col] = _maybe_numeric(trials[col])
     ds.trials = trials.reset_index(drop=True)
     ds.epochs = epochs[[*KEY, "epoch", *metric_cols]].reset_index(drop=True)
 
-    srows = []
-    for run in study_runs:
-        tags = run.data.tags
-        srows.append({"experiment": by_id[run.info.experiment_id],
-                      "study_name": tags.get("optuna.study_name", run.info.run_name),
-                      "study_run_id": run.info.run_id,
-                      **{t: tags.get(t, "unknown") for t in
-                         ("sampler", "pruner", "objective", "seed", "dataset", "space_sha")}})
-    studies = pd.DataFrame(srows, columns=["experiment", "study_name", "study_run_id", "sampler",
-                                           "pruner", "objective", "seed", "dataset", "space_sha"])
+
+def add_studies(ds: Dataset, runs: store.StoreRuns, spaces: dict[str, dict]) -> None:
+    """`ds.studies` (each analysed study's tags from its study run), `ds.spaces` (searched
+    spaces by study, from `spaces` by study run id) and the hyperparameters that are axes."""
+    study_runs = runs.runs[runs.runs["role"] == ROLE_STUDY].reset_index(drop=True)
+    tags = _wide(runs.tags, study_runs["run_id"], [STUDY_NAME, *STUDY_RUN_TAGS])
+    by_id = {v: k for k, v in runs.experiments.items()}
+    studies = pd.DataFrame({"experiment": study_runs["experiment_id"].map(by_id),
+                            "study_name": tags[STUDY_NAME].fillna(study_runs["run_name"]),
+                            "study_run_id": study_runs["run_id"],
+                            **{t: tags[t].fillna("unknown") for t in STUDY_RUN_TAGS}})
     keys = ds.trials[["experiment", "study"]].drop_duplicates()
     keys["study_name"] = keys["study"].str.split("/").str[-1]
     studies = keys.merge(studies.drop_duplicates(["experiment", "study_name"]),
                          on=["experiment", "study_name"], how="left").fillna("unknown")
-    ds.spaces = _searched_spaces(client, study_runs, studies)
+    ds.spaces = {r.study: spaces[r.study_run_id] for r in studies.itertuples(index=False)
+                 if r.study_run_id in spaces}
     ds.source["searched_spaces"] = len(ds.spaces)
     # Inactive conditional knobs carry their default, not a sample: blank them before any
     # hyperparameter is analysed, then count as varied only what still varies.
     ds.trials = blank_inactive(ds.trials, ds.spaces)
+    hp_cols = [c for c in ds.trials.columns if c.startswith("hp.")]
     ds.hyperparams = [c for c in searched_knobs(hp_cols, ds.spaces, set(ds.trials["study"]))
                       if ds.trials[c].nunique(dropna=True) > 1]
     ds.studies = studies.drop(columns=["study_name", "study_run_id"])
-
-    locations = {(r.study, r.trial): (r.run_id, r.artifact_uri)
-                 for r in ds.trials.itertuples(index=False)}
-
-    def predictions(study: str, trial: str) -> dict[str, np.ndarray] | None:
-        if (study, trial) not in locations:
-            return None
-        blob = _read_artifact(client, *locations[(study, trial)], "test_predictions.npz")
-        if blob is None:
-            return None
-        with np.load(io.BytesIO(blob)) as npz:
-            return {k: npz[k] for k in npz.files}
-
-    ds.predictions = predictions
-    return ds

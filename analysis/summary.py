@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import axes, compare, cost, design, explain, ranks, rule_comparison, size
+from analysis import boundary, compare, cost, design, explain, ranks, rule_comparison, size
 from analysis.intervals import bootstrap_gap, bootstrap_mean, wilson
 from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
@@ -212,7 +212,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
         n_boot, seed))
 
     summary["explanations"] = _explanations(scored, picks, ep, studies, ds)
-    summary["boundary_checks"] = axes.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
+    summary["boundary_checks"] = boundary.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
     size_table = size.disagreement_vs_k(scored, "val_loss", n_boot=n_boot, seed=seed)
     summary["study_size"] = size_table.to_dict(orient="records")
 

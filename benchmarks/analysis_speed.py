@@ -63,7 +63,7 @@ def timed_stages(uri: str, folder: Path, bootstrap: int) -> tuple[dict[str, floa
 
 def measure_analysis(studies: int = 20, trials: int = 50, epochs: int = 50, bootstrap: int = 2000,
                      results_dir: Path | None = None, mode: str = "full") -> dict[str, Any]:
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"

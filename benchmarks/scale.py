@@ -222,19 +222,21 @@ def _hammer(uri: str, experiment_id: str, runs: int, queue: Any) -> None:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
 
+        from study.contract import HISTORY_CSV, ROLE_TRIAL, RUN_ROLE, TRIAL_STATE
+
         client = MlflowClient(uri)
-        artifact = Path(tempfile.mkdtemp()) / "history.csv"
+        artifact = Path(tempfile.mkdtemp()) / HISTORY_CSV
         artifact.write_text("epoch,loss\n0,1.0\n")
         for i in range(runs):
             started = time.perf_counter()
             try:  # the shape of one trial: run, params, per-epoch metrics, artifact, end
-                run_id = client.create_run(experiment_id, run_name=f"t{i}", tags={"run_role": "trial"}).info.run_id
+                run_id = client.create_run(experiment_id, run_name=f"t{i}", tags={RUN_ROLE: ROLE_TRIAL}).info.run_id
                 client.log_batch(run_id, params=[Param(f"p{k}", str(k)) for k in range(30)])
                 for epoch in range(3):
                     client.log_batch(run_id, metrics=[Metric(f"m{k}", 0.1 * k, int(time.time() * 1000), epoch)
                                                       for k in range(12)])
                 client.log_artifact(run_id, str(artifact))
-                client.log_batch(run_id, tags=[RunTag("optuna.trial_state", "COMPLETE")])
+                client.log_batch(run_id, tags=[RunTag(TRIAL_STATE, "COMPLETE")])
                 client.set_terminated(run_id, "FINISHED")
             except Exception as exc:  # noqa: BLE001 - counted, that is the measurement
                 errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")

@@ -8,11 +8,21 @@ rename needs a reader for both.
 
 from __future__ import annotations
 
-from mlflow.utils import mlflow_tags
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """MLflow's own tag names, looked up when first used: importing `mlflow` takes ~3 s, and
+    the CSV analysis and the bad-input checks import this module without needing MLflow."""
+    if name == "PARENT_RUN_ID":  # reused so the UI nests trial runs under their study run
+        from mlflow.utils import mlflow_tags
+
+        return mlflow_tags.MLFLOW_PARENT_RUN_ID
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --- Tags on MLflow runs -------------------------------------------------------------
-# MLflow's own, reused so the UI nests trial runs under their study run.
-PARENT_RUN_ID = mlflow_tags.MLFLOW_PARENT_RUN_ID
+# PARENT_RUN_ID: MLflow's `mlflow.parentRunId`, see `__getattr__` above.
 # The UI opens on GenAI unless an experiment says it holds model development.
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_VALUE = "custom_model_development"
@@ -23,9 +33,22 @@ ROLE_TRIAL = "trial"                  # one per Optuna trial: params, per-epoch 
 STUDY_NAME = "optuna.study_name"      # matched exactly on the client, never in a filter
 TRIAL_NUMBER = "optuna.trial_number"
 TRIAL_STATE = "optuna.trial_state"    # Optuna's state name, mirrored (Optuna is the truth)
-FAILURE_REASON = "failure_reason"     # a word from study.objective's fixed vocabulary
+FAILURE_REASON = "failure_reason"     # a word from study.objective's fixed vocabulary; the
+                                      # Optuna trial's user attr of the same name holds it first
 FAILURE_MESSAGE = "failure_message"
 BEST_MODEL_LOGGED = "best_model_logged"
+# Tags of a study run the analysis reads to describe a study (how it searched, on what).
+STUDY_RUN_TAGS = ("sampler", "pruner", "objective", "seed", "dataset", "space_sha")
+# The role of the run `python -m analysis report` logs its report to (unless --no-log): a
+# role of its own keeps it out of both searches by role.
+ROLE_REPORT = "report"
+
+# --- Params of a trial run that the analysis reads -------------------------------------
+# `SearchConfig.flat()` keys (study/config.py builds them from its nested fields).
+EPOCH_BUDGET = "train.epochs"             # the configured budget, not the epochs trained
+CLASS_IMBALANCE = "data.class_imbalance"
+VAL_IMAGES = "data.n_val"                 # validation images the split gave (rules need n_val)
+VAL_SIZE = "data.val_size"                # the configured size: older stores lack data.n_val
 
 # --- Per-epoch metrics (step = epoch, 0-based) -----------------------------------------
 # Keras's own training metrics, then ours, computed once per epoch on the validation and
@@ -49,6 +72,10 @@ LEARNING_CURVES_PNG = "learning_curves.png"
 # val_true_logprob / test_true_logprob (epochs, n) float16, ln p(true class) clipped like
 # Keras at 1e-7; penalty (epochs,) float32 = val_loss - val_crossentropy (Keras's L2 term).
 OUTCOMES_NPZ = "outcomes.npz"
+
+# --- Artifacts of a study run ----------------------------------------------------------
+SPACE_FOLDER = "space"                                 # the search space file as given
+EFFECTIVE_SPACE_JSON = f"{SPACE_FOLDER}/effective_space.json"  # its parsed `params` (ranges, roles)
 
 # --- Artifacts of an analysis report ---------------------------------------------------
 SUMMARY_JSON = "summary.json"

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.config import SearchConfig
+from study.contract import FAILURE_REASON, STUDY_NAME
 from study.data import Splits
 from study.exit_codes import ExitCode
 from study.inputs import PreparedStudy
@@ -127,7 +128,7 @@ def queue_baseline(study: optuna.Study, params: dict[str, object]) -> bool:
     for trial in study.get_trials(deepcopy=False):
         if (trial.system_attrs.get("fixed_params") or trial.params) != params:
             continue
-        if trial.state != TrialState.FAIL or trial.user_attrs.get("failure_reason") not in BASELINE_RETRY_REASONS:
+        if trial.state != TrialState.FAIL or trial.user_attrs.get(FAILURE_REASON) not in BASELINE_RETRY_REASONS:
             return False
     study.enqueue_trial(params)
     return True
@@ -135,7 +136,7 @@ def queue_baseline(study: optuna.Study, params: dict[str, object]) -> bool:
 
 def study_run_tags(session: StudySession) -> dict[str, object]:
     config, item, splits = session.config, session.item, session.splits
-    return {"optuna.study_name": item.name, "sampler": config.sampler,
+    return {STUDY_NAME: item.name, "sampler": config.sampler,
             "pruner": config.pruner if config.objective != "both" else "none",
             "objective": config.objective, "seed": item.seed, "dataset": config.space.data.name,
             "data_source": splits.source, "space_sha": config.space.sha(), "git_commit": git_commit(),

@@ -15,6 +15,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from study.config import SearchConfig
+from study.contract import FAILURE_REASON, LEARNING_CURVES_PNG, TRIAL_NUMBER
 from study.curves import plot_learning_curves
 from study.data import Splits
 from study.metrics import summarize_history
@@ -123,7 +124,7 @@ class Objective:
         except (TrialFailed, optuna.TrialPruned):
             raise  # recorded in MLflow already
         except Exception as exc:
-            reason = trial.user_attrs.get("failure_reason") or f"exception:{type(exc).__name__}"
+            reason = trial.user_attrs.get(FAILURE_REASON) or f"exception:{type(exc).__name__}"
             self._record_failure(trial, reason, f"{type(exc).__name__}: {exc}", "FAILED")
             raise
 
@@ -131,7 +132,7 @@ class Objective:
         """Best effort, since MLflow may be what failed: the reason on the trial, and its run
         ended FAIL, so that no FAIL trial lacks its run."""
         try:
-            trial.set_user_attr("failure_reason", reason)
+            trial.set_user_attr(FAILURE_REASON, reason)
             run_id = self._own_run(trial)
             self.context.tracker.finish_trial_run(run_id, "FAIL", status=status, failure_reason=reason,
                                                   failure_message=message)
@@ -145,7 +146,7 @@ class Objective:
         ctx = self.context
         if self.run_id is None:
             for run in ctx.tracker.trial_runs(ctx.experiment_id, ctx.study_name):
-                if run.data.tags.get("optuna.trial_number") == str(trial.number):
+                if run.data.tags.get(TRIAL_NUMBER) == str(trial.number):
                     self.run_id = run.info.run_id
                     break
             else:
@@ -217,12 +218,12 @@ class Objective:
         history = evaluator.history
         summary = {**summarize_history(history), "train_seconds": evaluator.seconds}
         if reason:
-            trial.set_user_attr("failure_reason", reason)
+            trial.set_user_attr(FAILURE_REASON, reason)
         with tempfile.TemporaryDirectory() as folder:
             figure = None
             if not history.empty:
                 figure = plot_learning_curves(history, f"{self.context.study_name} trial {trial.number} ({state})",
-                                              Path(folder) / "learning_curves.png")
+                                              Path(folder) / LEARNING_CURVES_PNG)
             self.context.tracker.finish_trial_run(
                 run_id, state, status=status, failure_reason=reason, failure_message=message,
                 summary=summary, history=history, predictions=evaluator.predictions_at_best(), figure=figure,
@@ -253,7 +254,7 @@ class Progress:
         self.done_here += 1
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         value = "" if trial.values is None else " value=" + "/".join(f"{v:.4f}" for v in trial.values)
-        reason = trial.user_attrs.get("failure_reason")
+        reason = trial.user_attrs.get(FAILURE_REASON)
         line = f"[{self.study_name}] trial {trial.number} {trial.state.name}{value}"
         if reason:
             line += f" ({reason})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from study.contract import FAILURE_REASON, TRIAL_NUMBER
 from study.storage import LOST_TRIAL_HOOKS, fail_trial, heartbeat_enabled, lost_trials
 from study.tracking import STATUS_FOR_STATE, Tracker, run_status_is_running
 
@@ -23,7 +24,7 @@ def mark_trial_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, reason: st
 def register_mlflow_repair(tracker: Tracker) -> None:
     """Heartbeat-stale trials (failed inside Optuna's callback) also end their MLflow run."""
     LOST_TRIAL_HOOKS[:] = [lambda study, trial: mark_trial_run(
-        tracker, trial, trial.user_attrs.get("failure_reason") or "worker_lost")]
+        tracker, trial, trial.user_attrs.get(FAILURE_REASON) or "worker_lost")]
 
 
 def fail_trials(study: optuna.Study, tracker: Tracker, trials: list[optuna.trial.FrozenTrial],
@@ -57,14 +58,14 @@ def reconcile_study(study: optuna.Study, tracker: Tracker, experiment_id: str) -
     for run in tracker.trial_runs(experiment_id, study.study_name):
         if not run_status_is_running(run):
             continue
-        trial = trials.get(int(run.data.tags.get("optuna.trial_number", -1)))
+        trial = trials.get(int(run.data.tags.get(TRIAL_NUMBER, -1)))
         if trial is not None and trial.state == TrialState.RUNNING:
             continue  # alive somewhere: its own process will end the run
         if trial is None or trial.state == TrialState.WAITING:
             state, reason = "FAIL", "worker_lost"
         else:
             state = trial.state.name
-            reason = trial.user_attrs.get("failure_reason") or ("worker_lost" if state == "FAIL" else None)
+            reason = trial.user_attrs.get(FAILURE_REASON) or ("worker_lost" if state == "FAIL" else None)
         status = "KILLED" if reason == "interrupted" else STATUS_FOR_STATE[state]
         tracker.mark_run(run.info.run_id, state, status, reason)
         counts["runs_ended"] += 1

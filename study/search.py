@@ -14,6 +14,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from study.config import SearchConfig
+from study.contract import FAILURE_REASON
 from study.data import Splits
 from study.driver import (FINISHED_STATES, ExitCode, StudySession, drive, finished_count,
                           install_signal_handlers, interrupted_line, studies_text)
@@ -36,7 +37,7 @@ class ConsecutiveFailures:
             self.streak = 0
             return
         self.streak += 1
-        self.last_reason = trial.user_attrs.get("failure_reason")
+        self.last_reason = trial.user_attrs.get(FAILURE_REASON)
         if self.streak >= self.limit:
             self.tripped = True
             study.stop()

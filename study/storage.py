@@ -19,6 +19,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
+from study.contract import FAILURE_REASON
 from study.secrets import mask_secrets
 
 # STUDY_HOST overrides the host name where several containers share one (docker --net=host)
@@ -31,7 +32,7 @@ RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # not after this long belongs to a process that died in between (journal storage only).
 ORPHAN_SECONDS = 300.0
 
-PROCESS_ATTRS = ("host", "pid", "process_token", "mlflow_run_id", "failure_reason")
+PROCESS_ATTRS = ("host", "pid", "process_token", "mlflow_run_id", FAILURE_REASON)
 
 # Called as hook(study, frozen_trial) when a trial is failed from outside its process
 # (heartbeat stale, dead pid, dead worker): the search registers the MLflow repair here.
@@ -212,7 +213,7 @@ def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90
         # Optuna fails a stale trial before this callback and then refuses attributes on it, so
         # `failure_reason` lives in the FrozenTrial handed on and in MLflow (the retry's
         # system attrs name the failed trial).
-        trial.set_user_attr("failure_reason", trial.user_attrs.get("failure_reason", "worker_lost"))
+        trial.set_user_attr(FAILURE_REASON, trial.user_attrs.get(FAILURE_REASON, "worker_lost"))
         for hook in ([on_stale] if on_stale is not None else []) + LOST_TRIAL_HOOKS:
             try:
                 hook(study, trial)
@@ -301,7 +302,7 @@ def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str
     """
     storage = study._storage
     try:  # the reason first: Optuna refuses attributes on finished trials
-        storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        storage.set_trial_user_attr(trial._trial_id, FAILURE_REASON, reason)
         if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             return False
     except RuntimeError:  # already finished (UpdateFinishedTrialError): another process got there first

@@ -22,13 +22,16 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from study.contract import OUTCOMES_NPZ
+from study.contract import (BEST_MODEL_LOGGED, EFFECTIVE_SPACE_JSON, EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE,
+                            FAILURE_MESSAGE, FAILURE_REASON, HISTORY_CSV, OUTCOMES_NPZ, PARENT_RUN_ID, ROLE_STUDY,
+                            ROLE_TRIAL, RUN_ROLE, SPACE_FOLDER, STUDY_NAME, TEST_PREDICTIONS, TRIAL_NUMBER,
+                            TRIAL_STATE)
 from study.paths import sqlite_file
 from study.secrets import mask_secrets
 from study.storage import with_installed_driver
 
 # Without this tag the MLflow 3.17 UI opens an experiment on its GenAI traces overview.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: EXPERIMENT_KIND_VALUE}
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
@@ -136,7 +139,7 @@ class Tracker:
         return (path.resolve().parent / "artifacts" / slug).as_uri()
 
     def find_study_run(self, experiment_id: str, study_name: str) -> str | None:
-        runs = self.runs_of_study(experiment_id, "study", study_name, order_by=["attributes.start_time ASC"])
+        runs = self.runs_of_study(experiment_id, ROLE_STUDY, study_name, order_by=["attributes.start_time ASC"])
         return runs[0].info.run_id if runs else None
 
     def runs_of_study(self, experiment_id: str, role: str, study_name: str,
@@ -151,9 +154,9 @@ class Tracker:
         """
         pattern = re.sub(r"['\"\\%]", "_", study_name)
         found = self.client.search_runs(
-            [experiment_id], f"tags.run_role = '{role}' AND tags.`optuna.study_name` LIKE '{pattern}'",
+            [experiment_id], f"tags.{RUN_ROLE} = '{role}' AND tags.`{STUDY_NAME}` LIKE '{pattern}'",
             max_results=50000, order_by=order_by)
-        return [run for run in found if run.data.tags.get("optuna.study_name") == study_name]
+        return [run for run in found if run.data.tags.get(STUDY_NAME) == study_name]
 
     def open_study_run(self, experiment_id: str, study_name: str, tags: Mapping[str, Any],
                        params: Mapping[str, Any], space_file: Path, effective_space: Mapping[str, Any]) -> str:
@@ -161,13 +164,13 @@ class Tracker:
         run_id = self.find_study_run(experiment_id, study_name)
         if run_id is None:
             run = self.client.create_run(experiment_id, run_name=study_name,
-                                         tags={"run_role": "study", "optuna.study_name": study_name})
+                                         tags={RUN_ROLE: ROLE_STUDY, STUDY_NAME: study_name})
             run_id = run.info.run_id
             param_list = _params(params)
             for start in range(0, len(param_list), MAX_PARAMS_PER_CALL):
                 self.client.log_batch(run_id, params=param_list[start:start + MAX_PARAMS_PER_CALL])
-            self.client.log_artifact(run_id, str(space_file), "space")
-            self.log_dict(run_id, dict(effective_space), "space/effective_space.json")
+            self.client.log_artifact(run_id, str(space_file), SPACE_FOLDER)
+            self.log_dict(run_id, dict(effective_space), EFFECTIVE_SPACE_JSON)
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_batch(run_id, tags=_tags(tags))
@@ -183,8 +186,8 @@ class Tracker:
     def start_trial_run(self, experiment_id: str, parent_run_id: str, study_name: str, number: int,
                         params: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
         run = self.client.create_run(experiment_id, run_name=trial_run_name(number), tags={
-            "mlflow.parentRunId": parent_run_id, "run_role": "trial", "optuna.study_name": study_name,
-            "optuna.trial_number": str(number), **{k: str(v) for k, v in tags.items()}})
+            PARENT_RUN_ID: parent_run_id, RUN_ROLE: ROLE_TRIAL, STUDY_NAME: study_name,
+            TRIAL_NUMBER: str(number), **{k: str(v) for k, v in tags.items()}})
         self.client.log_batch(run.info.run_id, params=_params(params))
         return run.info.run_id
 
@@ -203,16 +206,16 @@ class Tracker:
         """Summary metrics and artifacts, then the state tags and the terminal status."""
         if history is not None and not history.empty:
             with tempfile.TemporaryDirectory() as folder:
-                history.to_csv(Path(folder) / "history.csv", index=False)
+                history.to_csv(Path(folder) / HISTORY_CSV, index=False)
                 if predictions:
-                    np.savez_compressed(Path(folder) / "test_predictions.npz", **predictions)
+                    np.savez_compressed(Path(folder) / TEST_PREDICTIONS, **predictions)
                 if outcomes:
                     np.savez_compressed(Path(folder) / OUTCOMES_NPZ, **outcomes)
                 self.client.log_artifacts(run_id, folder)
         if figure is not None and figure.exists():
             self.client.log_artifact(run_id, str(figure))
-        tags = {"optuna.trial_state": state, "failure_reason": failure_reason,
-                "failure_message": failure_message[:4000] if failure_message else None}
+        tags = {TRIAL_STATE: state, FAILURE_REASON: failure_reason,
+                FAILURE_MESSAGE: failure_message[:4000] if failure_message else None}
         metric_list = [Metric(k, float(v), _now_ms(), 0) for k, v in (summary or {}).items() if np.isfinite(v)]
         self.client.log_batch(run_id, metrics=metric_list, tags=_tags(tags))
         self.client.set_terminated(run_id, status or STATUS_FOR_STATE[state])
@@ -226,7 +229,7 @@ class Tracker:
             # Explicit requirements: inferring them imports and scans the environment (seconds).
             mlflow.keras.save_model(model, str(target), pip_requirements=["tensorflow-cpu", "keras"])
             self.client.log_artifacts(run_id, str(target), name)
-        self.client.set_tag(run_id, "best_model_logged", "true")
+        self.client.set_tag(run_id, BEST_MODEL_LOGGED, "true")
 
     def log_dict(self, run_id: str, payload: Mapping[str, Any], artifact_file: str) -> None:
         self.client.log_text(run_id, mask_secrets(json.dumps(payload, indent=2, default=str)), artifact_file)
@@ -234,10 +237,10 @@ class Tracker:
     # --- reading back (reconcile, workers) -------------------------------------------
 
     def trial_runs(self, experiment_id: str, study_name: str) -> list:
-        return self.runs_of_study(experiment_id, "trial", study_name)
+        return self.runs_of_study(experiment_id, ROLE_TRIAL, study_name)
 
     def mark_run(self, run_id: str, state: str, status: str, failure_reason: str | None = None) -> None:
-        self.client.log_batch(run_id, tags=_tags({"optuna.trial_state": state, "failure_reason": failure_reason}))
+        self.client.log_batch(run_id, tags=_tags({TRIAL_STATE: state, FAILURE_REASON: failure_reason}))
         self.client.set_terminated(run_id, status)
 
     def experiment_id(self, name: str) -> str | None:

@@ -18,7 +18,7 @@ def run_analysis(*args: str, timeout: float = 300) -> subprocess.CompletedProces
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory) -> dict:
     """Two experiments written per the search contract: pruned, failed and complete trials."""
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from study.contract import SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 from tests.analysis.tables import epoch_table, trial_table
 
@@ -26,7 +27,7 @@ def test_csv_per_epoch_report(tmp_path):
                         "--accuracy-col", "va", "--test-accuracy-col", "ta", "--epoch-col", "epoch",
                         "--explain-col", "width", "--out", str(out), "--bootstrap", "200")
     assert proc.returncode == 0, proc.stderr
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads((out / SUMMARY_JSON).read_text())
     assert s["loss_metric"] == "vl" and s["scoring"] == "best"
     assert (s["trial_level"]["studies"], s["trial_level"]["disagreements"]) == (2, 1)
     assert (s["epoch_level"]["trials"], s["epoch_level"]["disagreements"]) == (4, 2)
@@ -48,7 +49,7 @@ def test_csv_per_trial_with_nan_written_as_null(tmp_path):
     def no_constants(name):
         raise AssertionError(f"{name} in summary.json; NaN must be written as null")
 
-    s = json.loads((out / "summary.json").read_text(), parse_constant=no_constants)
+    s = json.loads((out / SUMMARY_JSON).read_text(), parse_constant=no_constants)
     assert s["trial_level"]["rate"] == 0.3  # D's tied loss picks count 1/2 (tables.py)
     assert s["trial_level"]["kendall_tau_b"]["median"] is not None
     assert {x["why"] for x in s["exclusions"]} >= {"trial state FAIL",
@@ -65,7 +66,7 @@ def test_csv_nan_test_accuracy_is_listed_not_silent(tmp_path):
     proc = run_analysis("report", "--csv", str(path), "--state-col", "state",
                         "--test-accuracy-col", "test_accuracy", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads((out / SUMMARY_JSON).read_text())
     listed = [x for x in s["exclusions"] if x["what"] == "values of test_accuracy"]
     assert len(listed) == 1 and listed[0]["count"] == 2, s["exclusions"]
 

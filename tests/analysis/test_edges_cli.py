@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import pytest
 
+from study.contract import SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 
 
@@ -23,7 +24,7 @@ def _report(tmp_path, rows, columns, *flags, name="t.csv"):
                         *flags)
     if proc.returncode != 0:
         return proc, None, None
-    return proc, json.loads((out / "summary.json").read_text()), (out / "report.md").read_text()
+    return proc, json.loads((out / SUMMARY_JSON).read_text()), (out / "report.md").read_text()
 
 
 def _excluded(summary) -> dict:
@@ -293,7 +294,7 @@ def test_csv_report_describes_its_own_input(tmp_path):
     # val_crossentropy appears only where the report names the rules this input cannot feed.
     assert "L2" not in md and "val_crossentropy" not in md.replace("`min_val_crossentropy` (needs column val\\_crossentropy", "")
     assert "column `xent` and the accuracy column `acc` of `runs.csv`" in md
-    source = json.loads((out / "summary.json").read_text())["source"]
+    source = json.loads((out / SUMMARY_JSON).read_text())["source"]
     assert source["name"] == "runs.csv"
     assert source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert str(tmp_path) not in json.dumps(source)

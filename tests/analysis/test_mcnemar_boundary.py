@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from analysis import axes, cost
+from analysis import boundary, cost
 
 
 def test_mcnemar_counts_known_answer():
@@ -88,21 +88,21 @@ KNOB = {"low": None, "high": None, "log": False, "choices": None, "value": None,
     ({**KNOB, "type": "float", "role": "fixed", "value": 0.1}, None),
 ])
 def test_searched_range(spec, expected):
-    assert axes.searched_range(spec) == expected
+    assert boundary.searched_range(spec) == expected
 
 
 def test_edges_on_log_linear_and_choices():
     log = {"kind": "interval", "low": 1e-4, "high": 1e-1, "log": True}
     # On a log scale 1e-4..1e-1 spans 3 decades; the outer 10% is 0.3 decade at each end.
-    assert axes.at_edge(1.5e-4, log) and axes.at_edge(0.06, log)
-    assert not axes.at_edge(3e-4, log) and not axes.at_edge(0.01, log)
+    assert boundary.at_edge(1.5e-4, log) and boundary.at_edge(0.06, log)
+    assert not boundary.at_edge(3e-4, log) and not boundary.at_edge(0.01, log)
     linear = {"kind": "interval", "low": 0.0, "high": 0.5, "log": False}
-    assert axes.at_edge(0.04, linear) and axes.at_edge(0.46, linear)
-    assert not axes.at_edge(0.06, linear)
+    assert boundary.at_edge(0.04, linear) and boundary.at_edge(0.46, linear)
+    assert not boundary.at_edge(0.06, linear)
     choices = {"kind": "choices", "choices": [16.0, 32.0, 48.0, 64.0]}
-    assert axes.at_edge(16, choices) and axes.at_edge(64, choices)
-    assert not axes.at_edge(32, choices) and not axes.at_edge(48, choices)
-    assert axes.position(32, choices) == pytest.approx(1 / 3)
+    assert boundary.at_edge(16, choices) and boundary.at_edge(64, choices)
+    assert not boundary.at_edge(32, choices) and not boundary.at_edge(48, choices)
+    assert boundary.position(32, choices) == pytest.approx(1 / 3)
 
 
 def _trials() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -118,21 +118,21 @@ def test_boundary_checks_use_searched_range_and_fall_back():
     scored, picks = _trials()
     lr = {**KNOB, "type": "float", "role": "nuisance", "low": 1e-4, "high": 1.0, "log": True}
     # Searched 1e-4..1: the picks (0.011-0.09) sit mid-range, though they span the explored one.
-    searched = axes.boundary_checks(scored, picks, ["hp.lr", "hp.opt"], {"A": {"lr": lr}, "B": {"lr": lr}})
+    searched = boundary.boundary_checks(scored, picks, ["hp.lr", "hp.opt"], {"A": {"lr": lr}, "B": {"lr": lr}})
     assert [(c["param"], c["pick"], c["range_source"], c["picks_at_edge"], c["at_edge"])
             for c in searched] == [("lr", "loss_pick", "searched", 0, False),
                                    ("lr", "accuracy_pick", "searched", 0, False)]
     assert searched[0]["range"] == "[0.0001, 1] (log scale)"
     # Without a logged space (CSV mode), the explored range 0.011..0.09 stands in.
-    explored = axes.boundary_checks(scored, picks, ["hp.lr"])
+    explored = boundary.boundary_checks(scored, picks, ["hp.lr"])
     assert [(c["range_source"], c["picks_at_edge"], c["at_edge"]) for c in explored] == [
         ("explored", 2, True), ("explored", 1, False)]
-    mixed = axes.boundary_checks(scored, picks, ["hp.lr"], {"A": {"lr": lr}})
+    mixed = boundary.boundary_checks(scored, picks, ["hp.lr"], {"A": {"lr": lr}})
     assert mixed[0]["range_source"] == "searched where logged, else explored"
     assert mixed[0]["picks_at_edge"] == 1  # B's 0.012 is at the explored edge; A's 0.011 is not
     # A knob fixed in the searched space has no edge to report.
     fixed = {**KNOB, "type": "float", "role": "fixed", "value": 0.01}
-    assert axes.boundary_checks(scored, picks, ["hp.lr"], {"A": {"lr": fixed}, "B": {"lr": fixed}}) == []
+    assert boundary.boundary_checks(scored, picks, ["hp.lr"], {"A": {"lr": fixed}, "B": {"lr": fixed}}) == []
 
 
 def test_inactive_conditional_knobs_are_not_edge_samples():
@@ -143,14 +143,14 @@ def test_inactive_conditional_knobs_are_not_edge_samples():
     trials = pd.DataFrame({"study": ["S1", "S1", "S1", "S2", "S2"], "trial": ["0", "1", "2", "0", "1"],
                            "hp.use_l2": ["False", "True", "True", "False", "True"],
                            "hp.l2": [0.0, 1e-4, 3e-4, 0.0, 2e-4]})
-    blanked = axes.blank_inactive(trials, {"S1": spec, "S2": spec})
+    blanked = boundary.blank_inactive(trials, {"S1": spec, "S2": spec})
     assert blanked["hp.l2"].isna().tolist() == [True, False, False, True, False]
     assert trials["hp.l2"].notna().all()  # the input is not changed in place
     # A study without a logged space is left as it is.
-    assert axes.blank_inactive(trials, {"S1": spec})["hp.l2"].isna().tolist() == [True, False, False, False, False]
+    assert boundary.blank_inactive(trials, {"S1": spec})["hp.l2"].isna().tolist() == [True, False, False, False, False]
     picks = pd.DataFrame({"study": ["S1", "S2"], "loss_pick": ["0", "0"], "accuracy_pick": ["1", "1"]})
-    raw = {c["pick"]: c for c in axes.boundary_checks(trials, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
+    raw = {c["pick"]: c for c in boundary.boundary_checks(trials, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
     assert raw["loss_pick"]["picks_at_edge"] == 2  # the defect: defaults read as edge samples
-    checks = {c["pick"]: c for c in axes.boundary_checks(blanked, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
+    checks = {c["pick"]: c for c in boundary.boundary_checks(blanked, picks, ["hp.l2"], {"S1": spec, "S2": spec})}
     assert "loss_pick" not in checks  # both loss picks had l2 switched off: nothing to check
     assert checks["accuracy_pick"]["picks"] == 2 and checks["accuracy_pick"]["picks_at_edge"] == 0

@@ -10,6 +10,8 @@ from collections import defaultdict
 import pytest
 from mlflow import MlflowClient
 
+from study.contract import (ROLE_REPORT, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, SUMMARY_JSON, TRIAL_NUMBER,
+                            TRIAL_STATE)
 from tests.analysis.conftest import run_analysis
 
 
@@ -17,18 +19,18 @@ def _recount(uri: str, experiments: list[str]) -> dict:
     """Recount from the per-trial summary metrics and metric histories, not history.csv."""
     client = MlflowClient(uri)
     ids = [client.get_experiment_by_name(e).experiment_id for e in experiments]
-    runs = client.search_runs(ids, "tags.run_role = 'trial'", max_results=1000)
+    runs = client.search_runs(ids, f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'", max_results=1000)
     by_study, fails, epoch_trials, epoch_dis = defaultdict(list), 0, 0, 0
     for run in runs:
         tags = run.data.tags
-        if tags["optuna.trial_state"] == "FAIL":
+        if tags[TRIAL_STATE] == "FAIL":
             fails += 1
             continue
-        if tags["optuna.trial_state"] != "COMPLETE":
+        if tags[TRIAL_STATE] != "COMPLETE":
             continue
         m = run.data.metrics
-        by_study[tags["optuna.study_name"]].append(
-            (int(tags["optuna.trial_number"]), m["best_val_loss"], m["best_val_accuracy"]))
+        by_study[tags[STUDY_NAME]].append(
+            (int(tags[TRIAL_NUMBER]), m["best_val_loss"], m["best_val_accuracy"]))
         acc = {x.step: x.value for x in client.get_metric_history(run.info.run_id, "val_accuracy")}
         epoch_trials += 1
         epoch_dis += acc[int(m["best_val_loss_epoch"])] < max(acc.values())
@@ -44,7 +46,7 @@ def _recount(uri: str, experiments: list[str]) -> dict:
 
 
 def test_summary_matches_independent_recount(mlflow_report):
-    s = json.loads((mlflow_report["out"] / "summary.json").read_text())
+    s = json.loads((mlflow_report["out"] / SUMMARY_JSON).read_text())
     expected = _recount(mlflow_report["uri"], mlflow_report["experiments"])
     t = s["trial_level"]
     assert (t["studies"], t["disagreements"]) == (expected["studies"], expected["disagreements"])
@@ -81,10 +83,10 @@ def test_every_referenced_file_exists(mlflow_report):
 def test_report_run_is_logged(mlflow_report):
     client = MlflowClient(mlflow_report["uri"])
     exp = client.get_experiment_by_name("balanced")
-    runs = client.search_runs([exp.experiment_id], "tags.run_role = 'report'")
+    runs = client.search_runs([exp.experiment_id], f"tags.{RUN_ROLE} = '{ROLE_REPORT}'")
     assert len(runs) == 1
     names = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert {"summary.json", "report.md", "index.html", "picks_scatter.png"} <= names
+    assert {SUMMARY_JSON, "report.md", "index.html", "picks_scatter.png"} <= names
 
 
 @pytest.mark.parametrize("experiment", ["no-such-experiment", "empty"])
@@ -103,12 +105,12 @@ def test_calibration_difference_of_the_picks_matches_a_recount(mlflow_report):
     client = MlflowClient(mlflow_report["uri"])
     ids = [client.get_experiment_by_name(e).experiment_id for e in mlflow_report["experiments"]]
     by_study = defaultdict(list)
-    for run in client.search_runs(ids, "tags.run_role = 'trial' AND tags.`optuna.trial_state` = 'COMPLETE'",
+    for run in client.search_runs(ids, f"tags.{RUN_ROLE} = '{ROLE_TRIAL}' AND tags.`{TRIAL_STATE}` = 'COMPLETE'",
                                   max_results=1000):
         m = run.data.metrics
         ece = {x.step: x.value for x in client.get_metric_history(run.info.run_id, "val_ece")}
-        by_study[run.data.tags["optuna.study_name"]].append(
-            (int(run.data.tags["optuna.trial_number"]), m["best_val_loss"], m["best_val_accuracy"],
+        by_study[run.data.tags[STUDY_NAME]].append(
+            (int(run.data.tags[TRIAL_NUMBER]), m["best_val_loss"], m["best_val_accuracy"],
              ece[int(m["best_val_loss_epoch"])], ece[int(m["best_val_accuracy_epoch"])]))
     differences = []
     for trials in by_study.values():
@@ -118,7 +120,7 @@ def test_calibration_difference_of_the_picks_matches_a_recount(mlflow_report):
         best = max(t[2] for t in trials)
         accuracy_pick = loss_pick if loss_pick[2] == best else min(t for t in trials if t[2] == best)
         differences.append(accuracy_pick[4] - loss_pick[3])
-    s = json.loads((mlflow_report["out"] / "summary.json").read_text())
+    s = json.loads((mlflow_report["out"] / SUMMARY_JSON).read_text())
     paired = s["calibration_of_picks"]["val_ece_accuracy_minus_loss_pick"]
     assert paired["mean"] == pytest.approx(sum(differences) / len(differences), abs=1e-9)
     lo, hi = paired["ci95_bootstrap"]

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.contract import (HISTORY_CSV, ROLE_REPORT, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, SUMMARY_JSON,
+                            TRIAL_NUMBER, TRIAL_STATE)
 from tests.conftest import FASHION_DIR, require, run_cli
 
 pytestmark = pytest.mark.slow
@@ -18,12 +20,12 @@ pytestmark = pytest.mark.slow
 
 def recount(client: MlflowClient, experiment_id: str, folder: Path) -> dict:
     """Trial- and epoch-level disagreements, straight from the runs' metrics and histories."""
-    runs = client.search_runs([experiment_id], "tags.run_role = 'trial'", max_results=1000)
-    complete = [r for r in runs if r.data.tags["optuna.trial_state"] == "COMPLETE"]
+    runs = client.search_runs([experiment_id], f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'", max_results=1000)
+    complete = [r for r in runs if r.data.tags[TRIAL_STATE] == "COMPLETE"]
     studies, disagreements, epoch_trials, epoch_disagreements = 0, 0, 0, 0
-    for study in sorted({r.data.tags["optuna.study_name"] for r in complete}):
-        trials = sorted((r for r in complete if r.data.tags["optuna.study_name"] == study),
-                        key=lambda r: int(r.data.tags["optuna.trial_number"]))
+    for study in sorted({r.data.tags[STUDY_NAME] for r in complete}):
+        trials = sorted((r for r in complete if r.data.tags[STUDY_NAME] == study),
+                        key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
         if len(trials) < 2:
             continue
         studies += 1
@@ -31,7 +33,7 @@ def recount(client: MlflowClient, experiment_id: str, folder: Path) -> dict:
         best_accuracy = max(r.data.metrics["best_val_accuracy"] for r in trials)
         disagreements += loss_pick.data.metrics["best_val_accuracy"] != best_accuracy
         for run in trials:
-            history = pd.read_csv(client.download_artifacts(run.info.run_id, "history.csv",
+            history = pd.read_csv(client.download_artifacts(run.info.run_id, HISTORY_CSV,
                                                             str(folder / run.info.run_id)))
             loss_epoch = int(history["val_loss"].idxmin())
             epoch_trials += 1
@@ -54,7 +56,7 @@ def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
                      stores["tracking_uri"], "--out", str(out), "--bootstrap", "300")
     assert report.returncode == 0, report.stdout + report.stderr
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     client = MlflowClient(stores["tracking_uri"])
     experiment_id = client.get_experiment_by_name("campaign-e2e").experiment_id
     expected = recount(client, experiment_id, tmp_path / "recount")
@@ -72,7 +74,7 @@ def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
     for name in referenced:
         assert (out / name).exists(), name
 
-    reports = client.search_runs([experiment_id], "tags.run_role = 'report'")
+    reports = client.search_runs([experiment_id], f"tags.{RUN_ROLE} = '{ROLE_REPORT}'")
     assert len(reports) == 1
     logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
-    assert {"summary.json", "report.md", "index.html"} <= logged
+    assert {SUMMARY_JSON, "report.md", "index.html"} <= logged

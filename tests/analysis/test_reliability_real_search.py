@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from study.contract import ROLE_REPORT, ROLE_TRIAL, RUN_ROLE, SUMMARY_JSON, TRIAL_STATE
 from tests.conftest import free_port, run_cli, http_answers
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def resumed_search(tmp_path_factory) -> dict:
 def test_run_settings_are_never_axes(resumed_search: dict, tmp_path: Path) -> None:
     client = MlflowClient(resumed_search["uri"])
     experiment = client.get_experiment_by_name(resumed_search["experiment"]).experiment_id
-    runs = client.search_runs([experiment], "tags.run_role = 'trial'")
+    runs = client.search_runs([experiment], f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'")
     assert {r.data.params["trials"] for r in runs} == {"2", "4"}  # the settings did vary
     assert {r.data.params["timeout"] for r in runs} == {"None", "900.0"}
 
@@ -47,7 +48,7 @@ def test_run_settings_are_never_axes(resumed_search: dict, tmp_path: Path) -> No
     proc = run_cli("analysis", "report", "--experiment", resumed_search["experiment"], "--tracking-uri",
                    resumed_search["uri"], "--out", str(out), "--bootstrap", "50", "--no-log")
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     features = set(summary["explanations"]["features"])
     settings = {"hp.trials", "hp.timeout", "hp.seed", "hp.experiment", "hp.study_name", "hp.worker_index"}
     assert not features & settings, features
@@ -94,15 +95,15 @@ def test_summary_and_logged_artifact_carry_the_masked_tracking_uri(server: str, 
                    with_password, "--out", str(out), "--bootstrap", "50")
     assert proc.returncode == 0, proc.stderr
 
-    text = (out / "summary.json").read_text()
+    text = (out / SUMMARY_JSON).read_text()
     assert PASSWORD not in text
     assert json.loads(text)["source"]["tracking_uri"] == server.replace("http://", "http://alice:***@")
 
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name(resumed_search["experiment"]).experiment_id
-    (report_run,) = client.search_runs([experiment], "tags.run_role = 'report'")
+    (report_run,) = client.search_runs([experiment], f"tags.{RUN_ROLE} = '{ROLE_REPORT}'")
     with tempfile.TemporaryDirectory() as folder:
-        logged = Path(client.download_artifacts(report_run.info.run_id, "summary.json", folder)).read_text()
+        logged = Path(client.download_artifacts(report_run.info.run_id, SUMMARY_JSON, folder)).read_text()
     assert PASSWORD not in logged and "alice:***@" in logged
     for artifact in ("report.md", "index.html"):
         assert PASSWORD not in (out / artifact).read_text()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
+from study.contract import SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 from tests.analysis.tables import epoch_table
 from tests.conftest import PROJECT_ROOT
@@ -78,7 +79,7 @@ def report_folder():
 
 
 def _root_untouched() -> None:
-    for name in ("summary.json", "report.md", "index.html", "picks_scatter.png"):
+    for name in (SUMMARY_JSON, "report.md", "index.html", "picks_scatter.png"):
         assert not (PROJECT_ROOT / name).exists(), f"the report was written into the project root: {name}"
 
 
@@ -89,13 +90,13 @@ def test_a_csv_named_dotdot_reports_into_a_folder_under_reports(tmp_path: Path, 
     proc = run_analysis("report", "--csv", str(table), "--epoch-col", "epoch", "--bootstrap", "50")
     assert proc.returncode == 0, proc.stderr
     _root_untouched()
-    assert (folder / "summary.json").is_file() and (folder / "report.md").is_file()
+    assert (folder / SUMMARY_JSON).is_file() and (folder / "report.md").is_file()
     assert f"to {folder}" in proc.stdout
 
 
 def test_an_experiment_named_dots_reports_into_a_folder_under_reports(tmp_path: Path,
                                                                         report_folder) -> None:
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     folder = report_folder("___")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -104,7 +105,7 @@ def test_an_experiment_named_dots_reports_into_a_folder_under_reports(tmp_path: 
                         "--no-log")
     assert proc.returncode == 0, proc.stderr
     _root_untouched()
-    assert (folder / "summary.json").is_file()
+    assert (folder / SUMMARY_JSON).is_file()
 
 
 def test_an_explicit_out_is_honoured_as_given(tmp_path: Path) -> None:
@@ -114,7 +115,7 @@ def test_an_explicit_out_is_honoured_as_given(tmp_path: Path) -> None:
     proc = run_analysis("report", "--csv", str(table), "--epoch-col", "epoch", "--bootstrap", "50",
                         "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert (out / "summary.json").is_file()
+    assert (out / SUMMARY_JSON).is_file()
 
 
 # --------------------------------------------------------------------------- names as text
@@ -123,7 +124,7 @@ HOSTILE = "<script>alert(1)</script>\n# Forged heading\n| x | y |"
 
 
 def test_names_cannot_inject_html_or_forge_lines(tmp_path: Path) -> None:
-    from analysis.synthetic_store import write_synthetic_store
+    from benchmarks.synthetic_store import write_synthetic_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # The study names are `<experiment>-seed<n>`: they carry the same payload.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
+from study.contract import SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 from tests.analysis.tables import trial_table
 from tests.browser import chromium
@@ -69,7 +70,7 @@ def test_page_leads_with_answer_and_rule_table_and_ends_with_definitions(mlflow_
 def test_rule_table_gives_each_rules_disagreement_and_test_cost(mlflow_report):
     out = mlflow_report["out"]
     markdown = (out / "report.md").read_text()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     headings = _h2(markdown)
     assert headings[0] == RULE_TABLE and headings[-1] == "Definitions"
     assert headings.index("Figures") < headings.index("Exclusions") < headings.index("Disagreement rates")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from study.contract import SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 
 MAX_BYTES, MAX_PIXELS = 2_000_000, 4000
@@ -42,7 +43,7 @@ def many_studies(tmp_path_factory):
                         "--test-accuracy-col", "test_accuracy", "--out", str(out),
                         "--bootstrap", "300", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, json.loads((out / "summary.json").read_text())
+    return out, json.loads((out / SUMMARY_JSON).read_text())
 
 
 def test_no_figure_over_2_mb_or_4000_px_with_many_studies(many_studies):

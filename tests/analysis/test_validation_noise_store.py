@@ -11,7 +11,8 @@ import pytest
 
 from analysis import validation_noise as vn
 from analysis.outcomes import OutcomesProblem, missing_table, parse_outcomes, read_outcomes
-from analysis.sources import load_mlflow, open_store
+from analysis.sources import load_mlflow
+from analysis.store import open_store
 from study import contract
 from tests.analysis.test_validation_noise import ACCURACY, LOSS, RULES, right_on
 

@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.storage import open_storage
+from study.contract import FAILURE_REASON, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, TRIAL_NUMBER, TRIAL_STATE
 from tests.conftest import FASHION_DIR, PROJECT_ROOT, free_port, require
 
 # The smallest real trial: 1 epoch on a few hundred images of a 1-block net.
@@ -87,8 +88,8 @@ def trial_runs(tracking_uri: str, experiment: str) -> dict[int, list]:
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     by_number: dict[int, list] = {}
     for run in runs:
-        if run.data.tags.get("run_role") == "trial":
-            by_number.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
+        if run.data.tags.get(RUN_ROLE) == ROLE_TRIAL:
+            by_number.setdefault(int(run.data.tags[TRIAL_NUMBER]), []).append(run)
     return by_number
 
 
@@ -96,7 +97,7 @@ def study_runs(tracking_uri: str, experiment: str) -> list:
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     return [r for r in client.search_runs([exp.experiment_id], max_results=100)
-            if r.data.tags.get("run_role") == "study"]
+            if r.data.tags.get(RUN_ROLE) == ROLE_STUDY]
 
 
 def assert_consistent(storage: str, tracking_uri: str, experiment: str, name: str) -> optuna.Study:
@@ -112,9 +113,9 @@ def assert_consistent(storage: str, tracking_uri: str, experiment: str, name: st
         if trial.state == optuna.trial.TrialState.WAITING:
             continue
         run = runs[trial.number][0]
-        assert run.data.tags["optuna.trial_state"] == trial.state.name, trial.number
+        assert run.data.tags[TRIAL_STATE] == trial.state.name, trial.number
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": ("FAILED", "KILLED")[
-            trial.user_attrs.get("failure_reason") == "interrupted"]}[trial.state.name], trial.number
+            trial.user_attrs.get(FAILURE_REASON) == "interrupted"]}[trial.state.name], trial.number
     assert all(r.info.status != "RUNNING" for r in study_runs(tracking_uri, experiment))
     return study
 

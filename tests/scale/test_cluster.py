@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.contract import HISTORY_CSV
 from tests.conftest import PROJECT_ROOT, free_port, http_answers
 from tests.scale.conftest import PG_PASSWORD, TINY, assert_consistent, trial_runs, wait_for
 
@@ -58,9 +59,9 @@ def test_make_server_and_make_search_as_in_the_readme(postgres, tmp_path: Path,
         client = MlflowClient(tracking)
         first = runs[min(runs)][0]
         with tempfile.TemporaryDirectory() as folder:
-            history = pd.read_csv(client.download_artifacts(first.info.run_id, "history.csv", folder))
+            history = pd.read_csv(client.download_artifacts(first.info.run_id, HISTORY_CSV, folder))
         assert len(history) == 1 and {"val_loss", "val_accuracy"} <= set(history.columns)
-        assert any((tmp_path / "artifacts").rglob("history.csv"))
+        assert any((tmp_path / "artifacts").rglob(HISTORY_CSV))
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from study.contract import FAILURE_REASON
 from tests.conftest import run_cli
 from tests.scale.conftest import (assert_consistent, load, running_trial_with_run, search_args, start_cli,
                                   stop, study_runs, trial_runs, wait_for)
@@ -46,7 +47,7 @@ def test_kill_9_mid_trial_then_rerun(stores: dict[str, str], tmp_path: Path, sup
         stop(proc)
     killed = load(stores["storage"], f"{name}-seed0").trials[victim.number]
     if supervised:  # marked before any re-run
-        assert killed.state == FAIL and killed.user_attrs["failure_reason"] == "worker_lost"
+        assert killed.state == FAIL and killed.user_attrs[FAILURE_REASON] == "worker_lost"
     else:
         assert killed.state == optuna.trial.TrialState.RUNNING  # nothing else knows yet
     completed_before = complete_numbers(stores["storage"], f"{name}-seed0")
@@ -55,9 +56,9 @@ def test_kill_9_mid_trial_then_rerun(stores: dict[str, str], tmp_path: Path, sup
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     study = assert_consistent(stores["storage"], stores["tracking_uri"], name, f"{name}-seed0")
     killed = study.trials[victim.number]
-    assert killed.state == FAIL and killed.user_attrs["failure_reason"] == "worker_lost"
+    assert killed.state == FAIL and killed.user_attrs[FAILURE_REASON] == "worker_lost"
     run = trial_runs(stores["tracking_uri"], name)[victim.number][0]
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "worker_lost"
+    assert run.info.status == "FAILED" and run.data.tags[FAILURE_REASON] == "worker_lost"
     assert completed_before <= complete_numbers(stores["storage"], f"{name}-seed0")  # no COMPLETE lost
     assert len([t for t in study.trials if t.state.is_finished()]) >= trials  # the study reached N
 
@@ -83,9 +84,9 @@ def test_interrupt_mid_trial_exits_130_then_resumes(stores: dict[str, str], tmp_
     assert "re-run the same command to continue" in log.read_text()
     study = assert_consistent(stores["storage"], stores["tracking_uri"], name, f"{name}-seed0")
     interrupted = study.trials[victim.number]
-    assert interrupted.state == FAIL and interrupted.user_attrs["failure_reason"] == "interrupted"
+    assert interrupted.state == FAIL and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
     run = trial_runs(stores["tracking_uri"], name)[victim.number][0]
-    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "interrupted"
+    assert run.info.status == "KILLED" and run.data.tags[FAILURE_REASON] == "interrupted"
     (study_run,) = study_runs(stores["tracking_uri"], name)
     assert study_run.info.status == "KILLED"
     completed_before = complete_numbers(stores["storage"], f"{name}-seed0")

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from study.contract import FAILURE_REASON
 from tests.conftest import free_port, run_cli
 from tests.scale.conftest import (PG_PASSWORD, TINY, assert_consistent, load, running_trial_with_run, search_args,
                                   start_cli, stop, trial_runs, wait_for)
@@ -77,4 +78,4 @@ def test_heartbeat_retries_a_killed_workers_trial(pg_url: str, stores: dict[str,
     assert retries[0].state.is_finished() and retries[0].user_attrs["host"] == "machine-b"
     assert "failure_reason" not in retries[0].user_attrs or retries[0].state == optuna.trial.TrialState.FAIL
     run = trial_runs(stores["tracking_uri"], "pghb")[victim.number][0]
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "worker_lost"
+    assert run.info.status == "FAILED" and run.data.tags[FAILURE_REASON] == "worker_lost"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.contract import RUN_ROLE
 from tests.conftest import PROJECT_ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -22,6 +23,6 @@ def test_plain_postgresql_tracking_uri_records_the_study(pg_url: str, tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     experiment = client.get_experiment_by_name("pg-tracking")
-    roles = sorted(r.data.tags["run_role"] for r in client.search_runs([experiment.experiment_id]))
+    roles = sorted(r.data.tags[RUN_ROLE] for r in client.search_runs([experiment.experiment_id]))
     assert roles == ["study", "trial"]
     assert all(r.info.status == "FINISHED" for r in client.search_runs([experiment.experiment_id]))

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from study.contract import FAILURE_REASON
 from tests.conftest import run_cli
 from tests.scale.conftest import assert_consistent, search_args, study_runs, trial_runs
 
@@ -50,10 +51,10 @@ def test_nan_loss_fails_the_trial_and_the_next_one_runs(stores: dict[str, str]) 
     assert result.returncode == 3, result.stdout + result.stderr
     assert "search_spaces/cnn.yaml" in result.stdout and "consecutive" in result.stdout
     study = assert_consistent(stores["storage"], stores["tracking_uri"], "nan", "nan-seed0")
-    assert [(t.state.name, t.user_attrs.get("failure_reason")) for t in study.trials] == [("FAIL", "nan_loss")] * 2
+    assert [(t.state.name, t.user_attrs.get(FAILURE_REASON)) for t in study.trials] == [("FAIL", "nan_loss")] * 2
     runs = trial_runs(stores["tracking_uri"], "nan")
     for number in (0, 1):
         run = runs[number][0]
-        assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "nan_loss"
+        assert run.info.status == "FAILED" and run.data.tags[FAILURE_REASON] == "nan_loss"
     (study_run,) = study_runs(stores["tracking_uri"], "nan")
     assert study_run.info.status == "FAILED"

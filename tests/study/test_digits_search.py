@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.storage import open_storage
+from study.contract import FAILURE_MESSAGE, FAILURE_REASON, ROLE_TRIAL, RUN_ROLE, TRIAL_STATE
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -20,16 +21,16 @@ def test_infeasible_architecture_is_pruned_and_the_study_goes_on(stores: dict) -
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(stores["storage"]))
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
-    assert {t.user_attrs["failure_reason"] for t in study.trials} == {"infeasible_architecture"}
+    assert {t.user_attrs[FAILURE_REASON] for t in study.trials} == {"infeasible_architecture"}
     client = MlflowClient(stores["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("digits-cnn").experiment_id],
-                              "tags.run_role = 'trial'")
+                              f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'")
     assert len(runs) == 2
     for run in runs:
         assert run.info.status == "FINISHED"
-        assert run.data.tags["optuna.trial_state"] == "PRUNED"
-        assert run.data.tags["failure_reason"] == "infeasible_architecture"
-        assert "4 conv blocks" in run.data.tags["failure_message"]
+        assert run.data.tags[TRIAL_STATE] == "PRUNED"
+        assert run.data.tags[FAILURE_REASON] == "infeasible_architecture"
+        assert "4 conv blocks" in run.data.tags[FAILURE_MESSAGE]
 
 
 def test_digits_study_completes_offline(stores: dict) -> None:

@@ -17,6 +17,7 @@ from study.exit_codes import ExitCode
 from study.sampling import baseline_params, make_sampler, sampler_seed, suggest_params
 from study.space import load_space
 from study.storage import open_storage
+from study.contract import FAILURE_REASON, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, TRIAL_NUMBER, TRIAL_STATE
 from tests.conftest import PROJECT_ROOT, run_cli
 from tests.scale.conftest import running_trial_with_run, start_cli, stop, wait_for
 
@@ -94,7 +95,7 @@ def test_a_baseline_interrupted_by_ctrl_c_is_trained_on_the_rerun(stores: dict[s
     finally:
         stop(proc)
     interrupted = load(stores).trials[0]
-    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["failure_reason"] == "interrupted"
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
 
     rerun = run_cli(*args, timeout=600)
     assert rerun.returncode == ExitCode.OK, rerun.stdout + rerun.stderr
@@ -122,14 +123,14 @@ def test_a_crash_inside_a_study_leaves_no_running_mlflow_run(stores: dict[str, s
     assert result.stderr.strip().splitlines()[-1].startswith("study: error: MlflowException")
 
     runs = all_runs(stores["tracking_uri"], "digits-cnn")
-    assert [r.data.tags["run_role"] for r in runs if r.info.status == "RUNNING"] == []
-    (study_run,) = [r for r in runs if r.data.tags.get("run_role") == "study"]
+    assert [r.data.tags[RUN_ROLE] for r in runs if r.info.status == "RUNNING"] == []
+    (study_run,) = [r for r in runs if r.data.tags.get(RUN_ROLE) == ROLE_STUDY]
     assert study_run.info.status == "FAILED"
-    trial_runs = [r for r in runs if r.data.tags.get("run_role") == "trial"]
-    assert [r.data.tags["optuna.trial_number"] for r in trial_runs] == ["0"]  # the FAIL trial has its run
+    trial_runs = [r for r in runs if r.data.tags.get(RUN_ROLE) == ROLE_TRIAL]
+    assert [r.data.tags[TRIAL_NUMBER] for r in trial_runs] == ["0"]  # the FAIL trial has its run
     assert trial_runs[0].info.status == "FAILED"
-    assert trial_runs[0].data.tags["optuna.trial_state"] == "FAIL"
-    assert trial_runs[0].data.tags["failure_reason"] == "exception:MlflowException"
+    assert trial_runs[0].data.tags[TRIAL_STATE] == "FAIL"
+    assert trial_runs[0].data.tags[FAILURE_REASON] == "exception:MlflowException"
     trials = load(stores).trials
     assert [t.state.name for t in trials] == ["FAIL"]
-    assert trials[0].user_attrs["failure_reason"] == "exception:MlflowException"
+    assert trials[0].user_attrs[FAILURE_REASON] == "exception:MlflowException"

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from study.tracking import Tracker
+from study.contract import PARENT_RUN_ID, ROLE_STUDY, RUN_ROLE, STUDY_NAME
 from tests.conftest import PROJECT_ROOT, free_port, run_cli
 
 DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
@@ -77,14 +78,14 @@ def test_runs_of_study_match_exact_names_only(tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment_id = tracker.ensure_experiment("o'brien \"lab\"")
     for name in ODD_NAMES:
-        study_run = tracker.client.create_run(experiment_id, tags={"run_role": "study", "optuna.study_name": name})
+        study_run = tracker.client.create_run(experiment_id, tags={RUN_ROLE: ROLE_STUDY, STUDY_NAME: name})
         tracker.start_trial_run(experiment_id, study_run.info.run_id, name, 0, {}, {})
     for name in ODD_NAMES:
         study_run = tracker.client.get_run(tracker.find_study_run(experiment_id, name))
-        assert study_run.data.tags["optuna.study_name"] == name
+        assert study_run.data.tags[STUDY_NAME] == name
         trials = tracker.trial_runs(experiment_id, name)
-        assert [run.data.tags["optuna.study_name"] for run in trials] == [name]
-        assert trials[0].data.tags["mlflow.parentRunId"] == study_run.info.run_id
+        assert [run.data.tags[STUDY_NAME] for run in trials] == [name]
+        assert trials[0].data.tags[PARENT_RUN_ID] == study_run.info.run_id
 
 
 def runs_by_study(tracking_uri: str, experiment: str) -> dict[str, dict[str, list]]:
@@ -93,8 +94,8 @@ def runs_by_study(tracking_uri: str, experiment: str) -> dict[str, dict[str, lis
     client = MlflowClient(tracking_uri)
     found: dict[str, dict[str, list]] = {}
     for run in client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000):
-        name = run.data.tags["optuna.study_name"]
-        found.setdefault(name, {"study": [], "trial": []})[run.data.tags["run_role"]].append(run)
+        name = run.data.tags[STUDY_NAME]
+        found.setdefault(name, {"study": [], "trial": []})[run.data.tags[RUN_ROLE]].append(run)
     return found
 
 
@@ -116,7 +117,7 @@ def test_hostile_study_name_cannot_take_over_another_study(tmp_path: Path) -> No
     hostile_run, = after[hostile_name]["study"]
     assert hostile_run.info.run_id != victim_run.info.run_id
     hostile_trial, = after[hostile_name]["trial"]
-    assert hostile_trial.data.tags["mlflow.parentRunId"] == hostile_run.info.run_id
+    assert hostile_trial.data.tags[PARENT_RUN_ID] == hostile_run.info.run_id
 
 
 @pytest.mark.slow
@@ -130,7 +131,7 @@ def test_quotes_in_experiment_and_study_name_run_and_resume(tmp_path: Path) -> N
     study_run, = runs["study"]  # the re-run found its study run again
     assert study_run.info.status == "FINISHED"
     assert len(runs["trial"]) == 2
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {study_run.info.run_id}
+    assert {r.data.tags[PARENT_RUN_ID] for r in runs["trial"]} == {study_run.info.run_id}
 
 
 # --- item 5: spaces, seeds and names that cannot run are refused before anything exists --

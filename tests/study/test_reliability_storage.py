@@ -17,6 +17,7 @@ from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from study.storage import HOST, StorageError, lost_trials, open_storage, own_process_token, process_token
+from study.contract import FAILURE_REASON, ROLE_STUDY, RUN_ROLE, STUDY_NAME
 from tests.conftest import PROJECT_ROOT, require, run_cli
 
 DIGITS = ["--space", "search_spaces/digits.yaml", "--sampler", "random", "--pruner", "none",
@@ -176,7 +177,7 @@ def record_trial_then_exec(storage: str, tracking_uri: str, token: str, *command
     if "experiment" not in study.user_attrs:
         study.set_user_attr("experiment", "digits-cnn")
     parent = study.user_attrs.get("mlflow_study_run_id") or tracker.client.create_run(
-        experiment_id, tags={"run_role": "study", "optuna.study_name": NAME}).info.run_id
+        experiment_id, tags={RUN_ROLE: ROLE_STUDY, STUDY_NAME: NAME}).info.run_id
     trial = study.ask()
     run_id = tracker.start_trial_run(experiment_id, parent, NAME, trial.number, params={},
                                      tags={"host": HOST, "pid": os.getpid()})
@@ -207,8 +208,8 @@ def test_reconcile_reaps_a_trial_of_an_earlier_life_of_its_own_pid(stores: dict[
                                          "--tracking-uri", stores["tracking_uri"])
     assert proc.returncode == 0, out + err
     trial, run = the_reused_pid_trial(stores, proc.pid)  # recorded under the reconciling process's pid
-    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_reason"] == "worker_lost"  # 8baedc1: RUNNING
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "worker_lost"
+    assert trial.state == TrialState.FAIL and trial.user_attrs[FAILURE_REASON] == "worker_lost"  # 8baedc1: RUNNING
+    assert run.info.status == "FAILED" and run.data.tags[FAILURE_REASON] == "worker_lost"
     assert f"{NAME}: 1 lost trials marked FAIL (worker_lost)" in out
 
 
@@ -230,8 +231,8 @@ def test_a_restarted_search_with_the_same_pid_reaps_its_killed_trial(stores: dic
                                          "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"])
     assert proc.returncode == 0, out + err
     trial, run = the_reused_pid_trial(stores, proc.pid)
-    assert trial.state == TrialState.FAIL and trial.user_attrs["failure_reason"] == "worker_lost"  # 8baedc1: RUNNING
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "worker_lost"
+    assert trial.state == TrialState.FAIL and trial.user_attrs[FAILURE_REASON] == "worker_lost"  # 8baedc1: RUNNING
+    assert run.info.status == "FAILED" and run.data.tags[FAILURE_REASON] == "worker_lost"
     assert states(stores["storage"]) == ["COMPLETE", "FAIL", "COMPLETE"]
 
 

@@ -14,6 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from study.metrics import EPOCH_METRICS, summarize_history
 from study.storage import open_storage
+from study.contract import (EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE, HISTORY_CSV, LEARNING_CURVES_PNG,
+                            PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, TEST_PREDICTIONS,
+                            TRIAL_NUMBER, TRIAL_STATE)
 from tests.conftest import run_cli
 from tests.study.conftest import TINY
 
@@ -24,23 +27,23 @@ def runs_of(searched: dict) -> tuple[MlflowClient, object, list, list]:
     client = MlflowClient(searched["tracking_uri"])
     experiment = client.get_experiment_by_name("e2e")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    studies = [r for r in runs if r.data.tags.get("run_role") == "study"]
-    trials = sorted((r for r in runs if r.data.tags.get("run_role") == "trial"),
-                    key=lambda r: int(r.data.tags["optuna.trial_number"]))
+    studies = [r for r in runs if r.data.tags.get(RUN_ROLE) == ROLE_STUDY]
+    trials = sorted((r for r in runs if r.data.tags.get(RUN_ROLE) == ROLE_TRIAL),
+                    key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
     return client, experiment, studies, trials
 
 
 def history_csv(client: MlflowClient, run_id: str, folder: Path) -> pd.DataFrame:
-    return pd.read_csv(client.download_artifacts(run_id, "history.csv", str(folder)))
+    return pd.read_csv(client.download_artifacts(run_id, HISTORY_CSV, str(folder)))
 
 
 def test_experiment_study_and_trial_tags(searched: dict) -> None:
     client, experiment, studies, trials = runs_of(searched)
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags[EXPERIMENT_KIND] == EXPERIMENT_KIND_VALUE
     assert len(studies) == 1 and len(trials) == 3
     study = studies[0]
     assert study.info.run_name == "e2e-seed0" and study.info.status == "FINISHED"
-    for key, value in {"optuna.study_name": "e2e-seed0", "sampler": "random", "pruner": "hyperband",
+    for key, value in {STUDY_NAME: "e2e-seed0", "sampler": "random", "pruner": "hyperband",
                        "objective": "val_accuracy", "seed": "0", "dataset": "fashion_mnist"}.items():
         assert study.data.tags[key] == value, key
     assert len(study.data.tags["space_sha"]) == 16 and study.data.tags["git_commit"]
@@ -50,11 +53,11 @@ def test_experiment_study_and_trial_tags(searched: dict) -> None:
     stored = {t.number: t for t in optuna.load_study(study_name="e2e-seed0",
                                                       storage=open_storage(searched["storage"])).trials}
     for run in trials:
-        number = int(run.data.tags["optuna.trial_number"])
+        number = int(run.data.tags[TRIAL_NUMBER])
         assert run.info.run_name == f"trial-{number:04d}"
-        assert run.data.tags["mlflow.parentRunId"] == study.info.run_id
-        assert run.data.tags["run_role"] == "trial" and run.data.tags["optuna.study_name"] == "e2e-seed0"
-        assert run.data.tags["optuna.trial_state"] == stored[number].state.name
+        assert run.data.tags[PARENT_RUN_ID] == study.info.run_id
+        assert run.data.tags[RUN_ROLE] == ROLE_TRIAL and run.data.tags[STUDY_NAME] == "e2e-seed0"
+        assert run.data.tags[TRIAL_STATE] == stored[number].state.name
         assert run.info.status == "FINISHED"  # COMPLETE and PRUNED alike
         for name, value in stored[number].params.items():
             assert run.data.params[name] == str(value)
@@ -108,22 +111,22 @@ def test_val_loss_is_crossentropy_plus_the_l2_penalty(searched: dict, tmp_path: 
 def test_test_predictions_match_test_accuracy(searched: dict, tmp_path: Path) -> None:
     client, _, _, trials = runs_of(searched)
     for run in trials:
-        path = client.download_artifacts(run.info.run_id, "test_predictions.npz", str(tmp_path / run.info.run_id))
+        path = client.download_artifacts(run.info.run_id, TEST_PREDICTIONS, str(tmp_path / run.info.run_id))
         arrays = np.load(path)
         for metric in ("val_loss", "val_crossentropy", "val_accuracy"):
             accuracy = float(np.mean(arrays[f"best_{metric}"] == arrays["y_true"]))
             assert accuracy == pytest.approx(run.data.metrics[f"test_accuracy_at_best_{metric}"], abs=1e-9)
         assert arrays["per_epoch"].shape == (run.data.metrics["epochs_trained"], 500)
-        assert "learning_curves.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert LEARNING_CURVES_PNG in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 
 def test_a_pruned_trial_still_has_its_last_epoch_logged(searched: dict) -> None:
     client, _, _, trials = runs_of(searched)
-    pruned = [r for r in trials if r.data.tags["optuna.trial_state"] == "PRUNED"]
+    pruned = [r for r in trials if r.data.tags[TRIAL_STATE] == "PRUNED"]
     assert pruned, "hyperband prunes random designs worse than the baseline at the first rung"
     stored = optuna.load_study(study_name="e2e-seed0", storage=open_storage(searched["storage"]))
     for run in pruned:
-        trial = stored.trials[int(run.data.tags["optuna.trial_number"])]
+        trial = stored.trials[int(run.data.tags[TRIAL_NUMBER])]
         last_reported = max(trial.intermediate_values)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps and max(steps) == last_reported
@@ -132,7 +135,7 @@ def test_a_pruned_trial_still_has_its_last_epoch_logged(searched: dict) -> None:
 def test_the_best_trial_has_its_model_logged(searched: dict) -> None:
     client, _, studies, trials = runs_of(searched)
     best = int(studies[0].data.metrics["best_trial_number"])
-    run = next(r for r in trials if int(r.data.tags["optuna.trial_number"]) == best)
+    run = next(r for r in trials if int(r.data.tags[TRIAL_NUMBER]) == best)
     mlflow.set_tracking_uri(searched["tracking_uri"])
     model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
     assert model.output_shape == (None, 10)
@@ -151,8 +154,8 @@ def test_resume_reaches_the_new_total(stores: dict, fashion_mnist_dir: Path) -> 
     assert all(t.state.is_finished() for t in study.trials)
     client = MlflowClient(stores["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
-    assert sum(r.data.tags.get("run_role") == "study" for r in runs) == 1  # the study run is reopened
-    assert sum(r.data.tags.get("run_role") == "trial" for r in runs) == 4
+    assert sum(r.data.tags.get(RUN_ROLE) == ROLE_STUDY for r in runs) == 1  # the study run is reopened
+    assert sum(r.data.tags.get(RUN_ROLE) == ROLE_TRIAL for r in runs) == 4
 
     changed = run_cli("study", "search", "--trials", "5", *common, "--set", "params.dropout=0.1")
     assert changed.returncode == 2 and "another space" in changed.stderr

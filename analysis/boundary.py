@@ -1,6 +1,6 @@
-"""Playbook axis plots as data: each varied hyperparameter against the trial scores, and a
-boundary check that flags a best value at the edge of its range (the Tuning Playbook's sign
-that the search space should be widened).
+"""The boundary check: flags a picked value at the edge of its range (the Tuning
+Playbook's sign that the search space should be widened), and blanks inactive conditional
+knobs so that their logged defaults never count as picks at an edge.
 
 The range is the *searched* one when the study run logged `space/effective_space.json`
 (the search space's `params`: type, role, low, high, log, choices, ...), and the *explored*

@@ -1,6 +1,6 @@
 """TEST AND BENCHMARK FIXTURE: write synthetic searches into an MLflow store per the contract.
 
-Not used by the report. Tests and `benchmarks/analysis_speed.py` use it to build stores
+Not used by the report, so not in the `analysis` package. Tests and `benchmarks/analysis_speed.py` use it to build stores
 with exactly the run roles, tags, params, metrics and artifacts the search pipeline
 writes, without training networks. Curves are made up; the layout is what matters.
 """
@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study.contract import (CLASS_IMBALANCE, EFFECTIVE_SPACE_JSON, EPOCH_BUDGET, FAILURE_REASON, HISTORY_CSV,
+                            PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, TEST_PREDICTIONS, TRIAL_NUMBER,
+                            TRIAL_STATE)
 
 # The searched space `_write_trial` samples from, in the layout of the study run's
 # `space/effective_space.json` artifact (the search space's pydantic dump).
@@ -89,12 +92,12 @@ def write_synthetic_store(tracking_uri: str, experiment: str, *, studies: int = 
         for s in range(studies):
             name = f"{experiment}-seed{seed + s}"
             study = client.create_run(exp_id, run_name=name, tags={
-                "run_role": "study", "optuna.study_name": name, "sampler": sampler,
+                RUN_ROLE: ROLE_STUDY, STUDY_NAME: name, "sampler": sampler,
                 "pruner": pruner, "objective": objective, "seed": str(seed + s),
                 "dataset": "synthetic", "space_sha": "0" * 12})
             if searched_space:
                 client.log_dict(study.info.run_id, {"name": experiment, "params": SEARCHED_PARAMS},
-                                "space/effective_space.json")
+                                EFFECTIVE_SPACE_JSON)
             for number in range(trials):
                 _write_trial(client, exp_id, study.info.run_id, name, number, rng, Path(tmp),
                              epochs=epochs, n_val=n_val, y_true=y_true, prune_fraction=prune_fraction,
@@ -116,16 +119,16 @@ def _write_trial(client, exp_id, parent, study_name, number, rng, tmp: Path, *, 
     elif rng.random() < prune_fraction:
         state = "PRUNED"
     run = client.create_run(exp_id, run_name=f"trial-{number:04d}", tags={
-        "mlflow.parentRunId": parent, "run_role": "trial", "optuna.study_name": study_name,
-        "optuna.trial_number": str(number), "optuna.trial_state": state})
+        PARENT_RUN_ID: parent, RUN_ROLE: ROLE_TRIAL, STUDY_NAME: study_name,
+        TRIAL_NUMBER: str(number), TRIAL_STATE: state})
     rid = run.info.run_id
-    params = {**{k: str(v) for k, v in hp.items()}, "train.epochs": str(epochs),
-              "data.name": "synthetic", "data.class_imbalance": str(class_imbalance),
+    params = {**{k: str(v) for k, v in hp.items()}, EPOCH_BUDGET: str(epochs),
+              "data.name": "synthetic", CLASS_IMBALANCE: str(class_imbalance),
               "data.label_noise": "0.0", "data.train_size": "1000", "data.val_size": str(n_val),
               "data.test_size": str(len(y_true))}
     if state == "FAIL":
         client.log_batch(rid, params=[Param(k, v) for k, v in params.items()],
-                         tags=[RunTag("failure_reason", "nan_loss")])
+                         tags=[RunTag(FAILURE_REASON, "nan_loss")])
         client.set_terminated(rid, status="FAILED")
         return
     hist = _curves(rng, hp, epochs, n_val, len(y_true))
@@ -143,11 +146,11 @@ def _write_trial(client, exp_id, parent, study_name, number, rng, tmp: Path, *, 
     for start in range(0, len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[start:start + 1000],
                          params=[Param(k, v) for k, v in params.items()] if start == 0 else [])
-    hist.to_csv(tmp / "history.csv", index=False)
-    client.log_artifact(rid, str(tmp / "history.csv"))
+    hist.to_csv(tmp / HISTORY_CSV, index=False)
+    client.log_artifact(rid, str(tmp / HISTORY_CSV))
     buf = io.BytesIO()
     np.savez_compressed(buf, **_predictions(rng, hist, y_true))
-    (tmp / "test_predictions.npz").write_bytes(buf.getvalue())
-    client.log_artifact(rid, str(tmp / "test_predictions.npz"))
+    (tmp / TEST_PREDICTIONS).write_bytes(buf.getvalue())
+    client.log_artifact(rid, str(tmp / TEST_PREDICTIONS))
     client.set_terminated(rid)
 
