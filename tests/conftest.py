@@ -48,6 +48,37 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path
                           env=full_env, timeout=timeout, cwd=cwd or PROJECT_ROOT)
 
 
+def shared_fixture_groups(items: list[pytest.Item]) -> dict[str, str]:
+    """nodeid -> group: tests joined (transitively) by a module- or session-scoped fixture of
+    this test tree (a search, a report, a server, PostgreSQL), named after one such fixture."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    used_by: dict[str, list[str]] = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = sorted(name for name, defs in (info.name2fixturedefs.items() if info else ())
+                        if defs and defs[-1].scope != "function" and defs[-1].baseid.startswith("tests"))
+        for name in shared:
+            parent[root(name)] = root(shared[0])
+        if shared:
+            used_by[item.nodeid] = shared
+    return {nodeid: root(shared[0]) for nodeid, shared in used_by.items()}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test) the tests that share an expensive
+    fixture run in one xdist process, so the search or server behind it is made once."""
+    groups = shared_fixture_groups(items)
+    for item in items:
+        if item.nodeid in groups and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
+
 @pytest.fixture
 def fashion_mnist_dir() -> Path:
     require((FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
