@@ -1,4 +1,5 @@
-"""End to end: a real tiny search on Fashion-MNIST, read back with the MLflow client."""
+"""End to end: a real tiny search on Fashion-MNIST, read back with the MLflow client; resuming,
+on the digits study that tests/conftest.py runs three times."""
 
 from __future__ import annotations
 
