@@ -23,6 +23,10 @@ DASHBOARD_PORT ?= 8080
 BACKEND   ?=
 ARTIFACTS ?= $(CURDIR)/mlruns/artifacts
 ALLOWED_HOSTS ?=
+# pytest-xdist processes for `make test`: most tests wait on subprocesses, servers and
+# signals, so two share the 2 cores well; tests that share a search or a server carry an
+# xdist_group mark and run in one process (--dist loadgroup).
+TEST_WORKERS ?= 2
 
 comma := ,
 search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
@@ -140,12 +144,12 @@ server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|pos
 	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)'))
 
-test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~35 min on 2 cores; about 390 tests)
+test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (about 390 tests in TEST_WORKERS=2 xdist processes; was 33 min serial)
 	$(call banner,tests)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup $(BENCH_STAMP) $(GP_STAMP) ## The suite without tests marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 bench: setup ## Benchmarks: writes benchmarks/results/*.json and *.md (up to ~3 h; search_efficiency resumes)
 	$(call banner,benchmarks)

@@ -44,10 +44,10 @@ def recount(client: MlflowClient, experiment_id: str, folder: Path) -> dict:
 
 def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
     require((FASHION_DIR / "train-images-idx3-ubyte.gz").exists(), "dataset-fashion-mnist is not installed")
-    search = run_cli("study", "search", "--experiment", "campaign-e2e", "--replicates", "3", "--trials", "4",
+    search = run_cli("study", "search", "--experiment", "campaign-e2e", "--replicates", "3", "--trials", "3",
                      "--sampler", "random", "--pruner", "none", "--storage", stores["storage"],
                      "--tracking-uri", stores["tracking_uri"], "--set", "data.train_size=600",
-                     "--set", "data.val_size=300", "--set", "data.test_size=300", "--set", "train.epochs=3",
+                     "--set", "data.val_size=300", "--set", "data.test_size=300", "--set", "train.epochs=2",
                      "--set", "params.n_conv_blocks=1", "--set", "params.augment=false")
     assert search.returncode == 0, search.stderr
 

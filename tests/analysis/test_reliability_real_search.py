@@ -23,25 +23,18 @@ pytestmark = pytest.mark.slow
 PASSWORD = "s3cr3t-report-pw"
 
 
-@pytest.fixture(scope="module")
-def resumed_search(tmp_path_factory) -> dict:
-    """One digits study: 2 trials, then resumed to 4 with a timeout, so the logged run
-    settings `trials` and `timeout` differ between its trials."""
-    root = tmp_path_factory.mktemp("digits")
-    stores = ["--storage", str(root / "optuna.journal"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    common = ["study", "search", "--space", "search_spaces/digits.yaml", "--sampler", "random",
-              "--pruner", "none", "--set", "train.epochs=3", *stores]
-    for extra in (["--trials", "2"], ["--trials", "4", "--timeout", "900"]):
-        proc = run_cli(*common, *extra)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return {"root": root, "uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "digits-cnn"}
+@pytest.fixture
+def resumed_search(resumed_digits_search: dict) -> dict:
+    """The shared digits study (tests/conftest.py): 2 trials, resumed to 4 with a timeout,
+    then to 5, so the logged run settings `trials` and `timeout` differ between its trials."""
+    return resumed_digits_search
 
 
 def test_run_settings_are_never_axes(resumed_search: dict, tmp_path: Path) -> None:
     client = MlflowClient(resumed_search["uri"])
     experiment = client.get_experiment_by_name(resumed_search["experiment"]).experiment_id
     runs = client.search_runs([experiment], f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'")
-    assert {r.data.params["trials"] for r in runs} == {"2", "4"}  # the settings did vary
+    assert {r.data.params["trials"] for r in runs} == {"2", "4", "5"}  # the settings did vary
     assert {r.data.params["timeout"] for r in runs} == {"None", "900.0"}
 
     out = tmp_path / "report"

@@ -1,4 +1,5 @@
-"""One real tiny search, shared by the end-to-end and UI tests (training is the slow part)."""
+"""One real tiny search, shared by the end-to-end and UI tests (training is the slow part):
+made once per session (per xdist process, and its users share one xdist group)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ TINY = ["--set", "data.train_size=1000", "--set", "data.val_size=500", "--set", 
         "--set", "train.epochs=2"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`python -m study search` with 3 trials x 2 epochs into a temporary store."""
     require((FASHION_DIR / "train-images-idx3-ubyte.gz").exists(), "dataset-fashion-mnist is not installed")

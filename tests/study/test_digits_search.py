@@ -33,26 +33,20 @@ def test_infeasible_architecture_is_pruned_and_the_study_goes_on(stores: dict) -
         assert "4 conv blocks" in run.data.tags[FAILURE_MESSAGE]
 
 
-def test_digits_study_completes_offline(stores: dict) -> None:
-    result = run_cli("study", "search", "--space", "search_spaces/digits.yaml", "--trials", "2",
-                     "--sampler", "tpe", "--pruner", "median", "--storage", stores["storage"],
-                     "--tracking-uri", stores["tracking_uri"], "--set", "train.epochs=3")
-    assert result.returncode == 0, result.stderr
-    assert "[digits-cnn-seed0] trial 1" in result.stdout and "ETA" in result.stdout
-    study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(stores["storage"]))
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    assert study.trials[0].value > 0.5  # the baseline learns 8x8 digits in 3 epochs
-
-
-def test_a_seeded_sequential_study_repeats_itself(tmp_path) -> None:
-    """Same seed, fresh stores: the same parameters and the same per-epoch values."""
+def test_a_seeded_digits_study_completes_offline_and_repeats_itself(tmp_path) -> None:
+    """Offline digits with TPE and the median pruner: every trial completes, the baseline
+    learns, progress lines show; the same seed on fresh stores gives the same parameters
+    and the same per-epoch values."""
     studies = []
     for run in ("a", "b"):
         storage = str(tmp_path / f"{run}.journal")
         result = run_cli("study", "search", "--space", "search_spaces/digits.yaml", "--trials", "3",
-                         "--sampler", "tpe", "--pruner", "none", "--seed", "7", "--storage", storage,
-                         "--tracking-uri", f"sqlite:///{tmp_path / run}.db", "--set", "train.epochs=2")
+                         "--sampler", "tpe", "--pruner", "median", "--seed", "7", "--storage", storage,
+                         "--tracking-uri", f"sqlite:///{tmp_path / run}.db", "--set", "train.epochs=3")
         assert result.returncode == 0, result.stderr
+        assert "[digits-cnn-seed7] trial 1" in result.stdout and "ETA" in result.stdout
         studies.append(optuna.load_study(study_name="digits-cnn-seed7", storage=open_storage(storage)))
+    assert [t.state.name for t in studies[0].trials] == ["COMPLETE"] * 3  # the median pruner waits 5 trials
+    assert studies[0].trials[0].value > 0.5  # the baseline learns 8x8 digits in 3 epochs
     first, second = ([(t.params, t.value, t.intermediate_values) for t in s.trials] for s in studies)
     assert len(first) == 3 and first == second

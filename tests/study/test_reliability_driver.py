@@ -64,15 +64,11 @@ def test_qmc_keeps_the_study_seed_for_every_worker_and_invocation() -> None:
 
 
 @pytest.mark.slow
-def test_a_larger_trials_rerun_draws_new_parameters(stores: dict[str, str]) -> None:
-    """`--trials 2` then `--trials 4`: the second invocation used to replay the first's samples."""
-    args = digits_search(stores, "--set", "train.epochs=1")
-    first = run_cli(*args, "--trials", "2")
-    assert first.returncode == ExitCode.OK, first.stdout + first.stderr
-    second = run_cli(*args, "--trials", "4")
-    assert second.returncode == ExitCode.OK, second.stdout + second.stderr
-    trials = load(stores).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+def test_a_larger_trials_rerun_draws_new_parameters(resumed_digits_search: dict) -> None:
+    """`--trials 2`, then `--trials 4`, then `--trials 5` on one study (tests/conftest.py):
+    each later invocation used to replay the first's samples."""
+    trials = optuna.load_study(study_name=STUDY, storage=open_storage(str(resumed_digits_search["journal"]))).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
     assert trials[0].params == baseline_params(load_space(DIGITS))
     drawn_before = [trials[1].params]
     assert all(t.params not in drawn_before for t in trials[2:]), [t.params for t in trials]

@@ -18,13 +18,11 @@ from optuna.trial import TrialState
 
 from study.storage import HOST, StorageError, lost_trials, open_storage, own_process_token, process_token
 from study.contract import FAILURE_REASON, ROLE_STUDY, RUN_ROLE, STUDY_NAME
-from tests.conftest import PROJECT_ROOT, require, run_cli
+from tests.conftest import CUT_RECORD, PROJECT_ROOT, require, run_cli
 
 DIGITS = ["--space", "search_spaces/digits.yaml", "--sampler", "random", "--pruner", "none",
           "--set", "train.epochs=1"]
 NAME = "digits-cnn-seed0"
-# What a crash (or a full disk) leaves when it cuts Optuna's write of the next record.
-CUT_RECORD = b'{"op_code":4,"worker_id":"9f1c-140","study_id":0,"datetime_st'
 
 
 def search(stores: dict[str, str], trials: int) -> subprocess.CompletedProcess:
@@ -48,28 +46,17 @@ def small_journal(path: Path, trials: int = 3) -> None:
 # --- item 1: a last record cut mid-line -----------------------------------------------------
 
 @pytest.mark.slow
-def test_a_journal_cut_mid_record_is_repaired_once_and_every_later_run_appends(stores: dict[str, str]) -> None:
-    first = search(stores, 1)
-    assert first.returncode == 0, first.stderr
-    journal = Path(stores["storage"])
-    with open(journal, "ab") as handle:
-        handle.write(CUT_RECORD)
-    damaged = journal.read_bytes()
-
-    second = search(stores, 2)  # on 8baedc1 this (and every later run) exits 1: JSONDecodeError
-    assert second.returncode == 0, second.stdout + second.stderr
-    (backup,) = journal.parent.glob("optuna.journal.bak-*")
+def test_a_journal_cut_mid_record_is_repaired_once_and_every_later_run_appends(resumed_digits_search: dict) -> None:
+    """The shared study's journal was cut mid-record after its first run (tests/conftest.py)."""
+    journal, damaged = resumed_digits_search["journal"], resumed_digits_search["damaged"]
+    second, third = resumed_digits_search["runs"][1:]  # on 8baedc1 these exit 1: JSONDecodeError
+    (backup,) = journal.parent.glob("optuna.journal.bak-*")  # one backup: the third run found nothing to repair
     assert backup.read_bytes() == damaged  # byte-exact, beside the journal
     said = [line for line in second.stdout.splitlines() if "incomplete last record" in line]
     assert len(said) == 1 and str(journal) in said[0] and str(backup) in said[0], second.stdout
     assert journal.read_bytes().startswith(damaged[:-len(CUT_RECORD)])  # complete records kept as they were
-    assert states(stores["storage"]) == ["COMPLETE", "COMPLETE"]
-
-    third = search(stores, 3)
-    assert third.returncode == 0, third.stdout + third.stderr
+    assert resumed_digits_search["states"][1:] == [["COMPLETE"] * 4, ["COMPLETE"] * 5]
     assert "incomplete last record" not in third.stdout
-    assert len(list(journal.parent.glob("optuna.journal.bak-*"))) == 1
-    assert states(stores["storage"]) == ["COMPLETE", "COMPLETE", "COMPLETE"]
 
 
 def test_a_record_being_written_is_waited_for_not_cut(tmp_path: Path) -> None:

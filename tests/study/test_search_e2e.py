@@ -1,4 +1,5 @@
-"""End to end: a real tiny search on Fashion-MNIST, read back with the MLflow client."""
+"""End to end: a real tiny search on Fashion-MNIST, read back with the MLflow client; resuming,
+on the digits study that tests/conftest.py runs three times."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from study.contract import (EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE, HISTORY_CSV,
                             PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, TEST_PREDICTIONS,
                             TRIAL_NUMBER, TRIAL_STATE)
 from tests.conftest import run_cli
-from tests.study.conftest import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -141,22 +141,17 @@ def test_the_best_trial_has_its_model_logged(searched: dict) -> None:
     assert model.output_shape == (None, 10)
 
 
-def test_resume_reaches_the_new_total(stores: dict, fashion_mnist_dir: Path) -> None:
-    common = ["--sampler", "random", "--pruner", "none", "--experiment", "resume",
-              "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"], *TINY,
-              "--set", "train.epochs=1", "--set", "data.train_size=300"]
-    first = run_cli("study", "search", "--trials", "2", *common)
-    assert first.returncode == 0, first.stderr
-    second = run_cli("study", "search", "--trials", "4", *common)
-    assert second.returncode == 0, second.stderr
-    study = optuna.load_study(study_name="resume-seed0", storage=open_storage(stores["storage"]))
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+def test_resume_reaches_the_new_total(resumed_digits_search: dict) -> None:
+    """`--trials 2`, `--trials 4`, `--trials 5` on one digits study (tests/conftest.py)."""
+    storage, uri = str(resumed_digits_search["journal"]), resumed_digits_search["uri"]
+    study = optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(storage))
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     assert all(t.state.is_finished() for t in study.trials)
-    client = MlflowClient(stores["tracking_uri"])
-    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("digits-cnn").experiment_id], max_results=1000)
     assert sum(r.data.tags.get(RUN_ROLE) == ROLE_STUDY for r in runs) == 1  # the study run is reopened
-    assert sum(r.data.tags.get(RUN_ROLE) == ROLE_TRIAL for r in runs) == 4
+    assert sum(r.data.tags.get(RUN_ROLE) == ROLE_TRIAL for r in runs) == 5
 
-    changed = run_cli("study", "search", "--trials", "5", *common, "--set", "params.dropout=0.1")
+    changed = run_cli(*resumed_digits_search["command"], "--trials", "6", "--set", "params.dropout=0.1")
     assert changed.returncode == 2 and "another space" in changed.stderr
-    assert len(optuna.load_study(study_name="resume-seed0", storage=open_storage(stores["storage"])).trials) == 4
+    assert len(optuna.load_study(study_name="digits-cnn-seed0", storage=open_storage(storage)).trials) == 5
