@@ -95,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--include-pruned", action="store_true", help="count PRUNED trials too")
     r.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
     r.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED")
+    r.add_argument("--noise-replicates", type=int, default=200, metavar="N",
+                   help="bootstrap replicates over validation images for the validation-noise "
+                        "section (MLflow input with outcomes.npz; 0 skips it)")
     return p
 
 
@@ -121,6 +124,9 @@ def report(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise AnalysisInputError("--bootstrap must be >= 0")
+    if args.noise_replicates < 0 or args.noise_replicates == 1:
+        raise AnalysisInputError(f"--noise-replicates {args.noise_replicates}: give 0 (skip) or "
+                                 "at least 2 (a standard error needs two replicates)")
     if args.val_size is not None and args.val_size < 1:
         raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
                                  "must be >= 1")
@@ -146,6 +152,14 @@ def report(args: argparse.Namespace) -> int:
     out = args.out or default_out(ds.experiments)
     analysis = analyse(ds, scoring=args.scoring, include_pruned=args.include_pruned,
                        n_boot=args.bootstrap, seed=args.bootstrap_seed, val_size=args.val_size)
+    if tracking_uri is not None and args.noise_replicates:
+        from analysis.outcomes import iter_study_outcomes
+        from analysis.store import open_store
+        from analysis.summary import add_validation_noise
+
+        add_validation_noise(analysis, iter_study_outcomes(open_store(tracking_uri), ds.trials),
+                             replicates=args.noise_replicates, seed=args.bootstrap_seed,
+                             n_boot=args.bootstrap)
     figs = figures.draw_all(analysis, out)
     title = "Loss vs accuracy picks: " + ", ".join(map(report_doc.literal, ds.experiments))
     files = report_doc.write(analysis, figs, out, title=title)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from markdown_it import MarkdownIt
 
+from analysis import validation_noise
 from analysis.figures import Figure
 from analysis.rules import REFERENCE
 from analysis.summary import Analysis, jsonable
@@ -297,6 +298,8 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     _rank_agreement(doc, summary)
     _cost(doc, summary, quoted)
     _epoch_level(doc, summary, quoted)
+    if analysis.noise is not None:
+        validation_noise.render(doc, analysis.noise)
     _calibration(doc, summary)
     _study_size(doc, summary)
     _explanations(doc, summary)

@@ -7,12 +7,16 @@ summary dict and the tidy tables the figures and the report draw from.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from analysis import boundary, compare, cost, design, explain, ranks, rule_comparison, size
+from analysis import (boundary, compare, cost, design, explain, ranks, rule_comparison, size,
+                      validation_noise)
+from analysis.outcomes import StudyOutcomes
+from analysis.rules import ALL_RULES, REFERENCE
 from analysis.intervals import bootstrap_gap, bootstrap_mean, wilson
 from analysis.picks import epoch_picks, scored_trials, trial_picks
 from analysis.sources import KEY, Dataset
@@ -48,6 +52,8 @@ class Analysis:
     hyperparams: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Validation noise (MLflow input only: it resamples the stored per-image outcomes).
+    noise: validation_noise.NoiseResult | None = None
 
 
 def _rate_block(disagree: pd.Series, clusters: pd.Series | None, unit: str, n_boot: int,
@@ -287,3 +293,13 @@ def jsonable(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def add_validation_noise(analysis: Analysis, studies: Iterable[StudyOutcomes], *, replicates: int,
+                         seed: int, n_boot: int) -> None:
+    """How often each rule's pick would change on another draw of the validation set, and
+    the accuracy pick's margin over the loss pick in images, from per-image outcomes."""
+    analysis.noise = validation_noise.validation_noise(
+        studies, ALL_RULES, loss_rule=REFERENCE, accuracy_rule="max_val_accuracy",
+        replicates=replicates, seed=seed, n_boot=max(n_boot, 2))
+    analysis.summary["validation_noise"] = validation_noise.summary(analysis.noise)

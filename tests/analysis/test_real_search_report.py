@@ -68,6 +68,8 @@ def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
     assert summary["epoch_level"]["disagreements"] == expected["epoch_disagreements"]
     assert summary["loss_metric"] == "val_loss" and "val_crossentropy" in summary["variants"]
 
+    _check_validation_noise(client, experiment_id, summary, (out / "report.md").read_text())
+
     html = (out / "index.html").read_text()
     referenced = re.findall(r'(?:src|href)="([^"#:]+)"', html)
     assert any(name.endswith(".png") for name in referenced)
@@ -78,3 +80,34 @@ def test_replicated_search_then_report(stores: dict, tmp_path: Path) -> None:
     assert len(reports) == 1
     logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
     assert {SUMMARY_JSON, "report.md", "index.html"} <= logged
+
+
+def _check_validation_noise(client: MlflowClient, experiment_id: str, summary: dict, markdown: str) -> None:
+    """Each study's margin is the accuracy pick's correct images minus the loss pick's: the
+    logged val_accuracy at the two picks, times n_val, gives it without the bootstrap code."""
+    assert "## Validation noise" in markdown
+    noise = summary["validation_noise"]
+    assert noise["settings"]["replicates"] == 200
+    # Only the calibrated-NLL rules are left out: refitting a temperature needs every class's
+    # probability, and the outcomes keep the true class's alone.
+    assert {item["what"] for item in noise["excluded"]} == {"rule"}
+    assert all("calibrated" in item["name"] for item in noise["excluded"])
+    assert len(noise["margins"]) == 3
+    runs = {(r.data.tags[STUDY_NAME], r.data.tags[TRIAL_NUMBER]): r.info.run_id
+            for r in client.search_runs([experiment_id], f"tags.{RUN_ROLE} = '{ROLE_TRIAL}'")}
+
+    def logged(study: str, trial: str, epoch: int, metric: str) -> float:
+        history = client.get_metric_history(runs[(study, str(trial))], metric)
+        return next(m.value for m in history if m.step == epoch)
+
+    for row in noise["margins"]:
+        study = row["study"]
+        trials = [trial for (name, trial) in runs if name == study]
+        best_accuracy = max(m.value for trial in trials
+                            for m in client.get_metric_history(runs[(study, trial)], "val_accuracy"))
+        assert logged(study, row["accuracy_trial"], row["accuracy_epoch"], "val_accuracy") == best_accuracy
+        gap = (logged(study, row["accuracy_trial"], row["accuracy_epoch"], "val_accuracy")
+               - logged(study, row["loss_trial"], row["loss_epoch"], "val_accuracy"))
+        assert row["margin"] == round(gap * row["n_val"]) and row["n_val"] == 300
+        assert row["se"] >= 0
+    assert {rule["rule"] for rule in noise["rules"]} >= {"min_val_loss", "max_val_accuracy"}

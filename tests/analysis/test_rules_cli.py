@@ -87,3 +87,12 @@ def test_without_val_size_or_test_columns_rules_say_what_they_need(tmp_path):
     listed = [item for item in summary["exclusions"] if item["what"] == "values of val_balanced_accuracy"]
     assert listed and listed[0]["count"] == 1
     assert summary["rules"]["max_val_balanced_accuracy"]["studies_with_pick"] == 2
+
+@pytest.mark.parametrize("value", ["1", "-3"])
+def test_a_bad_noise_replicate_count_exits_2_with_one_line_and_writes_nothing(tmp_path, value):
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(_csv(tmp_path, table())), "--epoch-col", "epoch",
+                        "--noise-replicates", value, "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--noise-replicates" in proc.stderr
+    assert not out.exists()
