@@ -90,7 +90,11 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
     `m`, `m_epoch` and, when present, `test_accuracy_at_m`, `val_ece_at_m`,
     `val_confidence_at_m`.
     """
-    e = epochs.sort_values([*KEY, "epoch"], kind="stable")
+    # Only the columns scored here are sorted and filtered: every selection copies its
+    # columns, and the rules' extra metrics would double the peak memory at 6 M rows.
+    wanted = [*KEY, "epoch", "accuracy", "val_accuracy", "val_loss", "val_crossentropy",
+              "test_accuracy", "val_ece", "val_confidence"]
+    e = epochs[[c for c in wanted if c in epochs]].sort_values([*KEY, "epoch"], kind="stable")
     last = e.groupby(KEY, sort=False).tail(1).set_index(KEY)
     out = pd.DataFrame(index=last.index)
     out["epochs_trained"] = e.groupby(KEY, sort=False).size()
@@ -101,7 +105,7 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
     losses = [m for m in ("val_loss", "val_crossentropy") if m in e and e[m].notna().any()]
     # The accuracy score is computed once, over every epoch that has a val_accuracy, so a
     # trial missing one loss metric (an older store) keeps its accuracy score.
-    with_accuracy = e[e["val_accuracy"].notna()]
+    with_accuracy = _rows_with(e, "val_accuracy")
     if scoring == "final":
         rows = {"val_accuracy": with_accuracy.groupby(KEY, sort=False).tail(1).index}
     else:
@@ -110,7 +114,7 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
                                       == with_accuracy.groupby(KEY)["val_accuracy"].transform("max")]
         rows = {"val_accuracy": first_max.groupby(KEY, sort=False).head(1).index}
     for loss in losses:
-        usable = e[e[loss].notna()]
+        usable = _rows_with(e, loss)
         rows[loss] = (usable.groupby(KEY, sort=False).tail(1).index if scoring == "final"
                       else pick(usable, KEY, "epoch", loss, "val_accuracy")["loss_pick"].to_numpy())
     for metric, idx in rows.items():
@@ -120,6 +124,12 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
         for c in carried:
             out[f"{c}_at_{metric}"] = chosen[c]
     return out.reset_index()
+
+
+def _rows_with(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows where `column` has a value; the frame itself when all do (no copy)."""
+    present = frame[column].notna()
+    return frame if present.all() else frame[present]
 
 
 def scored_trials(ds, scoring: str) -> pd.DataFrame:

@@ -88,8 +88,10 @@ def measure_analysis(studies: int = 20, trials: int = 50, epochs: int = 50, boot
 
 def epoch_table(studies: int, trials: int, epochs: int, seed: int = 0):
     """A synthetic per-epoch table (study, trial, epoch, val_loss, val_accuracy,
-    test_accuracy): each trial's loss turns at a random epoch while its accuracy keeps
-    rising, so the two rules disagree in a share of trials; rounded values make ties."""
+    test_accuracy, then every column a selection rule or its test cost reads, so the
+    benchmark runs every rule): each trial's loss turns at a random epoch while its
+    accuracy keeps rising, so the two rules disagree in a share of trials; rounded values
+    make ties."""
     import numpy as np
     import pandas as pd
 
@@ -101,17 +103,27 @@ def epoch_table(studies: int, trials: int, epochs: int, seed: int = 0):
     loss = 1.2 - quality + 0.02 * np.abs(epoch - turn) + rng.normal(0, 0.01, rows)
     accuracy = np.clip(quality - 0.3 * np.exp(-epoch / 3) + rng.normal(0, 0.01, rows), 0, 1)
     test = np.clip(accuracy + rng.normal(0, 0.01, rows), 0, 1)
+    penalty = np.repeat(rng.uniform(0, 0.05, runs), epochs)  # a trial's L2 term
+    noise = lambda: rng.normal(0, 0.01, rows)  # noqa: E731
     return pd.DataFrame({"study": np.repeat(np.arange(studies), trials * epochs),
                          "trial": np.tile(np.repeat(np.arange(trials), epochs), studies),
                          "epoch": epoch, "val_loss": loss.round(4),
-                         "val_accuracy": accuracy.round(3), "test_accuracy": test.round(3)})
+                         "val_accuracy": accuracy.round(3), "test_accuracy": test.round(3),
+                         "val_crossentropy": (loss - penalty).round(4),
+                         "val_calibrated_nll": (0.9 * (loss - penalty) + noise()).round(4),
+                         "val_balanced_accuracy": np.clip(accuracy + noise(), 0, 1).round(3),
+                         "val_macro_f1": np.clip(accuracy + noise(), 0, 1).round(3),
+                         "test_crossentropy": (loss - penalty + noise()).round(4),
+                         "test_ece": np.clip(0.05 + noise(), 0, 1).round(4),
+                         "test_brier": np.clip(2 * (1 - test) * 0.7 + noise(), 0, 2).round(4)})
 
 
 def report_child(table: Path, out: Path, bootstrap: int) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of `python -m analysis report --csv table` as a child
     process; os.wait4 gives that one child's own rusage."""
     command = [sys.executable, "-m", "analysis", "report", "--csv", str(table), "--epoch-col", "epoch",
-               "--test-accuracy-col", "test_accuracy", "--out", str(out), "--bootstrap", str(bootstrap)]
+               "--test-accuracy-col", "test_accuracy", "--val-size", "10000", "--out", str(out),
+               "--bootstrap", str(bootstrap)]
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = child.stderr.read()
