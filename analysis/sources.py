@@ -102,7 +102,8 @@ def _maybe_numeric(values: pd.Series) -> pd.Series:
 def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, accuracy_col: str,
                test_accuracy_col: str | None = None, epoch_col: str | None = None,
                explain_cols: Sequence[str] = (), include_pruned: bool = False,
-               state_col: str | None = None, epochs: int | None = None) -> Dataset:
+               state_col: str | None = None, epochs: int | None = None,
+               crossentropy_col: str | None = None) -> Dataset:
     """Read a generic table of trials (or of epochs, with `epoch_col`).
 
     `epochs` is the epoch budget of every trial; without it a study's budget is its
@@ -113,7 +114,7 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     raw = _read_table(path)
     named = {"--study-col": study_col, "--trial-col": trial_col, "--loss-col": loss_col,
              "--accuracy-col": accuracy_col, "--test-accuracy-col": test_accuracy_col,
-             "--epoch-col": epoch_col, "--state-col": state_col}
+             "--epoch-col": epoch_col, "--state-col": state_col, "--crossentropy-col": crossentropy_col}
     named.update({f"--explain-col {c}": c for c in explain_cols})
     missing = [f"{flag}={col}" for flag, col in named.items() if col and col not in raw.columns]
     if missing:
@@ -140,7 +141,8 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     raw = _without_blank_ids(ds, raw, study_col, trial_col)
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",
-                   test_accuracy_col: "test_accuracy", epoch_col: "epoch"}, explain_cols)
+                   test_accuracy_col: "test_accuracy", epoch_col: "epoch",
+                   crossentropy_col: "val_crossentropy"}, explain_cols)
     table = _filter_states(ds, table, include_pruned, unit="rows")
     table = _usable_values(ds, table, named)
     if table.empty:
@@ -210,7 +212,7 @@ def _tidy(raw: pd.DataFrame, experiment: str, study_col: str, trial_col: str,
 def _usable_values(ds: Dataset, table: pd.DataFrame, named: dict) -> pd.DataFrame:
     """Numeric, possible values only; every row or value left out is listed with its reason."""
     metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
-    table = _numeric(table, [*metric_cols, "test_accuracy", *ds.explanatory])
+    table = _numeric(table, [*metric_cols, "test_accuracy", "val_crossentropy", *ds.explanatory])
     loss_col, accuracy_col, epoch_col = (named["--loss-col"], named["--accuracy-col"],
                                          named["--epoch-col"])
     bad = table[metric_cols].isna().any(axis=1)
@@ -262,7 +264,7 @@ def _epoch_level(ds: Dataset, table: pd.DataFrame, epochs: int | None, path: Pat
             f"{path}: --epochs {epochs}, but study {beyond['study']!r} trial {beyond['trial']!r} "
             f"has epoch {int(beyond['epoch']) + ds.source['epoch_base']}")
     ds.epochs = table[[*KEY, "epoch", "val_loss", "val_accuracy"]
-                      + (["test_accuracy"] if "test_accuracy" in table else [])].reset_index(drop=True)
+                      + [c for c in ("test_accuracy", "val_crossentropy") if c in table]].reset_index(drop=True)
     trials = table.groupby(KEY, sort=False).agg(
         experiment=("experiment", "first"), order=("order", "first"), state=("state", "first"),
         budget=("epoch", "max"), **{c: (c, "mean") for c in ds.explanatory}).reset_index()
