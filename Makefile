@@ -28,10 +28,17 @@ ALLOWED_HOSTS ?=
 # xdist_group mark and run in one process (--dist loadgroup).
 TEST_WORKERS ?= 2
 
+REGIME    ?= balanced
+DATA      ?= fashion_mnist
+
 comma := ,
 search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(if $(STUDY),--study-name $(STUDY)) $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
   $(foreach kv,$(SET),--set $(kv))
+# A campaign's own default target (500) unless TRIALS is given on the make command line.
+campaign_flags = $(if $(filter command line,$(origin TRIALS)),--trials $(TRIALS)) \
+  $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
+  $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(foreach kv,$(SET),--set $(kv))
 # STORAGE, TRACKING and BACKEND may carry a password, in any characters (a quote too): they
 # reach the programs through the environment, which make exports (see below), never through
 # a command line (which the shell parses, make echoes and `ps` shows); only masked copies are
@@ -44,10 +51,10 @@ show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' "$${S
 server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 ifneq ($(STORAGE),)
-search report dashboard: export STUDY_STORAGE := $(STORAGE)
+search campaign report dashboard: export STUDY_STORAGE := $(STORAGE)
 endif
 ifneq ($(TRACKING),)
-search report: export MLFLOW_TRACKING_URI := $(TRACKING)
+search campaign report: export MLFLOW_TRACKING_URI := $(TRACKING)
 endif
 ui: export MLFLOW_BACKEND_STORE_URI := $(tracking_uri)
 server: export MLFLOW_BACKEND_STORE_URI := $(server_backend)
@@ -114,11 +121,10 @@ search-quick: setup ## A few minutes: 6 trials, 3 epochs, on a 6000-image subset
 	$(PY) -m study search --space $(SPACE) --trials 6 --study-name quick \
 	  --set data.train_size=6000 --set data.val_size=2000 --set data.test_size=2000 --set train.epochs=3
 
-campaign: setup ## Replicated studies for the disagreement rate: 8 x 12 trials, QMC, no pruning
-	$(call banner,campaign: 8 replicates x 12 trials)
-	$(PY) -m study search --space $(SPACE) --experiment $(EXPERIMENT)-campaign --replicates 8 --trials 12 \
-	  --sampler qmc --pruner none --set data.train_size=3000 --set data.val_size=2000 --set data.test_size=2000 \
-	  --set train.epochs=5 $(foreach kv,$(SET),--set $(kv))
+campaign: setup ## One regime's pool of i.i.d. unpruned trials (REGIME=balanced|imbalance|label_noise, TRIALS=500, WORKERS, DATA=digits: smoke); resumes
+	$(call banner,campaign $(REGIME) on $(DATA))
+	$(show_urls)
+	@$(PY) -m study campaign --regime $(REGIME) --data $(DATA) $(campaign_flags)
 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))

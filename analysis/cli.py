@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--accuracy-col", default="val_accuracy")
     tab.add_argument("--test-accuracy-col", default=None)
     tab.add_argument("--epoch-col", default=None, help="rows are epochs; adds the epoch level")
+    tab.add_argument("--crossentropy-col", default=None,
+                     help="with --epoch-col: val_loss without the L2 term; adds the val_crossentropy variant")
     tab.add_argument("--epochs", type=int, default=None, metavar="N",
                      help="epoch budget of every trial (default: each study's largest epoch count)")
     tab.add_argument("--val-size", type=int, default=None, metavar="N",
@@ -98,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--noise-replicates", type=int, default=200, metavar="N",
                    help="bootstrap replicates over validation images for the validation-noise "
                         "section (MLflow input with outcomes.npz; 0 skips it)")
+    x = sub.add_parser("export", help="one CSV row per trial and epoch (metrics, params, run id, commit)")
+    x.add_argument("--experiment", action="append", required=True, metavar="NAME")
+    x.add_argument("--tracking-uri", default=None)
+    x.add_argument("--out", type=Path, required=True, help="e.g. results/<campaign>/epochs.csv.gz")
     return p
 
 
@@ -136,6 +142,7 @@ def report(args: argparse.Namespace) -> int:
         ds = sources.load_table(args.csv, study_col=args.study_col, trial_col=args.trial_col,
                                 loss_col=args.loss_col, accuracy_col=args.accuracy_col,
                                 test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
+                                crossentropy_col=args.crossentropy_col,
                                 explain_cols=args.explain_col, include_pruned=args.include_pruned,
                                 state_col=args.state_col, epochs=args.epochs)
         tracking_uri = None
@@ -170,10 +177,20 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from analysis.export import CSV_FLAGS, export as write_export
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    table = write_export(list(dict.fromkeys(args.experiment)), tracking_uri, args.out)
+    print(f"wrote {len(table)} rows ({table['run_id'].nunique()} trials) to {_one_line(str(args.out))}; "
+          f"analyse it with: python -m analysis report --csv {_one_line(str(args.out))} {CSV_FLAGS}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return report(args)
+        return export(args) if args.command == "export" else report(args)
     except AnalysisInputError as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2

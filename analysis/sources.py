@@ -38,7 +38,7 @@ RUN_SETTINGS = frozenset({
     "space_file", "trials", "timeout", "experiment", "study_name", "seed", "replicates",
     "sampler", "pruner", "objective", "storage", "tracking_uri", "workers",
     "max_consecutive_failures", "heartbeat_interval", "grace_period", "max_retry", "space_name",
-    "worker_index"})
+    "worker_index", "trial_artifacts"})
 
 Predictions = Callable[[str, str], "dict[str, np.ndarray] | None"]
 
@@ -95,7 +95,8 @@ def _maybe_numeric(values: pd.Series) -> pd.Series:
 def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, accuracy_col: str,
                test_accuracy_col: str | None = None, epoch_col: str | None = None,
                explain_cols: Sequence[str] = (), include_pruned: bool = False,
-               state_col: str | None = None, epochs: int | None = None) -> Dataset:
+               state_col: str | None = None, epochs: int | None = None,
+               crossentropy_col: str | None = None) -> Dataset:
     """Read a generic table of trials (or of epochs, with `epoch_col`).
 
     `epochs` is the epoch budget of every trial; without it a study's budget is its
@@ -106,7 +107,7 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     raw = _read_table(path)
     named = {"--study-col": study_col, "--trial-col": trial_col, "--loss-col": loss_col,
              "--accuracy-col": accuracy_col, "--test-accuracy-col": test_accuracy_col,
-             "--epoch-col": epoch_col, "--state-col": state_col}
+             "--epoch-col": epoch_col, "--state-col": state_col, "--crossentropy-col": crossentropy_col}
     named.update({f"--explain-col {c}": c for c in explain_cols})
     missing = [f"{flag}={col}" for flag, col in named.items() if col and col not in raw.columns]
     if missing:
@@ -126,7 +127,10 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
 
     # Metric columns the selection rules read, carried under their contract names.
     from analysis.rules import TABLE_METRICS
-    extras = [c for c in TABLE_METRICS if c in raw.columns and c not in named.values()]
+    # --crossentropy-col names the val_crossentropy column; a column of that name is then not
+    # a second source for it.
+    extras = [c for c in TABLE_METRICS if c in raw.columns and c not in named.values()
+              and not (crossentropy_col and c == "val_crossentropy")]
     experiment = path.stem
     ds = Dataset(trials=pd.DataFrame(), epochs=None, studies=pd.DataFrame(), loss_metric=loss_col,
                  experiments=[experiment], explanatory=[f"x.{c}" for c in explain_cols],
@@ -137,13 +141,13 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",
                    test_accuracy_col: "test_accuracy", epoch_col: "epoch",
-                   **{c: c for c in extras}}, explain_cols)
+                   **{c: c for c in extras}, crossentropy_col: "val_crossentropy"}, explain_cols)
     # The table holds what it needs; without the raw frame alive, blanking a value writes in
     # place instead of copying its column (copy-on-write copies only shared buffers).
     del raw
     table = _filter_states(ds, table, include_pruned, unit="rows")
     table = _usable_values(ds, table, named)
-    table = _usable_extras(ds, table, extras)
+    table = _usable_extras(ds, table, [*extras, *(["val_crossentropy"] if crossentropy_col else [])])
     if table.empty:
         raise AnalysisInputError(f"{path}: no usable rows (every row is excluded)")
 
@@ -213,7 +217,7 @@ def _tidy(raw: pd.DataFrame, experiment: str, study_col: str, trial_col: str,
 def _usable_values(ds: Dataset, table: pd.DataFrame, named: dict) -> pd.DataFrame:
     """Numeric, possible values only; every row or value left out is listed with its reason."""
     metric_cols = [c for c in ("val_loss", "val_accuracy", "epoch") if c in table]
-    table = _numeric(table, [*metric_cols, "test_accuracy", *ds.explanatory])
+    table = _numeric(table, [*metric_cols, "test_accuracy", "val_crossentropy", *ds.explanatory])
     loss_col, accuracy_col, epoch_col = (named["--loss-col"], named["--accuracy-col"],
                                          named["--epoch-col"])
     bad = table[metric_cols].isna().any(axis=1)

@@ -170,7 +170,9 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     # Only from MLflow, where val_loss is known to be Keras's (with the penalty); a table's
     # val_crossentropy column still feeds its selection rule.
     summary["variants"] = {}
-    if (ds.source.get("kind") == "mlflow" and ds.epochs is not None and "val_crossentropy" in ds.epochs
+    # A table says so with --crossentropy-col (an export of our store does).
+    l2_known = ds.source.get("kind") == "mlflow" or bool(ds.source.get("columns", {}).get("crossentropy-col"))
+    if (l2_known and ds.epochs is not None and "val_crossentropy" in ds.epochs
             and ds.epochs["val_crossentropy"].notna().any()):
         variant, xpicks, _, _ = _levels(scored, ds.epochs, "val_crossentropy", ds, scoring, n_boot,
                                         seed, with_mcnemar=False)

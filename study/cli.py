@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="one worker of an existing study (started by search --workers)")
     add_search_arguments(worker)
 
+    campaign = commands.add_parser("campaign", help="one regime's pool of i.i.d. unpruned trials (resumes)")
+    add_campaign_arguments(campaign)
+
     reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
     reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
     reconcile.add_argument("--storage", default=None)
@@ -66,6 +69,8 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override data.*, train.* or pin params.<name>; repeatable")
     search.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX .gz files")
+    search.add_argument("--trial-artifacts", choices=("full", "lean"), default="full",
+                        help="lean: no learning-curve PNG and no best-model upload per trial (campaigns)")
     search.add_argument("--max-consecutive-failures", type=int, default=5)
     search.add_argument("--heartbeat-interval", type=int, default=30, help="RDB storages: seconds")
     search.add_argument("--grace-period", type=int, default=90, help="RDB storages: seconds")
@@ -73,6 +78,34 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--worker-index", type=non_negative_int, default=default_worker_index(),
                         help="sampler seed offset (seed + index) when several machines share a study; default "
                              "$STUDY_WORKER_INDEX, $SLURM_ARRAY_TASK_ID, $JOB_COMPLETION_INDEX or 0")
+
+
+def add_campaign_arguments(campaign: argparse.ArgumentParser) -> None:
+    from study.campaign import DEFAULT_TRIALS, REGIMES, SPACES
+
+    campaign.add_argument("--regime", required=True, choices=tuple(REGIMES))
+    campaign.add_argument("--data", choices=tuple(SPACES), default="fashion_mnist",
+                          help="digits: a smoke run below the floors (CI, demos)")
+    campaign.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="finished trials to reach; re-runs resume")
+    campaign.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    campaign.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
+    campaign.add_argument("--seed", type=non_negative_int, default=0)
+    campaign.add_argument("--storage", default=None)
+    campaign.add_argument("--tracking-uri", default=None)
+    campaign.add_argument("--data-dir", default=None)
+    campaign.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def campaign_search_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The campaign as the `search` it is (study/campaign.py); raises CampaignError."""
+    from study.campaign import search_argv
+
+    passthrough = ["--workers", str(args.workers), "--seed", str(args.seed)]
+    for flag, value in (("--timeout", args.timeout), ("--storage", args.storage),
+                        ("--tracking-uri", args.tracking_uri), ("--data-dir", args.data_dir)):
+        if value is not None:
+            passthrough += [flag, str(value)]
+    return build_parser().parse_args(search_argv(args.regime, args.data, args.trials, args.overrides, passthrough))
 
 
 def non_negative_int(text: str) -> int:
@@ -108,7 +141,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         storage=storage_spec(args), tracking_uri=args.tracking_uri or default_tracking_uri(),
         workers=getattr(args, "workers", 1),
         max_consecutive_failures=args.max_consecutive_failures, heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, max_retry=args.max_retry)
+        grace_period=args.grace_period, max_retry=args.max_retry, trial_artifacts=args.trial_artifacts)
 
 
 def _quiet_libraries() -> None:
@@ -223,14 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
+    from study.campaign import CampaignError, banner, floor_problem
     from study.config import ConfigError
     from study.space import SpaceError
 
+    campaign = args if args.command == "campaign" else None
     try:
+        if campaign is not None:
+            args = campaign_search_args(campaign)
         config = check_fast(args)
-    except (SpaceError, ConfigError, ValidationError) as exc:
+        problem = floor_problem(config.space) if campaign and campaign.data == "fashion_mnist" else None
+        if problem:
+            raise CampaignError(problem)
+    except (SpaceError, ConfigError, ValidationError, CampaignError) as exc:
         print(fast_error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
+    if campaign is not None:
+        print(banner(campaign.regime, campaign.data, campaign.trials), flush=True)
     return run_command(args, config)
 
 

@@ -171,7 +171,8 @@ class Objective:
         print(f"[{ctx.study_name}] trial {trial.number} started: "
               + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
 
-        best_metric = None if config.objective == "both" else config.objective
+        # Best weights are kept only for the model upload, which lean trials skip.
+        best_metric = None if config.objective == "both" or config.trial_artifacts == "lean" else config.objective
 
         def on_epoch(epoch: int, row: dict[str, float]) -> None:
             ctx.tracker.log_epoch(run_id, epoch, row)
@@ -208,7 +209,8 @@ class Objective:
 
         summary = self._finish(trial, run_id, evaluator, "COMPLETE", None, None)
         value = objective_value(config, summary)
-        if evaluator.best_weights is not None and _becomes_best(trial.study, value):
+        keeps_model = config.trial_artifacts == "full"  # a campaign skips the upload (throughput)
+        if keeps_model and evaluator.best_weights is not None and _becomes_best(trial.study, value):
             model.set_weights(evaluator.best_weights)
             ctx.tracker.log_keras_model(run_id, model)
         return value
@@ -221,7 +223,7 @@ class Objective:
             trial.set_user_attr(FAILURE_REASON, reason)
         with tempfile.TemporaryDirectory() as folder:
             figure = None
-            if not history.empty:
+            if not history.empty and self.context.config.trial_artifacts == "full":
                 figure = plot_learning_curves(history, f"{self.context.study_name} trial {trial.number} ({state})",
                                               Path(folder) / LEARNING_CURVES_PNG)
             self.context.tracker.finish_trial_run(
@@ -245,10 +247,13 @@ def elapsed_text(seconds: float) -> str:
 class Progress:
     """Plain lines (CI logs, files, terminals alike): state, best so far and an ETA."""
 
-    def __init__(self, study_name: str, target: int | None, timeout: float | None) -> None:
+    def __init__(self, study_name: str, target: int | None, timeout: float | None,
+                 finished_at_start: int = 0) -> None:
         self.study_name, self.target, self.timeout = study_name, target, timeout
         self.started = time.monotonic()
         self.done_here = 0
+        # The rate counts every process's trials (other workers too), since this one started.
+        self.finished_at_start = finished_at_start
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done_here += 1
@@ -265,9 +270,11 @@ class Progress:
         except ValueError:
             pass
         elapsed = time.monotonic() - self.started
+        per_hour = max(1, finished - self.finished_at_start, self.done_here) * 3600.0 / max(elapsed, 1e-9)
         if self.target:
-            remaining = max(0, self.target - finished) * elapsed / self.done_here
+            remaining = max(0, self.target - finished) * 3600.0 / per_hour
             if self.timeout:
                 remaining = min(remaining, max(0.0, self.timeout - elapsed))
-            line += f" | elapsed {elapsed_text(elapsed)}, ETA {elapsed_text(remaining)}"
+            line += (f" | {per_hour:.0f} trials/h, elapsed {elapsed_text(elapsed)}, "
+                     f"ETA {elapsed_text(remaining)}")
         print(line, flush=True)

@@ -16,11 +16,12 @@ OBJECTIVES = ("val_accuracy", "val_loss", "both")
 ADAPTIVE_SAMPLERS = ("tpe", "gp", "cmaes")
 
 
-def _suggest(trial: optuna.Trial, name: str, hp: Hyperparameter) -> Any:
+def _suggest(trial: optuna.Trial, name: str, hp: Hyperparameter, chosen: dict[str, Any]) -> Any:
+    low, high = hp.bounds(chosen)  # a range that depends on an earlier knob (`ranges:`)
     if hp.type == "int":
-        return trial.suggest_int(name, int(hp.low), int(hp.high), step=int(hp.step or 1), log=hp.log)
+        return trial.suggest_int(name, int(low), int(high), step=int(hp.step or 1), log=hp.log)
     if hp.type == "float":
-        return trial.suggest_float(name, hp.low, hp.high, step=hp.step, log=hp.log)
+        return trial.suggest_float(name, low, high, step=hp.step, log=hp.log)
     if hp.type == "bool":
         return trial.suggest_categorical(name, [False, True])
     return trial.suggest_categorical(name, hp.choices)
@@ -35,8 +36,16 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         elif hp.role == "fixed":
             values[name] = hp.value
         else:
-            values[name] = _suggest(trial, name, hp)
+            values[name] = _suggest(trial, name, hp, values)
     return values
+
+
+def _in_bounds(hp: Hyperparameter, value: Any, chosen: dict[str, Any]) -> bool:
+    """False for a baseline value outside the range a pinned parent gives it (`ranges:`)."""
+    if not hp.ranges:
+        return True
+    low, high = hp.bounds(chosen)
+    return low <= value <= high
 
 
 def baseline_params(space: SearchSpace) -> dict[str, Any]:
@@ -45,7 +54,7 @@ def baseline_params(space: SearchSpace) -> dict[str, Any]:
     for name, hp in space.params.items():
         if hp.role == "fixed":
             chosen[name] = hp.value
-        elif name in space.baseline and hp.is_active(chosen):
+        elif name in space.baseline and hp.is_active(chosen) and _in_bounds(hp, space.baseline[name], chosen):
             chosen[name] = space.baseline[name]
     return {n: v for n, v in chosen.items() if n in space.baseline and space.params[n].role != "fixed"}
 

@@ -51,7 +51,7 @@ def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
     failures = ConsecutiveFailures(config.max_consecutive_failures)
     if config.trials is not None and finished_count(study) >= config.trials:
         return failures
-    callbacks = [failures, Progress(study.study_name, config.trials, timeout)]
+    callbacks = [failures, Progress(study.study_name, config.trials, timeout, finished_count(study))]
     if config.trials is not None:
         callbacks.insert(0, MaxTrialsCallback(config.trials, states=FINISHED_STATES))
     study.optimize(Objective(context), timeout=timeout, callbacks=callbacks, catch=(TrialFailed,),

@@ -67,6 +67,10 @@ class Hyperparameter(_Strict):
     value: Any = None
     default: Any = None
     condition: dict[str, Any] | None = None
+    # Per-parent-value ranges of a numeric knob, e.g. {optimizer: {adam: [1e-4, 1e-2], sgd: [...]}}:
+    # one knob (one column for the analysis) whose range depends on an earlier choice.
+    # `low`/`high` stay the envelope every range lies in.
+    ranges: dict[str, dict[str | int | float | bool, tuple[float, float]]] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Hyperparameter":
@@ -74,8 +78,11 @@ class Hyperparameter(_Strict):
             if self.value is None:
                 raise ValueError("a fixed hyperparameter needs a value")
             return self
+        if self.ranges is not None and self.type not in ("int", "float"):
+            raise ValueError(f"ranges: a {self.type} knob has choices, not ranges")
         if self.type in ("int", "float"):
             self._check_range()
+            self._check_ranges()
         elif self.type == "categorical":
             if not self.choices:
                 raise ValueError("categorical needs non-empty choices")
@@ -103,6 +110,27 @@ class Hyperparameter(_Strict):
             raise ValueError(f"step ({self.step}) must be a number > 0")
         if self.type == "int" and self.step != int(self.step):
             raise ValueError(f"step ({self.step}) of an int must be a whole number")
+
+    def _check_ranges(self) -> None:
+        if self.ranges is None:
+            return
+        if len(self.ranges) != 1:
+            raise ValueError(f"ranges: one parent knob, not {len(self.ranges)}")
+        for choice, (low, high) in next(iter(self.ranges.values())).items():
+            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+                raise ValueError(f"ranges: {choice}: [{low}, {high}] is not a range of finite numbers")
+            if not self.low <= low <= high <= self.high:
+                raise ValueError(f"ranges: {choice}: [{low}, {high}] lies outside low..high "
+                                 f"[{self.low}, {self.high}], which must hold every range")
+
+    def bounds(self, chosen: dict[str, Any]) -> tuple[float, float]:
+        """(low, high) for this trial: the range of the parent's chosen value, else low..high."""
+        if self.ranges:
+            parent, table = next(iter(self.ranges.items()))
+            for choice, (low, high) in table.items():
+                if _same_choice(choice, chosen.get(parent)):
+                    return low, high
+        return self.low, self.high
 
     def baseline_problem(self, value: Any) -> str | None:
         """Why `value` cannot be this knob's baseline (the first, enqueued trial), or None."""
@@ -138,6 +166,11 @@ class Hyperparameter(_Strict):
         return True
 
 
+def _same_choice(a: Any, b: Any) -> bool:
+    """Equal and of the same kind (True is not 1)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 class SearchSpace(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -159,14 +192,47 @@ class SearchSpace(_Strict):
                 for value in allowed if isinstance(allowed, list) else [allowed]:
                     if options is not None and value not in options:
                         raise ValueError(f"params.{name}.condition: {value!r} is not a choice of {parent}")
+            if hp.ranges and hp.role != "fixed":
+                self._check_range_parent(name, hp, seen)
             seen.append(name)
         for name, value in self.baseline.items():
             if name not in self.params:
                 raise ValueError(f"baseline.{name}: not a hyperparameter of this space")
-            problem = self.params[name].baseline_problem(value)
+            problem = self.params[name].baseline_problem(value) or self._baseline_range_problem(name, value)
             if problem:
                 raise ValueError(f"baseline.{name}: {problem}")
         return self
+
+    def _check_range_parent(self, name: str, hp: Hyperparameter, seen: list[str]) -> None:
+        """The parent exists above, and each of its possible values has exactly one range."""
+        parent, table = next(iter(hp.ranges.items()))
+        if parent not in seen:
+            raise ValueError(f"params.{name}.ranges: '{parent}' must be defined above it")
+        options = self.params[parent].candidates()
+        if options is None:
+            raise ValueError(f"params.{name}.ranges: '{parent}' has no choices to give ranges to")
+        missing = [o for o in options if not any(_same_choice(c, o) for c in table)]
+        if missing:
+            raise ValueError(f"params.{name}.ranges: no range for {parent}={missing[0]!r}")
+        if self.params[parent].role != "fixed":
+            unknown = [c for c in table if not any(_same_choice(c, o) for o in options)]
+            if unknown:
+                raise ValueError(f"params.{name}.ranges: {unknown[0]!r} is not a choice of {parent}")
+
+    def _baseline_range_problem(self, name: str, value: Any) -> str | None:
+        """A baseline value outside the range its own parent value gives it. A parent pinned
+        by --set is not the file's mistake: `baseline_params` then leaves the value out."""
+        hp = self.params[name]
+        if not hp.ranges or hp.role == "fixed":
+            return None
+        parent = next(iter(hp.ranges))
+        if self.params[parent].role == "fixed" or parent not in self.baseline:
+            return None
+        chosen = {parent: self.baseline[parent]}
+        low, high = hp.bounds(chosen)
+        if not low <= value <= high:
+            return f"{value!r} is outside [{low}, {high}], the range for {parent}={chosen[parent]!r}"
+        return None
 
     def searched(self) -> dict[str, Hyperparameter]:
         return {n: hp for n, hp in self.params.items() if hp.role != "fixed"}
@@ -177,7 +243,11 @@ class SearchSpace(_Strict):
         `data.data_dir` is left out: it says where the same Fashion-MNIST files are found
         (like $STUDY_DATA_DIR, which never entered the hash), not what is searched.
         """
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"data": {"data_dir"}}), sort_keys=True)
+        dumped = self.model_dump(mode="json", exclude={"data": {"data_dir"}})
+        for spec in dumped["params"].values():  # a space without ranges keeps its earlier sha
+            if spec.get("ranges") is None:
+                spec.pop("ranges", None)
+        canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -59,7 +59,7 @@ def worker_command(config: SearchConfig, args: argparse.Namespace, item: Prepare
                "--seed", str(item.seed), "--sampler", config.sampler, "--pruner", config.pruner,
                "--objective", config.objective, "--max-consecutive-failures", str(config.max_consecutive_failures),
                "--heartbeat-interval", str(config.heartbeat_interval), "--grace-period", str(config.grace_period),
-               "--max-retry", str(config.max_retry)]
+               "--max-retry", str(config.max_retry), "--trial-artifacts", config.trial_artifacts]
     if config.trials is not None:
         command += ["--trials", str(config.trials)]
     if timeout is not None:

@@ -1,0 +1,130 @@
+"""Benchmark (issue 10, goal 4): completed trials per hour at the campaign set-up.
+
+Runs the real `python -m study campaign --regime balanced` (Fashion-MNIST at the floors:
+3,000 train / 2,000 val / 2,000 test images, 5 epochs, random sampling, no pruning) into a
+temporary store for a fixed wall-clock budget per variant, then reads the Optuna study:
+
+- `trials_per_hour` = COMPLETE trials x 3600 / (last completion - first start), of the
+  headline variant (lean artifacts, one 2-thread worker), so process start-up and data
+  loading, paid once per run, are not counted against the trials;
+- `mean_cost_baseline_flops` = the mean over those trials of
+  `study.model.training_flops_per_image(trial's net) / the baseline net's`.
+
+The levers, each a variant measured the same way (`--variants`): `lean` (no learning-curve
+PNG, no model upload; the campaign's default) against `full` artifacts; one 2-thread worker
+against two 1-thread workers (`lean_2x1`). Variants run one after another, not
+interleaved (each is a run of minutes); every variant starts a fresh study with the same
+seed, so one worker replays the same draws, and two workers draw others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, Options, Row, environment, markdown_table, verdict, write_results
+
+NAME = "campaign_throughput"
+GOAL_PER_HOUR = 200
+GOAL = f"trials_per_hour >= {GOAL_PER_HOUR} completed campaign trials per hour on this machine, within the floors"
+# name -> (trial artifacts, worker processes); threads split as the supervisor does.
+VARIANTS = {"lean_1x2": ("lean", 1), "lean_2x1": ("lean", 2), "full_1x2": ("full", 1)}
+HEADLINE = "lean_1x2"
+
+
+def campaign_command(folder: Path, seconds: float, variant: str) -> list[str]:
+    """Exactly the search `python -m study campaign --regime balanced` runs (study/campaign.py),
+    with this variant's artifacts and workers, a time budget and a temporary store."""
+    from study.campaign import search_argv
+
+    artifacts, workers = VARIANTS[variant]
+    argv = search_argv("balanced", "fashion_mnist", 10000, [], [])
+    argv[argv.index("--trial-artifacts") + 1] = artifacts
+    return [sys.executable, "-m", "study", *argv, "--workers", str(workers), "--timeout", str(seconds),
+            "--storage", str(folder / "optuna.journal"), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+
+
+def trial_costs(params_list: list[dict[str, Any]]) -> list[float]:
+    """Training FLOPs per image of each trial's net, in units of the baseline net's."""
+    import keras
+
+    from study.campaign import SPACES
+    from study.model import build_model, training_flops_per_image
+    from study.space import load_space
+
+    space = load_space(SPACES["fashion_mnist"])
+    defaults = {name: (hp.value if hp.role == "fixed" else hp.default) for name, hp in space.params.items()}
+
+    def flops(params: dict[str, Any]) -> int:
+        keras.backend.clear_session()
+        return training_flops_per_image(build_model({**defaults, **params}, (28, 28, 1), 10))
+
+    baseline = flops(space.baseline)
+    return [flops(params) / baseline for params in params_list]
+
+
+def read_study(folder: Path) -> dict[str, Any]:
+    import optuna
+
+    from study.storage import open_storage
+
+    storage = open_storage(str(folder / "optuna.journal"))
+    trials = optuna.load_study(study_name="campaign-balanced-seed0", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return {"complete": 0, "finished": len(trials), "trials_per_hour": 0.0}
+    span = (max(t.datetime_complete for t in complete) - min(t.datetime_start for t in trials)).total_seconds()
+    costs = trial_costs([t.params for t in complete])
+    return {"complete": len(complete), "finished": sum(t.state.is_finished() for t in trials),
+            "span_seconds": round(span, 1), "trials_per_hour": round(len(complete) * 3600 / span, 1),
+            "mean_cost_baseline_flops": round(sum(costs) / len(costs), 3),
+            "median_trial_seconds": round(sorted((t.datetime_complete - t.datetime_start).total_seconds()
+                                                 for t in complete)[len(complete) // 2], 1)}
+
+
+def measure(seconds: float, variants: list[str], results_dir: Path | None = None, mode: str = "full") -> dict:
+    results = {}
+    for name in variants:
+        with tempfile.TemporaryDirectory(prefix="bench-campaign-") as folder:
+            started = time.monotonic()
+            proc = subprocess.run(campaign_command(Path(folder), seconds, name), cwd=ROOT,
+                                  capture_output=True, text=True)
+            if proc.returncode not in (0,):
+                raise RuntimeError(f"{name}: exit {proc.returncode}: {proc.stderr[-2000:]}")
+            results[name] = {**read_study(Path(folder)), "wall_seconds": round(time.monotonic() - started, 1)}
+    headline = results.get(HEADLINE) or next(iter(results.values()))
+    payload = {"name": NAME, "mode": mode, "seconds_per_variant": seconds, "variants": results,
+               "trials_per_hour": headline["trials_per_hour"],
+               "mean_cost_baseline_flops": headline.get("mean_cost_baseline_flops"),
+               "goal": GOAL_PER_HOUR, "meets_goal": headline["trials_per_hour"] >= GOAL_PER_HOUR,
+               "set_up": "campaign balanced: 3000/2000/2000 Fashion-MNIST images, 5 epochs, random, no pruning",
+               "environment": environment()}
+    table = markdown_table(["variant", "complete", "trials/h", "mean cost (baseline FLOPs)", "median trial s"],
+                           [[n, r["complete"], r["trials_per_hour"], r.get("mean_cost_baseline_flops"),
+                             r.get("median_trial_seconds")] for n, r in results.items()])
+    return write_results(NAME, payload, table, results_dir)
+
+
+def run(options: Options) -> dict[str, Any]:
+    if options.quick:
+        return measure(600, [HEADLINE], options.results_dir, mode="quick")
+    return measure(1800, list(VARIANTS), options.results_dir)
+
+
+def summary_rows(result: dict[str, Any]) -> list[Row]:
+    return [Row(f"trials_per_hour ({HEADLINE}; mean cost {result.get('mean_cost_baseline_flops')} x baseline FLOPs)",
+                result["trials_per_hour"], f">= {GOAL_PER_HOUR}", verdict(result["meets_goal"]))]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=[HEADLINE])
+    parser.add_argument("--results", type=Path, default=None)
+    args = parser.parse_args()
+    print(measure(args.seconds, args.variants, args.results, mode="custom")["variants"])

@@ -1,0 +1,95 @@
+"""`python -m study campaign --regime balanced|imbalance|label_noise`: one pool of i.i.d. trials.
+
+A campaign is a `search` with its design fixed: random (i.i.d.) sampling, no pruning, one
+study per regime (so a re-run resumes it, and one regime may span several runs), lean trial
+artifacts (no learning-curve PNG, no model upload), and the floors below on Fashion-MNIST.
+P(disagree | k) for every k <= N then comes from the pool (analysis/size.py).
+
+`--data digits` is a smoke mode for CI and demos: digits is far below the floors (1,437
+images), so its experiment is named `...-smoke` and its banner says it is no campaign.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from study.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
+    from study.space import SearchSpace
+
+DEFAULT_TRIALS = 500
+
+
+class Floors(NamedTuple):
+    """The smallest sets and budget at which a campaign's answer means something: smaller
+    sets change the answer itself (validation noise, accuracy ties at 1/n_val)."""
+
+    train: int = 3000
+    val: int = 2000
+    test: int = 2000
+    epochs: int = 5
+
+
+FLOORS = Floors()
+# Each regime is data settings only: the same space, sizes and budget in every regime.
+REGIMES: dict[str, dict[str, float]] = {
+    "balanced": {"class_imbalance": 1.0, "label_noise": 0.0},
+    "imbalance": {"class_imbalance": 10.0, "label_noise": 0.0},   # rho = n_max/n_min = 10
+    "label_noise": {"class_imbalance": 1.0, "label_noise": 0.2},  # 20% of training labels flipped
+}
+SPACES = {"fashion_mnist": PROJECT_ROOT / "search_spaces" / "cnn.yaml",
+          "digits": PROJECT_ROOT / "search_spaces" / "digits.yaml"}
+# Fashion-MNIST at the floors; digits keeps its own (smaller) sets.
+SIZES = {"fashion_mnist": [f"data.train_size={FLOORS.train}", f"data.val_size={FLOORS.val}",
+                           f"data.test_size={FLOORS.test}", f"train.epochs={FLOORS.epochs}"],
+         "digits": []}
+
+
+class CampaignError(ValueError):
+    """One line naming the flag; exit 2."""
+
+
+def experiment_name(data: str, regime: str) -> str:
+    return f"campaign-{regime}" if data == "fashion_mnist" else f"campaign-{regime}-{data}-smoke"
+
+
+def regime_overrides(regime: str, user_overrides: list[str]) -> list[str]:
+    """The regime's data settings; a --set of one of them would change what the regime is."""
+    if regime not in REGIMES:
+        raise CampaignError(f"--regime {regime}: expected one of {', '.join(REGIMES)}")
+    for override in user_overrides:
+        key = override.split("=", 1)[0].strip()
+        if key.removeprefix("data.") in REGIMES[regime]:
+            raise CampaignError(f"--set {override}: the {regime} regime fixes {key}; choose another --regime")
+    return [f"data.{key}={value}" for key, value in REGIMES[regime].items()]
+
+
+def floor_problem(space: "SearchSpace") -> str | None:
+    """The first set or budget below the floors, as `--set key=value: why`, or None.
+    A null size means all the data there is, which is above every floor on Fashion-MNIST."""
+    data, train = space.data, space.train
+    checks = (("data.train_size", data.train_size, FLOORS.train), ("data.val_size", data.val_size, FLOORS.val),
+              ("data.test_size", data.test_size, FLOORS.test), ("train.epochs", train.epochs, FLOORS.epochs))
+    for key, value, floor in checks:
+        if value is not None and value < floor:
+            return f"--set {key}={value}: below the campaign floor of {floor} (the same in every regime)"
+    return None
+
+
+def search_argv(regime: str, data: str, trials: int, user_overrides: list[str], passthrough: list[str]) -> list[str]:
+    """The `python -m study search` command line this campaign is."""
+    overrides = SIZES[data] + regime_overrides(regime, user_overrides) + list(user_overrides)
+    argv = ["search", "--space", str(SPACES[data]), "--experiment", experiment_name(data, regime),
+            "--trials", str(trials), "--sampler", "random", "--pruner", "none", "--trial-artifacts", "lean"]
+    for override in overrides:
+        argv += ["--set", override]
+    return argv + passthrough
+
+
+def banner(regime: str, data: str, trials: int) -> str:
+    if data == "fashion_mnist":
+        return (f"campaign {regime}: {trials} finished trials, random sampling, no pruning, floors "
+                f"{FLOORS.train}/{FLOORS.val}/{FLOORS.test} images x {FLOORS.epochs} epochs; re-run to resume")
+    return (f"campaign {regime} on {data}: a SMOKE RUN below the campaign floors ({FLOORS.train}/{FLOORS.val}/"
+            f"{FLOORS.test} images x {FLOORS.epochs} epochs); its numbers are not a campaign's answer")

@@ -1,0 +1,176 @@
+"""`make campaign`: floors, regimes, and one real digits smoke campaign through the export,
+whose CSV report must agree with the MLflow-mode report."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study.campaign import FLOORS, REGIMES, floor_problem, regime_overrides, search_argv
+from study.space import load_space
+from tests.conftest import PROJECT_ROOT, run_cli
+
+CNN = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
+
+
+def test_regimes_are_rho_10_and_20_percent_noise_and_nothing_else() -> None:
+    assert REGIMES == {"balanced": {"class_imbalance": 1.0, "label_noise": 0.0},
+                       "imbalance": {"class_imbalance": 10.0, "label_noise": 0.0},
+                       "label_noise": {"class_imbalance": 1.0, "label_noise": 0.2}}
+    argv = search_argv("imbalance", "fashion_mnist", 500, [], [])
+    overrides = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--set"]
+    space = load_space(CNN, overrides)
+    assert (space.data.class_imbalance, space.data.label_noise) == (10.0, 0.0)
+    assert (space.data.train_size, space.data.val_size, space.data.test_size, space.train.epochs) == (
+        3000, 2000, 2000, 5)
+    assert floor_problem(space) is None
+    assert argv[argv.index("--sampler") + 1] == "random" and argv[argv.index("--pruner") + 1] == "none"
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ("data.train_size=2999", "--set data.train_size=2999: below the campaign floor of 3000"),
+    ("data.val_size=1999", "--set data.val_size=1999: below the campaign floor of 2000"),
+    ("data.test_size=500", "--set data.test_size=500: below the campaign floor of 2000"),
+    ("train.epochs=4", "--set train.epochs=4: below the campaign floor of 5"),
+])
+def test_each_floor_is_named_when_broken(override: str, problem: str) -> None:
+    assert floor_problem(load_space(CNN, [override])).startswith(problem)
+    assert floor_problem(load_space(CNN, ["data.train_size=null", "data.test_size=null"])) is None  # all data
+
+
+def test_a_regime_knob_cannot_be_overridden() -> None:
+    with pytest.raises(ValueError, match="the label_noise regime fixes data.label_noise"):
+        regime_overrides("label_noise", ["data.label_noise=0.1"])
+    assert regime_overrides("balanced", ["data.split_seed=3"]) == ["data.class_imbalance=1.0", "data.label_noise=0.0"]
+
+
+def test_below_the_floors_is_exit_2_one_line_and_nothing_created(tmp_path: Path) -> None:
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    for extra, flag in ((["--set", f"train.epochs={FLOORS.epochs - 1}"], "train.epochs"),
+                        (["--set", "data.label_noise=0.3"], "data.label_noise")):
+        proc = run_cli("study", "campaign", "--regime", "label_noise", *stores, *extra, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and flag in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- one real smoke campaign on digits, shared by every assertion below ------------------
+
+TRIALS = 3
+SMOKE = "campaign-balanced-digits-smoke"
+
+
+def make_campaign(folder: Path, trials: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "campaign", "DATA=digits", f"TRIALS={trials}",
+         "SET=train.epochs=2", f"STORAGE={folder / 'optuna.journal'}", f"TRACKING=sqlite:///{folder / 'mlflow.db'}"],
+        capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`make campaign DATA=digits` twice (3 trials, then resumed to 4), the export, and the
+    report in both modes."""
+    folder = tmp_path_factory.mktemp("campaign")
+    first, resumed = make_campaign(folder, TRIALS), None
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    resumed = make_campaign(folder, TRIALS + 1)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    export = folder / "results" / "epochs.csv.gz"
+    proc = run_cli("analysis", "export", "--experiment", SMOKE, "--tracking-uri", tracking, "--out", str(export))
+    assert proc.returncode == 0, proc.stderr
+    reports = {}
+    for mode, flags in (("mlflow", ["--experiment", SMOKE, "--tracking-uri", tracking, "--no-log"]),
+                        ("csv", ["--csv", str(export), "--epoch-col", "epoch", "--test-accuracy-col", "test_accuracy",
+                                 "--state-col", "state", "--crossentropy-col", "val_crossentropy"])):
+        proc = run_cli("analysis", "report", *flags, "--out", str(folder / mode), "--bootstrap", "200")
+        assert proc.returncode == 0, proc.stderr
+        reports[mode] = json.loads((folder / mode / "summary.json").read_text())
+    return {"first": first.stdout, "resumed": resumed.stdout, "export": pd.read_csv(export),
+            "tracking": tracking, "reports": reports}
+
+
+@pytest.mark.slow
+def test_smoke_campaign_says_it_is_below_the_floors_and_shows_rate_and_eta(smoke: dict) -> None:
+    assert "SMOKE RUN below the campaign floors" in smoke["first"]
+    lines = [line for line in smoke["first"].splitlines() if " COMPLETE " in line or " FAIL " in line]
+    assert len(lines) == TRIALS
+    assert all(re.search(r"\| \d+/3 finished .*\| \d+ trials/h, elapsed \S+, ETA \S+$", line) for line in lines)
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_the_same_study_for_the_missing_trials_only(smoke: dict) -> None:
+    finished = re.findall(r"trial (\d+) (?:COMPLETE|FAIL|PRUNED)", smoke["resumed"])
+    assert finished == [str(TRIALS)]  # one new trial, numbered after the first run's
+    assert smoke["export"]["study"].unique().tolist() == [f"{SMOKE}-seed0"]
+
+
+@pytest.mark.slow
+def test_campaign_trials_are_random_unpruned_and_lean(smoke: dict) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(smoke["tracking"])
+    experiment = client.get_experiment_by_name(SMOKE)
+    runs = client.search_runs([experiment.experiment_id], "tags.run_role = 'trial'")
+    assert len(runs) == TRIALS + 1
+    for run in runs:
+        assert run.data.params["trial_artifacts"] == "lean"
+        assert (run.data.params["sampler"], run.data.params["pruner"]) == ("random", "none")
+        names = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert "history.csv" in names and "learning_curves.png" not in names and "model" not in names
+        assert "best_model_logged" not in run.data.tags
+
+
+@pytest.mark.slow
+def test_export_has_one_row_per_trial_and_epoch_in_the_published_column_order(smoke: dict) -> None:
+    table = smoke["export"]
+    assert list(table.columns[:7]) == ["study", "trial", "epoch", "val_loss", "val_crossentropy", "val_accuracy",
+                                       "test_accuracy"]
+    assert list(table.columns[-3:]) == ["experiment", "run_id", "git_commit"]
+    assert len(table) == (TRIALS + 1) * 2 and table.groupby("trial")["epoch"].apply(list).tolist() == [[0, 1]] * 4
+    assert {"learning_rate", "batch_size", "data.n_val", "train.epochs", "loss", "lr", "state"} <= set(table.columns)
+    assert table["run_id"].nunique() == TRIALS + 1 and table["git_commit"].str.fullmatch(r"[0-9a-f]{40}").all()
+
+
+# Keys whose content comes from inputs only the MLflow store has (hyperparameters, the
+# searched space, the sampler tags) or that say where the data came from.
+ONLY_FROM_MLFLOW = {"source", "warnings", "explanations", "boundary_checks"}
+
+
+def disagreements(a, b, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) & set(b) - (ONLY_FROM_MLFLOW if not path else set()))
+                for d in disagreements(a[key], b[key], f"{path}/{key}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} vs {len(b)} items"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in disagreements(x, y, f"{path}[{i}]")]
+    same = a == b or (a != a and b != b) or (isinstance(a, float) and isinstance(b, float) and abs(a - b) < 1e-9)
+    return [] if same else [f"{path}: {a!r} vs {b!r}"]
+
+
+@pytest.mark.slow
+def test_report_on_the_export_agrees_with_the_mlflow_report(smoke: dict) -> None:
+    mlflow_mode, csv_mode = smoke["reports"]["mlflow"], smoke["reports"]["csv"]
+    # The experiment is named by the store in one mode and by the file in the other.
+    for summary in (mlflow_mode, csv_mode):
+        summary["by_experiment"] = list(summary["by_experiment"].values())
+    assert disagreements(mlflow_mode, csv_mode) == []
+    for key in ("trial_level", "epoch_level", "variants", "l2_changes_loss_pick", "study_size", "by_experiment"):
+        assert key in mlflow_mode and key in csv_mode, key  # the comparison covered them
+    assert "val_crossentropy" in csv_mode["variants"]
+
+
+def test_throughput_cost_is_training_flops_over_the_baselines() -> None:
+    """Worked by hand: the baseline (2 blocks of 32 -> 64 filters, 3x3, dense 128) has
+    4,241,152 multiply-adds per image; halving the filters leaves 1,218,048."""
+    from benchmarks.campaign_throughput import trial_costs
+
+    baseline = load_space(CNN).baseline
+    assert trial_costs([baseline, {**baseline, "filters": 16}]) == pytest.approx([1.0, 1_218_048 / 4_241_152])
