@@ -167,7 +167,8 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
                      "include_pruned": include_pruned}
 
     # The val_crossentropy variant: the same statistics without the L2 term in the loss.
-    # Only from MLflow, where val_loss is known to be Keras's (with the penalty); a table's
+    # Only where val_loss is known to be Keras's (with the penalty): from MLflow, or a table
+    # whose --crossentropy-col says which column is the loss without it; otherwise a table's
     # val_crossentropy column still feeds its selection rule.
     summary["variants"] = {}
     # A table says so with --crossentropy-col (an export of our store does).
