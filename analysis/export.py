@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import sources
+from analysis import store
 from analysis.errors import AnalysisInputError
+from study.contract import (HISTORY_CSV, PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, STUDY_NAME, TRIAL_NUMBER,
+                            TRIAL_STATE)
 
 FIRST_COLUMNS = ["study", "trial", "epoch", "val_loss", "val_crossentropy", "val_accuracy", "test_accuracy"]
 LAST_COLUMNS = ["experiment", "run_id", "git_commit"]
@@ -24,19 +26,22 @@ CSV_FLAGS = ("--epoch-col epoch --test-accuracy-col test_accuracy --state-col st
              "--crossentropy-col val_crossentropy")
 
 
-def trial_rows(client, experiment_ids: dict[str, str]) -> pd.DataFrame:
+def trial_rows(runs: store.StoreRuns) -> pd.DataFrame:
     """One row per trial run: ids, state, params, and the commit of its study run."""
-    by_id = {v: k for k, v in experiment_ids.items()}
-    commits = {run.info.run_id: run.data.tags.get("git_commit", "unknown")
-               for run in sources._all_runs(client, list(experiment_ids.values()), "study")}
+    by_id = {v: k for k, v in runs.experiments.items()}
+    tags = {run_id: dict(zip(group["key"], group["value"])) for run_id, group in runs.tags.groupby("run_id")}
+    params = {run_id: dict(zip(group["key"], group["value"]))
+              for run_id, group in runs.params.groupby("run_id")}
+    study_runs = runs.runs[runs.runs["role"] == ROLE_STUDY]["run_id"]
+    commits = {run_id: tags.get(run_id, {}).get("git_commit", "unknown") for run_id in study_runs}
     rows = []
-    for run in sources._all_runs(client, list(experiment_ids.values()), "trial"):
-        tags = run.data.tags
-        rows.append({"study": tags.get("optuna.study_name", ""), "trial": tags.get("optuna.trial_number", ""),
-                     "state": tags.get("optuna.trial_state"), "params": dict(run.data.params),
-                     "experiment": by_id[run.info.experiment_id], "run_id": run.info.run_id,
-                     "artifact_uri": run.info.artifact_uri,
-                     "git_commit": commits.get(tags.get("mlflow.parentRunId", ""), "unknown")})
+    for run in runs.runs[runs.runs["role"] == ROLE_TRIAL].itertuples(index=False):
+        run_tags = tags.get(run.run_id, {})
+        rows.append({"study": run_tags.get(STUDY_NAME, ""), "trial": run_tags.get(TRIAL_NUMBER, ""),
+                     "state": run_tags.get(TRIAL_STATE), "params": params.get(run.run_id, {}),
+                     "experiment": by_id[run.experiment_id], "run_id": run.run_id,
+                     "artifact_uri": run.artifact_uri,
+                     "git_commit": commits.get(run_tags.get(PARENT_RUN_ID, ""), "unknown")})
     return pd.DataFrame(rows)
 
 
@@ -66,19 +71,14 @@ def epoch_table(trials: pd.DataFrame, histories: Sequence[pd.DataFrame | None]) 
 
 def export(experiments: Sequence[str], tracking_uri: str, out: Path) -> pd.DataFrame:
     """Read the store (never changing it) and write `out` (gzip when it ends in .gz)."""
-    client = sources.open_store(tracking_uri)
-    experiment_ids = {}
-    for name in experiments:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise AnalysisInputError(f"--experiment {name}: no such experiment in {tracking_uri}")
-        experiment_ids[name] = found.experiment_id
-    trials = trial_rows(client, experiment_ids)
+    client = store.open_store(tracking_uri)
+    runs = store.read_runs(client, experiments, tracking_uri)
+    trials = trial_rows(runs)
     if trials.empty:
         raise AnalysisInputError(f"--experiment {', '.join(experiments)}: no trial runs to export")
 
     def history(row) -> pd.DataFrame | None:
-        blob = sources._read_artifact(client, row.run_id, row.artifact_uri, "history.csv")
+        blob = store.read_artifact(client, row.run_id, row.artifact_uri, HISTORY_CSV)
         return None if blob is None else pd.read_csv(io.BytesIO(blob))
 
     table = epoch_table(trials, [history(row) for row in trials.itertuples(index=False)])

@@ -57,13 +57,14 @@ def test_summary_holds_every_rule_its_pairs_and_costs(tmp_path):
     assert {"trial_level", "epoch_level", "study_size", "exclusions"} <= set(summary)
 
 
-@pytest.mark.parametrize("value", ["0", "-5"])
-def test_a_bad_val_size_exits_2_with_one_line_and_writes_nothing(tmp_path, value):
+@pytest.mark.parametrize(("flag", "value"), [("--val-size", "0"), ("--val-size", "-5"),
+                                           ("--noise-replicates", "1"), ("--noise-replicates", "-3")])
+def test_a_bad_count_exits_2_with_one_line_and_writes_nothing(tmp_path, flag, value):
     out = tmp_path / "out"
     proc = run_analysis("report", "--csv", str(_csv(tmp_path, table())), "--epoch-col", "epoch",
-                        "--val-size", value, "--out", str(out))
+                        flag, value, "--out", str(out))
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--val-size" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and flag in proc.stderr
     assert not out.exists()
 
 
@@ -87,12 +88,3 @@ def test_without_val_size_or_test_columns_rules_say_what_they_need(tmp_path):
     listed = [item for item in summary["exclusions"] if item["what"] == "values of val_balanced_accuracy"]
     assert listed and listed[0]["count"] == 1
     assert summary["rules"]["max_val_balanced_accuracy"]["studies_with_pick"] == 2
-
-@pytest.mark.parametrize("value", ["1", "-3"])
-def test_a_bad_noise_replicate_count_exits_2_with_one_line_and_writes_nothing(tmp_path, value):
-    out = tmp_path / "out"
-    proc = run_analysis("report", "--csv", str(_csv(tmp_path, table())), "--epoch-col", "epoch",
-                        "--noise-replicates", value, "--out", str(out))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--noise-replicates" in proc.stderr
-    assert not out.exists()
