@@ -178,12 +178,12 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from analysis.export import CSV_FLAGS, export as write_export
+    from analysis.export import csv_flags, export as write_export
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     table = write_export(list(dict.fromkeys(args.experiment)), tracking_uri, args.out)
     print(f"wrote {len(table)} rows ({table['run_id'].nunique()} trials) to {_one_line(str(args.out))}; "
-          f"analyse it with: python -m analysis report --csv {_one_line(str(args.out))} {CSV_FLAGS}")
+          f"analyse it with: python -m analysis report --csv {_one_line(str(args.out))} {csv_flags(table)}")
     return 0
 
 

@@ -18,12 +18,19 @@ import pandas as pd
 from analysis import store
 from analysis.errors import AnalysisInputError
 from study.contract import (HISTORY_CSV, PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, STUDY_NAME, TRIAL_NUMBER,
-                            TRIAL_STATE)
+                            TRIAL_STATE, VAL_IMAGES)
 
 FIRST_COLUMNS = ["study", "trial", "epoch", "val_loss", "val_crossentropy", "val_accuracy", "test_accuracy"]
 LAST_COLUMNS = ["experiment", "run_id", "git_commit"]
 CSV_FLAGS = ("--epoch-col epoch --test-accuracy-col test_accuracy --state-col state "
              "--crossentropy-col val_crossentropy")
+
+
+def csv_flags(table: pd.DataFrame) -> str:
+    """The `analysis report --csv` flags that make the export's report the store's: the
+    columns, and the validation size the within-noise rule needs (a table cannot say it)."""
+    sizes = pd.to_numeric(table.get(VAL_IMAGES, pd.Series(dtype=float)), errors="coerce").dropna().unique()
+    return CSV_FLAGS + (f" --val-size {int(sizes[0])}" if len(sizes) == 1 else "")
 
 
 def trial_rows(runs: store.StoreRuns) -> pd.DataFrame:

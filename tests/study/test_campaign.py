@@ -85,10 +85,13 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     export = folder / "results" / "epochs.csv.gz"
     proc = run_cli("analysis", "export", "--experiment", SMOKE, "--tracking-uri", tracking, "--out", str(export))
     assert proc.returncode == 0, proc.stderr
+    assert f"--val-size {int(pd.read_csv(export)['data.n_val'].iloc[0])}" in proc.stdout
     reports = {}
     for mode, flags in (("mlflow", ["--experiment", SMOKE, "--tracking-uri", tracking, "--no-log"]),
                         ("csv", ["--csv", str(export), "--epoch-col", "epoch", "--test-accuracy-col", "test_accuracy",
-                                 "--state-col", "state", "--crossentropy-col", "val_crossentropy"])):
+                                 "--state-col", "state", "--crossentropy-col", "val_crossentropy",
+                                 # the export's data.n_val, as `analysis export` prints it
+                                 "--val-size", str(int(pd.read_csv(export)["data.n_val"].iloc[0]))])):
         proc = run_cli("analysis", "report", *flags, "--out", str(folder / mode), "--bootstrap", "200")
         assert proc.returncode == 0, proc.stderr
         reports[mode] = json.loads((folder / mode / "summary.json").read_text())
