@@ -71,6 +71,8 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX .gz files")
     search.add_argument("--trial-artifacts", choices=("full", "lean"), default="full",
                         help="lean: no learning-curve PNG and no best-model upload per trial (campaigns)")
+    search.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="do not enqueue the space's baseline as the first trial (a campaign's i.i.d. pool)")
     search.add_argument("--max-consecutive-failures", type=int, default=5)
     search.add_argument("--heartbeat-interval", type=int, default=30, help="RDB storages: seconds")
     search.add_argument("--grace-period", type=int, default=90, help="RDB storages: seconds")
@@ -141,7 +143,8 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         storage=storage_spec(args), tracking_uri=args.tracking_uri or default_tracking_uri(),
         workers=getattr(args, "workers", 1),
         max_consecutive_failures=args.max_consecutive_failures, heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, max_retry=args.max_retry, trial_artifacts=args.trial_artifacts)
+        grace_period=args.grace_period, max_retry=args.max_retry, trial_artifacts=args.trial_artifacts,
+        baseline=args.baseline)
 
 
 def _quiet_libraries() -> None:

@@ -48,6 +48,7 @@ class SearchConfig(BaseModel):
     heartbeat_interval: int = Field(30, ge=1, description="RDB storages only: liveness ping, seconds")
     grace_period: int = Field(90, ge=1, description="RDB storages only: silence before a trial is stale")
     max_retry: int = Field(1, ge=0, description="RDB storages only: re-runs of a stale trial")
+    baseline: bool = Field(True, description="enqueue the space's baseline first; a campaign's pool is i.i.d.")
     trial_artifacts: Literal["full", "lean"] = Field(
         "full", description="lean: no learning-curve PNG, no best-model upload (campaign throughput)")
 

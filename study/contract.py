@@ -50,6 +50,11 @@ CLASS_IMBALANCE = "data.class_imbalance"
 VAL_IMAGES = "data.n_val"                 # validation images the split gave (rules need n_val)
 VAL_SIZE = "data.val_size"                # the configured size: older stores lack data.n_val
 
+# --- Summary metrics of a trial run ---------------------------------------------------
+# Training FLOPs per image in units of the baseline net's (study/cost.py); logged when the
+# space has a cost cap (train.max_cost), and an Optuna user attr of the same name.
+RELATIVE_COST = "relative_cost"
+
 # --- Per-epoch metrics (step = epoch, 0-based) -----------------------------------------
 # Keras's own training metrics, then ours, computed once per epoch on the validation and
 # test sets in one pass (study/training.py, definitions in study/metrics.py).

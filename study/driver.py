@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON, STUDY_NAME
+from study.cost import OVER_COST_CAP
 from study.data import Splits
 from study.exit_codes import ExitCode
 from study.inputs import PreparedStudy
@@ -154,7 +155,21 @@ def open_study_run(session: StudySession) -> str:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    """Finished trials towards --trials: a draw skipped by the cost cap is not one."""
+    return sum(trial.user_attrs.get(FAILURE_REASON) != OVER_COST_CAP
+               for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+class TrialTarget:
+    """Stops the study once --trials finished trials exist in the storage, any process's
+    (Optuna's MaxTrialsCallback, counting as `finished_count` does)."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if finished_count(study) >= self.trials:
+            study.stop()
 
 
 def study_result(study: optuna.Study) -> tuple[dict[str, float], dict[str, object]]:
@@ -183,7 +198,8 @@ def _prepare(session: StudySession, runner: TrialRunner) -> None:
     if session.run_id is None:  # a worker started by hand before any `search` opens it too
         session.run_id, session.owns_run = open_study_run(session), True
     reconcile_study(session.study, session.tracker, session.experiment_id)
-    if session.owns_run:  # once per study, not once per worker: N workers would queue N baselines
+    # Once per study, not once per worker: N workers would queue N baselines.
+    if session.owns_run and session.config.baseline:
         queue_baseline(session.study, baseline_params(session.config.space))
 
 

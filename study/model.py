@@ -12,6 +12,8 @@ from typing import Any
 
 import keras
 
+from study.cost import block_filters
+
 
 class InfeasibleArchitecture(ValueError):
     """The sampled design cannot be built for this input, e.g. more pooling than pixels."""
@@ -29,10 +31,6 @@ def feature_map_sizes(input_shape: tuple[int, ...], n_conv_blocks: int) -> list[
                 f"to nothing after block {block + 1}")
         sizes.append((height, width))
     return sizes
-
-
-def block_filters(hp: Mapping[str, Any]) -> list[int]:
-    return [int(round(hp["filters"] * hp["filter_growth"] ** b)) for b in range(hp["n_conv_blocks"])]
 
 
 def build_model(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

@@ -15,9 +15,11 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from study.config import SearchConfig
-from study.contract import FAILURE_REASON, LEARNING_CURVES_PNG, TRIAL_NUMBER
+from study.contract import FAILURE_REASON, LEARNING_CURVES_PNG, RELATIVE_COST, TRIAL_NUMBER
+from study.cost import OVER_COST_CAP, relative_cost
 from study.curves import plot_learning_curves
 from study.data import Splits
+from study.driver import finished_count
 from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
 from study.sampling import suggest_params
@@ -163,6 +165,7 @@ class Objective:
         trial.set_user_attr("process_token", own_process_token())  # before the pid: every pid has its life
         trial.set_user_attr("pid", os.getpid())
         hp = suggest_params(trial, config.space)
+        self._skip_if_over_cost_cap(trial, hp)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
             params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
@@ -215,10 +218,25 @@ class Objective:
             ctx.tracker.log_keras_model(run_id, model)
         return value
 
+    def _skip_if_over_cost_cap(self, trial: optuna.Trial, hp: dict[str, Any]) -> None:
+        """A draw above `train.max_cost` ends PRUNED before training, with no MLflow run: it is
+        outside the capped space, like a draw that cannot be built, and costs milliseconds."""
+        space, splits = self.context.config.space, self.context.splits
+        cap = space.train.max_cost
+        if cap is None:
+            return
+        cost = relative_cost(hp, space.baseline_values(), splits.input_shape, splits.num_classes)
+        trial.set_user_attr(RELATIVE_COST, cost)
+        if cost > cap:
+            trial.set_user_attr(FAILURE_REASON, OVER_COST_CAP)
+            raise optuna.TrialPruned(f"{cost:.1f} baseline nets per image, above train.max_cost={cap:g}")
+
     def _finish(self, trial: optuna.Trial, run_id: str, evaluator: EpochEvaluator, state: str,
                 reason: str | None, message: str | None, status: str | None = None) -> dict[str, float]:
         history = evaluator.history
         summary = {**summarize_history(history), "train_seconds": evaluator.seconds}
+        if RELATIVE_COST in trial.user_attrs:
+            summary[RELATIVE_COST] = float(trial.user_attrs[RELATIVE_COST])
         if reason:
             trial.set_user_attr(FAILURE_REASON, reason)
         with tempfile.TemporaryDirectory() as folder:
@@ -256,8 +274,9 @@ class Progress:
         self.finished_at_start = finished_at_start
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.done_here += 1
-        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        if trial.user_attrs.get(FAILURE_REASON) != OVER_COST_CAP:  # a skipped draw took milliseconds
+            self.done_here += 1
+        finished = finished_count(study)
         value = "" if trial.values is None else " value=" + "/".join(f"{v:.4f}" for v in trial.values)
         reason = trial.user_attrs.get(FAILURE_REASON)
         line = f"[{self.study_name}] trial {trial.number} {trial.state.name}{value}"
@@ -270,8 +289,11 @@ class Progress:
         except ValueError:
             pass
         elapsed = time.monotonic() - self.started
-        per_hour = max(1, finished - self.finished_at_start, self.done_here) * 3600.0 / max(elapsed, 1e-9)
-        if self.target:
+        counted_here = max(finished - self.finished_at_start, self.done_here)
+        if self.target and not counted_here:  # only skipped draws so far: no rate to tell
+            line += f" | elapsed {elapsed_text(elapsed)}"
+        elif self.target:
+            per_hour = counted_here * 3600.0 / max(elapsed, 1e-9)
             remaining = max(0, self.target - finished) * 3600.0 / per_hour
             if self.timeout:
                 remaining = min(remaining, max(0.0, self.timeout - elapsed))

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON
 from study.data import Splits
-from study.driver import (FINISHED_STATES, ExitCode, StudySession, drive, finished_count,
+from study.driver import (ExitCode, StudySession, TrialTarget, drive, finished_count,
                           install_signal_handlers, interrupted_line, studies_text)
 from study.inputs import PreparedStudy, check_inputs
 from study.secrets import mask_secrets
@@ -53,7 +52,7 @@ def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
         return failures
     callbacks = [failures, Progress(study.study_name, config.trials, timeout, finished_count(study))]
     if config.trials is not None:
-        callbacks.insert(0, MaxTrialsCallback(config.trials, states=FINISHED_STATES))
+        callbacks.insert(0, TrialTarget(config.trials))
     study.optimize(Objective(context), timeout=timeout, callbacks=callbacks, catch=(TrialFailed,),
                    gc_after_trial=True)
     return failures

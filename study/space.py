@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from study.cost import COST_KNOBS
+
 DATASETS = ("fashion_mnist", "digits", "mnist", "cifar10", "npz", "image_folder")
 
 
@@ -54,6 +56,9 @@ class TrainConfig(_Strict):
     epochs: int = Field(12, ge=1, description="fixed budget; pruning decides who gets it all")
     max_trial_seconds: float = Field(1800, gt=0, description="one runaway trial cannot eat the study")
     eval_batch_size: int = Field(1024, ge=1, description="large: evaluation has no gradients")
+    max_cost: float | None = Field(
+        None, gt=0, description="skip draws whose training FLOPs per image exceed this many baseline nets' "
+        "(study/cost.py); null = no cap")
 
 
 class Hyperparameter(_Strict):
@@ -201,7 +206,18 @@ class SearchSpace(_Strict):
             problem = self.params[name].baseline_problem(value) or self._baseline_range_problem(name, value)
             if problem:
                 raise ValueError(f"baseline.{name}: {problem}")
+        if self.train.max_cost is not None:
+            missing = [k for k in COST_KNOBS if k not in self.baseline_values()]
+            if missing:
+                raise ValueError(f"train.max_cost: the cap is in units of the baseline net, which needs "
+                                 f"a baseline (or pinned) value of {missing[0]}")
         return self
+
+    def baseline_values(self) -> dict[str, Any]:
+        """The baseline net's every knob: its baseline entry, else its pinned value, else its default."""
+        values = {n: (hp.value if hp.role == "fixed" else hp.default) for n, hp in self.params.items()}
+        values.update({n: v for n, v in self.baseline.items() if self.params[n].role != "fixed"})
+        return {n: v for n, v in values.items() if v is not None}
 
     def _check_range_parent(self, name: str, hp: Hyperparameter, seen: list[str]) -> None:
         """The parent exists above, and each of its possible values has exactly one range."""
@@ -247,6 +263,8 @@ class SearchSpace(_Strict):
         for spec in dumped["params"].values():  # a space without ranges keeps its earlier sha
             if spec.get("ranges") is None:
                 spec.pop("ranges", None)
+        if dumped["train"].get("max_cost") is None:  # and one without a cost cap too
+            dumped["train"].pop("max_cost", None)
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -60,6 +60,8 @@ def worker_command(config: SearchConfig, args: argparse.Namespace, item: Prepare
                "--objective", config.objective, "--max-consecutive-failures", str(config.max_consecutive_failures),
                "--heartbeat-interval", str(config.heartbeat_interval), "--grace-period", str(config.grace_period),
                "--max-retry", str(config.max_retry), "--trial-artifacts", config.trial_artifacts]
+    if not config.baseline:
+        command.append("--no-baseline")
     if config.trials is not None:
         command += ["--trials", str(config.trials)]
     if timeout is not None:

@@ -109,8 +109,11 @@ def test_smoke_campaign_says_it_is_below_the_floors_and_shows_rate_and_eta(smoke
 
 @pytest.mark.slow
 def test_a_rerun_resumes_the_same_study_for_the_missing_trials_only(smoke: dict) -> None:
-    finished = re.findall(r"trial (\d+) (?:COMPLETE|FAIL|PRUNED)", smoke["resumed"])
-    assert finished == [str(TRIALS)]  # one new trial, numbered after the first run's
+    # One new counted trial, numbered after the first run's (draws over the cost cap are
+    # skipped, PRUNED, and not counted).
+    finished = re.findall(r"trial (\d+) (?:COMPLETE|FAIL)", smoke["resumed"])
+    assert len(finished) == 1 and int(finished[0]) >= TRIALS, smoke["resumed"]
+    assert re.findall(r"trial \d+ PRUNED(?! \(over_cost_cap\))", smoke["resumed"]) == []
     assert smoke["export"]["study"].unique().tolist() == [f"{SMOKE}-seed0"]
 
 
@@ -124,6 +127,7 @@ def test_campaign_trials_are_random_unpruned_and_lean(smoke: dict) -> None:
     assert len(runs) == TRIALS + 1
     for run in runs:
         assert run.data.params["trial_artifacts"] == "lean"
+        assert (run.data.params["baseline"], run.data.params["train.max_cost"]) == ("False", "6.0")
         assert (run.data.params["sampler"], run.data.params["pruner"]) == ("random", "none")
         names = {item.path for item in client.list_artifacts(run.info.run_id)}
         assert "history.csv" in names and "learning_curves.png" not in names and "model" not in names
