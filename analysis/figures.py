@@ -151,6 +151,37 @@ def disagreement_vs_k(size: pd.DataFrame, out: Path) -> str:
     return _save(fig, out, "disagreement_vs_k.png")
 
 
+def pool_curve(table: pd.DataFrame, out: Path) -> str:
+    """P(disagree | k) by both losses, and the accuracy pick's test gain, from one pool."""
+    fig, (rate_ax, gain_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, colour, label in (("disagree_val_loss", "#1f77b4", "val_loss"),
+                                ("disagree_val_crossentropy", "#ff7f0e", "val_crossentropy")):
+        if name not in table:
+            continue
+        rate_ax.plot(table["k"], table[name], color=colour, label=f"minimal {label}")
+        _error_bars(rate_ax, table, name, colour, 1.0)
+    rate_ax.set_ylim(-0.02, 1.02)
+    rate_ax.set_xlabel("trials per study (k)")
+    rate_ax.set_ylabel("P(loss pick is not an accuracy pick)")
+    rate_ax.legend(fontsize=7)
+    if "gain_over_val_loss" in table:
+        gain_ax.axhline(0, color="#888888", lw=0.8)
+        gain_ax.plot(table["k"], table["gain_over_val_loss"] * 100, color="#d62728")
+        _error_bars(gain_ax, table, "gain_over_val_loss", "#d62728", 100.0)
+    gain_ax.set_xlabel("trials per study (k)")
+    gain_ax.set_ylabel("test accuracy, accuracy pick\nminus val_loss pick (pp)")
+    fig.tight_layout()
+    return _save(fig, out, "pool_vs_k.png")
+
+
+def _error_bars(ax, table: pd.DataFrame, name: str, colour: str, scale: float) -> None:
+    """95% bootstrap intervals where the pool computed them (analysis.pool.CI_KS)."""
+    rows = table[table[f"{name}_lo"].notna()]
+    centre = rows[name] * scale
+    ax.errorbar(rows["k"], centre, yerr=[centre - rows[f"{name}_lo"] * scale, rows[f"{name}_hi"] * scale - centre],
+                fmt="o", color=colour, ms=3, capsize=2)
+
+
 def axis_plot(info: plotdata.AxisInfo, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     table = info.table
@@ -212,7 +243,14 @@ def draw_all(analysis, out: Path) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
     tables = plotdata.figure_tables(analysis, MAX_PANELS)
     loss = analysis.loss_label
-    figs = [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
+    figs = []
+    if analysis.pool is not None and not analysis.pool.empty:
+        figs.append(Figure(pool_curve(analysis.pool, out), "The pool: disagreement and its cost against study size",
+                           f"From one pool of {int(analysis.pool['trials'].iloc[0])} trials, exact over all "
+                           "k-subsets: left, how often the loss rule's pick is not an accuracy pick; right, "
+                           "what choosing by val_accuracy instead of val_loss gains on the test set. "
+                           "Bars are 95% bootstrap intervals over the pool's trials."))
+    figs += [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
                                  "picks_scatter.png"),
                    "Loss against accuracy per trial",
                    f"Each panel is a study (disagreeing ones first); where the blue loss pick and "

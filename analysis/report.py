@@ -281,6 +281,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     quoted = _quoted_names(summary)
     doc = Doc()
     doc.h(1, title)
+    _pool(doc, summary)
     _answer(doc, summary, quoted)
     _rule_cost(doc, summary, quoted)
     if summary["notes"] or summary["warnings"]:
@@ -315,6 +316,39 @@ def _quoted_names(summary: dict) -> dict:
     return {"loss": code(summary["loss_metric"]),  # a CSV column name in table mode
             "accuracy": code(source.get("columns", {}).get("accuracy-col", "val_accuracy")),
             "name": code(source.get("name")), "boot": boot["resamples"], "seed": boot["seed"]}
+
+
+def _pool(doc: Doc, summary: dict) -> None:
+    """One study's pool (a campaign): the rates and costs at study size k, first."""
+    block = summary.get("pool")
+    if not block:
+        return
+    doc.h(2, f"The pool: a study of k trials drawn from these {block['trials']} trials")
+    doc.p("Exact averages over all k-subsets of the pool, with 95% percentile bootstrap intervals "
+          f"over its trials ({block['bootstrap']} resamples, paired across columns). They are "
+          "rates for studies of k trials when the pool's trials are i.i.d. draws: random sampling "
+          "and no pruning, as in `make campaign`. *Disagree*: the loss rule's pick is not among "
+          "the subset's trials of maximal val_accuracy (ties at minimal loss shared out). "
+          "*L2 effect*: the rate by val_loss minus the rate by val_crossentropy (Keras adds the "
+          "L2 penalty to val_loss only). *Gain*: the test accuracy of the val_accuracy pick minus "
+          "that of the loss pick.")
+    rows = [row for row in block["curve"] if not math.isnan(row.get("disagree_val_loss_lo", math.nan))]
+    doc.table(["k", "P(disagree), val_loss", "P(disagree), val_crossentropy", "L2 effect",
+               "test acc., val_loss pick", "test acc., val_accuracy pick", "gain over val_loss pick"],
+              [[str(row["k"]), _with_ci(row, "disagree_val_loss", True),
+                _with_ci(row, "disagree_val_crossentropy", True), _with_ci(row, "l2_effect", False),
+                _with_ci(row, "test_val_loss", True), _with_ci(row, "test_val_accuracy", True),
+                _with_ci(row, "gain_over_val_loss", False)] for row in rows])
+
+
+def _with_ci(row: dict, name: str, share: bool) -> str:
+    """`value [lo, hi]`: a share in percent, or a difference in percentage points."""
+    if name not in row:
+        return "n/a"
+    pair = [row.get(f"{name}_lo"), row.get(f"{name}_hi")]
+    if share:
+        return f"{_fmt(row[name], True)} {_ci(pair)}"
+    return f"{_pp(row[name])} {_ci_pp(pair)}"
 
 
 def _answer(doc: Doc, summary: dict, quoted: dict) -> None:

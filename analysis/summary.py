@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import (boundary, compare, cost, design, explain, ranks, rule_comparison, size,
+from analysis import (boundary, compare, cost, design, explain, pool, ranks, rule_comparison, size,
                       validation_noise)
 from analysis.outcomes import StudyOutcomes
 from analysis.rules import ALL_RULES, REFERENCE
@@ -54,6 +54,8 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     # Validation noise (MLflow input only: it resamples the stored per-image outcomes).
     noise: validation_noise.NoiseResult | None = None
+    # One study's pool at every study size k (analysis/pool.py); None for several studies.
+    pool: pd.DataFrame | None = None
 
 
 def _rate_block(disagree: pd.Series, clusters: pd.Series | None, unit: str, n_boot: int,
@@ -224,11 +226,17 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     summary["boundary_checks"] = boundary.boundary_checks(scored, picks, ds.hyperparams, ds.spaces)
     size_table = size.disagreement_vs_k(scored, "val_loss", n_boot=n_boot, seed=seed)
     summary["study_size"] = size_table.to_dict(orient="records")
+    pool_table = None
+    if len(picks) == 1:  # one study: a campaign is one pool of i.i.d. trials
+        pool_table = pool.pool_table(scored, n_boot=n_boot, seed=seed)
+        summary["pool"] = pool.pool_summary(pool_table, n_boot)
 
     notes = []
     if len(picks) == 1:
         notes.append("Only one study: its trial-level rate is 0 or 1 and says nothing about how "
-                     "often the rules disagree; a rate needs replicates (e.g. --replicates 5).")
+                     "often the rules disagree; a rate needs replicates (e.g. --replicates 5), or a "
+                     "pool of i.i.d. trials (`make campaign`), read at every study size k in the "
+                     "pool section.")
     elif len(picks) < 10:
         notes.append(f"Only {len(picks)} studies: the trial-level intervals are wide; add replicates.")
     summary["notes"] = notes
@@ -239,7 +247,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
                          **({"val_size": val_size} if val_size is not None else {})}
     return Analysis(summary=summary, scored=scored, trial=picks, epoch=ep, ranks=rank_table,
                     size=size_table, epochs=ds.epochs, loss_label=loss_label,
-                    hyperparams=ds.hyperparams, notes=notes, warnings=warnings)
+                    hyperparams=ds.hyperparams, notes=notes, warnings=warnings, pool=pool_table)
 
 
 def _by_experiment(scored: pd.DataFrame, ds: Dataset, main: dict, scoring: str, n_boot: int,
