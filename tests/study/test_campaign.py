@@ -169,15 +169,7 @@ def test_report_on_the_export_agrees_with_the_mlflow_report(smoke: dict) -> None
     for summary in (mlflow_mode, csv_mode):
         summary["by_experiment"] = list(summary["by_experiment"].values())
     assert disagreements(mlflow_mode, csv_mode) == []
-    for key in ("trial_level", "epoch_level", "variants", "l2_changes_loss_pick", "study_size", "by_experiment"):
+    for key in ("trial_level", "epoch_level", "variants", "l2_changes_loss_pick", "study_size", "by_experiment",
+                "pool"):
         assert key in mlflow_mode and key in csv_mode, key  # the comparison covered them
     assert "val_crossentropy" in csv_mode["variants"]
-
-
-def test_throughput_cost_is_training_flops_over_the_baselines() -> None:
-    """Worked by hand: the baseline (2 blocks of 32 -> 64 filters, 3x3, dense 128) has
-    4,241,152 multiply-adds per image; halving the filters leaves 1,218,048."""
-    from benchmarks.campaign_throughput import trial_costs
-
-    baseline = load_space(CNN).baseline
-    assert trial_costs([baseline, {**baseline, "filters": 16}]) == pytest.approx([1.0, 1_218_048 / 4_241_152])

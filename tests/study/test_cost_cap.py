@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from study.contract import FAILURE_REASON, RELATIVE_COST, STUDY_NAME
-from study.cost import OVER_COST_CAP, training_flops
+from study.cost import OVER_COST_CAP, relative_cost, training_flops
 from study.model import build_model, training_flops_per_image
 from study.space import SpaceError, load_space
 from tests.conftest import PROJECT_ROOT, run_cli
@@ -39,6 +39,15 @@ def test_the_baseline_by_hand() -> None:
     # conv 28x28x32x3x3x1, conv 14x14x64x3x3x32, dense 7x7x64 -> 128, dense 128 -> 10; x 6
     macs = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 9 * 32 + 7 * 7 * 64 * 128 + 128 * 10
     assert training_flops(BASE, (28, 28, 1), 10) == 6 * macs
+
+
+def test_relative_cost_worked_by_hand() -> None:
+    """The baseline (2 blocks of 32 -> 64 filters, 3x3, dense 128) has 4,241,152 multiply-adds
+    per image; halving the filters leaves 1,218,048."""
+    baseline = load_space(CNN).baseline_values()
+    assert relative_cost(baseline, baseline, (28, 28, 1), 10) == 1.0
+    assert relative_cost({**baseline, "filters": 16}, baseline, (28, 28, 1), 10) == pytest.approx(
+        1_218_048 / 4_241_152)
 
 
 def test_a_space_without_a_cap_keeps_its_hash_so_its_studies_resume() -> None:
