@@ -51,10 +51,10 @@ show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' "$${S
 server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 ifneq ($(STORAGE),)
-search campaign report dashboard: export STUDY_STORAGE := $(STORAGE)
+search campaign publish report dashboard: export STUDY_STORAGE := $(STORAGE)
 endif
 ifneq ($(TRACKING),)
-search campaign report: export MLFLOW_TRACKING_URI := $(TRACKING)
+search campaign publish report: export MLFLOW_TRACKING_URI := $(TRACKING)
 endif
 ui: export MLFLOW_BACKEND_STORE_URI := $(tracking_uri)
 server: export MLFLOW_BACKEND_STORE_URI := $(server_backend)
@@ -73,7 +73,7 @@ define banner
 	@printf '\n\033[1m== %s ==\033[0m\n' "$(1)"
 endef
 
-.PHONY: help setup data search search-quick campaign report ui dashboard server test test-fast bench clean clean-runs
+.PHONY: help setup data search search-quick campaign publish report ui dashboard server test test-fast bench clean clean-runs
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -125,6 +125,11 @@ campaign: setup ## One regime's pool of i.i.d. unpruned trials (REGIME=balanced|
 	$(call banner,campaign $(REGIME) on $(DATA))
 	$(show_urls)
 	@$(PY) -m study campaign --regime $(REGIME) --data $(DATA) $(campaign_flags)
+
+publish: setup ## A campaign's results/campaign-$(REGIME)/: its export, report and README.md (after `make campaign`)
+	$(call banner,publish campaign-$(REGIME))
+	$(show_urls)
+	@$(PY) -m analysis publish --experiment campaign-$(REGIME)
 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))

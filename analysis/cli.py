@@ -7,6 +7,7 @@ line on stderr and no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import re
 import sys
@@ -104,6 +105,13 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--experiment", action="append", required=True, metavar="NAME")
     x.add_argument("--tracking-uri", default=None)
     x.add_argument("--out", type=Path, required=True, help="e.g. results/<campaign>/epochs.csv.gz")
+    pub = sub.add_parser("publish", help="a campaign's results/<campaign>/: export, report and README.md")
+    pub.add_argument("--experiment", required=True, metavar="NAME", help="e.g. campaign-balanced")
+    pub.add_argument("--tracking-uri", default=None)
+    pub.add_argument("--storage", default=None, help="the campaign's Optuna journal (default: STUDY_STORAGE "
+                                                     "or mlruns/optuna.journal)")
+    pub.add_argument("--out", type=Path, default=None, help="default results/<experiment>/")
+    pub.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
     return p
 
 
@@ -187,10 +195,26 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def publish(args: argparse.Namespace) -> int:
+    from analysis.publish import publish as write_results
+    from study.paths import default_storage
+
+    if args.bootstrap < 0:
+        raise AnalysisInputError("--bootstrap must be >= 0")
+    out = write_results(args.experiment, args.tracking_uri or default_tracking_uri(),
+                        args.storage or os.environ.get("STUDY_STORAGE") or default_storage(), args.out or PROJECT_ROOT / "results" / args.experiment,
+                        args.bootstrap)
+    print(f"published {_one_line(args.experiment)} to {_one_line(str(out))}")
+    return 0
+
+
+COMMANDS = {"export": export, "report": report, "publish": publish}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return export(args) if args.command == "export" else report(args)
+        return COMMANDS[args.command](args)
     except AnalysisInputError as exc:
         print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2

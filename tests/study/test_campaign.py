@@ -95,8 +95,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
         proc = run_cli("analysis", "report", *flags, "--out", str(folder / mode), "--bootstrap", "200")
         assert proc.returncode == 0, proc.stderr
         reports[mode] = json.loads((folder / mode / "summary.json").read_text())
+    published = folder / "published"
+    proc = run_cli("analysis", "publish", "--experiment", SMOKE, "--tracking-uri", tracking, "--storage",
+                   str(folder / "optuna.journal"), "--out", str(published), "--bootstrap", "200")
+    assert proc.returncode == 0, proc.stderr
     return {"first": first.stdout, "resumed": resumed.stdout, "export": pd.read_csv(export),
-            "tracking": tracking, "reports": reports}
+            "tracking": tracking, "reports": reports, "published": published, "journal": folder / "optuna.journal"}
 
 
 @pytest.mark.slow
@@ -173,3 +177,33 @@ def test_report_on_the_export_agrees_with_the_mlflow_report(smoke: dict) -> None
                 "pool"):
         assert key in mlflow_mode and key in csv_mode, key  # the comparison covered them
     assert "val_crossentropy" in csv_mode["variants"]
+
+
+@pytest.mark.slow
+def test_publish_writes_the_export_the_report_and_a_readme_with_the_counts(smoke: dict) -> None:
+    import optuna
+
+    published = smoke["published"]
+    assert {"epochs.csv.gz", "summary.json", "report.md", "index.html", "README.md", "pool_vs_k.png"} <= {
+        p.name for p in published.iterdir()}
+    assert pd.read_csv(published / "epochs.csv.gz").drop(columns=["git_commit"]).equals(
+        smoke["export"].drop(columns=["git_commit"]))
+    # The same report as `analysis report` in MLflow mode with the same resamples.
+    # (by_experiment aside: another test turns the fixture's into a list)
+    mine = {k: v for k, v in json.loads((published / "summary.json").read_text()).items() if k != "by_experiment"}
+    assert disagreements(mine, {k: v for k, v in smoke["reports"]["mlflow"].items() if k != "by_experiment"}) == []
+    assert mine["pool"]["trials"] == TRIALS + 1
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(smoke["journal"])))
+    trials = optuna.load_study(study_name=f"{SMOKE}-seed0", storage=storage).trials
+    skipped = sum(t.user_attrs.get("failure_reason") == "over_cost_cap" for t in trials)
+    readme = (published / "README.md").read_text()
+    assert f"Trials trained: {TRIALS + 1} " in readme
+    assert f"skipped by the cost cap (no training, no MLflow run): {skipped} of {len(trials)}." in readme
+    assert f"python -m analysis publish --experiment {SMOKE}" in readme and "--crossentropy-col val_crossentropy" in readme
+
+
+def test_publish_without_the_journal_is_exit_2_and_creates_nothing(tmp_path: Path) -> None:
+    proc = run_cli("analysis", "publish", "--experiment", "campaign-balanced", "--storage", str(tmp_path / "no.journal"),
+                   "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no.journal" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
