@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML")
     search.add_argument("--trials", type=int, default=40,
-                        help="finished trials (COMPLETE+PRUNED+FAIL) the study should reach; re-runs resume")
+                        help="finished trials (COMPLETE+PRUNED+FAIL; draws skipped by train.max_cost do not count) the study should reach; re-runs resume")
     search.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
     search.add_argument("--experiment", default=None, help="MLflow experiment (default: the space's name)")
     search.add_argument("--study-name", default=None, help="default <experiment>-seed<seed>")
