@@ -78,11 +78,19 @@ endef
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# UV=/path/to/uv installs the same pinned packages with uv instead of pip (.ci/run does: pip
+# took minutes from a fresh clone). uv reads no pip.conf, so UV_FLAGS carries what pip would read
+# there (e.g. --find-links for a local CPU build of torch); --compile-bytecode because pip
+# compiles on install and every test's TensorFlow process would otherwise compile its imports.
+UV        ?=
+UV_FLAGS  ?=
+pip_install = $(if $(UV),$(UV) pip install --quiet $(1) --python $(PY) --compile-bytecode $(UV_FLAGS),$(PY) -m pip install --quiet $(1))
+
 $(STAMP): requirements.lock
 	$(call banner,virtual environment + pinned packages)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(call pip_install,--upgrade pip)
+	$(call pip_install,-r requirements.lock)
 	touch $(STAMP)
 
 # keras-tuner and tensorboard are benchmark-only extras, kept out of requirements.lock; the
@@ -90,14 +98,14 @@ $(STAMP): requirements.lock
 # `python -m benchmarks` install them when it needs them).
 $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 	$(call banner,benchmark extras (keras-tuner, tensorboard))
-	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	$(call pip_install,-r benchmarks/requirements.txt)
 	touch $(BENCH_STAMP)
 
 # PyTorch only serves `--sampler gp` (Optuna's GPSampler): an optional extra, kept out of
 # requirements.lock. `make setup EXTRAS=gp` installs it; `make test` always does.
 $(GP_STAMP): $(STAMP) requirements-gp.txt
 	$(call banner,optional extra gp (PyTorch for --sampler gp))
-	$(PY) -m pip install --quiet -r requirements-gp.txt
+	$(call pip_install,-r requirements-gp.txt)
 	touch $(GP_STAMP)
 
 setup: $(STAMP) $(if $(filter gp,$(EXTRAS)),$(GP_STAMP)) data ## Create the venv, install pinned packages (EXTRAS=gp: PyTorch too), get Fashion-MNIST

@@ -80,8 +80,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.nodeid in groups and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
     if config.getoption("loadgroup", False):
+        items[:] = _slow_first(items, groups)
         for item in items:
             _suffix_the_xdist_group(item)
+
+
+def _slow_first(items: list[pytest.Item], groups: dict[str, str]) -> list[pytest.Item]:
+    """Under --dist loadgroup, xdist hands out the groups first, then the ungrouped tests in
+    collection order, each to whichever process is free: a minutes-long test collected last
+    (tests/study/ sorts last) left one process working alone at the end. Ungrouped tests marked
+    slow go first, so the short ones fill in at the end (longest-first scheduling). Grouped
+    tests keep their order, so a module- or session-scoped fixture is still made once."""
+    def late(item: pytest.Item) -> bool:
+        return item.nodeid not in groups and item.get_closest_marker("xdist_group") is None \
+            and item.get_closest_marker("slow") is None
+
+    return sorted(items, key=late)  # stable: collection order within each of the two parts
 
 
 def _suffix_the_xdist_group(item: pytest.Item) -> None:

@@ -17,9 +17,15 @@ LOG_ERRORS = re.compile(r"database is locked|database schema|duplicate column|no
                         re.IGNORECASE)
 
 
-def test_four_workers_sixteen_trials_on_the_journal(stores: dict[str, str]) -> None:
+# Two trials per worker: every worker still takes part (the four start together and each trial
+# takes seconds; measured [2, 2, 3, 3] trials per worker) and numbers, proposals and runs are
+# still checked across processes; sixteen cost twice the training and asserted nothing more.
+WORKERS, TRIALS = 4, 8
+
+
+def test_four_workers_eight_trials_on_the_journal(stores: dict[str, str]) -> None:
     started = time.monotonic()
-    result = run_cli(*search_args(stores, "scale4", "--workers", "4", "--trials", "16"), timeout=600)
+    result = run_cli(*search_args(stores, "scale4", "--workers", str(WORKERS), "--trials", str(TRIALS)), timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert not LOG_ERRORS.search(log), LOG_ERRORS.search(log).group(0)
@@ -27,9 +33,9 @@ def test_four_workers_sixteen_trials_on_the_journal(stores: dict[str, str]) -> N
     study = assert_consistent(stores["storage"], stores["tracking_uri"], "scale4", "scale4-seed0")
     finished = [t for t in study.trials if t.state.is_finished()]
     numbers = [t.number for t in finished]
-    assert 16 <= len(finished) <= 19, len(finished)  # MaxTrialsCallback's N..N+W-1 race
+    assert TRIALS <= len(finished) <= TRIALS + WORKERS - 1, len(finished)  # MaxTrialsCallback's N..N+W-1 race
     assert len(set(numbers)) == len(numbers)
-    assert len({t.user_attrs["pid"] for t in finished}) == 4  # four real processes shared the work
+    assert len({t.user_attrs["pid"] for t in finished}) == WORKERS  # four real processes shared the work
     assert all(t.user_attrs["host"] for t in finished)
     # Seeds seed+index: no two workers proposed the same configuration.
     proposals = [tuple(sorted(t.params.items())) for t in finished]
@@ -40,7 +46,8 @@ def test_four_workers_sixteen_trials_on_the_journal(stores: dict[str, str]) -> N
     (study_run,) = study_runs(stores["tracking_uri"], "scale4")
     assert study_run.info.status == "FINISHED" and study_run.data.tags["workers"] == "4"
     assert {r[0].data.params["worker_index"] for r in runs.values()} == {"0", "1", "2", "3"}
-    print(f"4 workers x 16 trials: {time.monotonic() - started:.0f} s")
+    per_pid = sorted(sum(t.user_attrs["pid"] == pid for t in finished) for pid in {t.user_attrs["pid"] for t in finished})
+    print(f"{WORKERS} workers x {TRIALS} trials: {time.monotonic() - started:.0f} s, trials per worker {per_pid}")
 
 
 def test_nan_loss_fails_the_trial_and_the_next_one_runs(stores: dict[str, str]) -> None:

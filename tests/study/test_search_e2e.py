@@ -19,6 +19,7 @@ from study.contract import (EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE, HISTORY_CSV,
                             PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, TEST_PREDICTIONS,
                             TRIAL_NUMBER, TRIAL_STATE)
 from tests.conftest import run_cli
+from tests.study.conftest import EPOCHS, TEST_SIZE, TRAIN_SIZE, VAL_SIZE
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,7 @@ def test_experiment_study_and_trial_tags(searched: dict) -> None:
         assert study.data.tags[key] == value, key
     assert len(study.data.tags["space_sha"]) == 16 and study.data.tags["git_commit"]
     assert "space/cnn.yaml" in [a.path for a in client.list_artifacts(study.info.run_id, "space")]
-    assert study.data.params["data.train_size"] == "1000" and study.data.params["train.epochs"] == "2"
+    assert study.data.params["data.train_size"] == str(TRAIN_SIZE) and study.data.params["train.epochs"] == str(EPOCHS)
 
     stored = {t.number: t for t in optuna.load_study(study_name="e2e-seed0",
                                                       storage=open_storage(searched["storage"])).trials}
@@ -61,7 +62,7 @@ def test_experiment_study_and_trial_tags(searched: dict) -> None:
         assert run.info.status == "FINISHED"  # COMPLETE and PRUNED alike
         for name, value in stored[number].params.items():
             assert run.data.params[name] == str(value)
-        assert run.data.params["data.val_size"] == "500"
+        assert run.data.params["data.val_size"] == str(VAL_SIZE)
         # Artifacts sit beside the store, never in ./mlruns of the directory the search ran from.
         assert run.info.artifact_uri.startswith((searched["folder"] / "artifacts" / "e2e").as_uri())
     # the enqueued baseline is trial 0
@@ -116,7 +117,7 @@ def test_test_predictions_match_test_accuracy(searched: dict, tmp_path: Path) ->
         for metric in ("val_loss", "val_crossentropy", "val_accuracy"):
             accuracy = float(np.mean(arrays[f"best_{metric}"] == arrays["y_true"]))
             assert accuracy == pytest.approx(run.data.metrics[f"test_accuracy_at_best_{metric}"], abs=1e-9)
-        assert arrays["per_epoch"].shape == (run.data.metrics["epochs_trained"], 500)
+        assert arrays["per_epoch"].shape == (run.data.metrics["epochs_trained"], TEST_SIZE)
         assert LEARNING_CURVES_PNG in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 

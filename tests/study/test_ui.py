@@ -30,8 +30,9 @@ def wait_for(url: str, seconds: float = 120) -> None:
     raise TimeoutError(f"{url} did not answer within {seconds}s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ui(searched: dict):
+    """One `make ui` for the module: both tests only read from it (it used to start twice)."""
     port = free_port()
     server = subprocess.Popen(["make", "--no-print-directory", "ui", f"PORT={port}",
                                f"TRACKING={searched['tracking_uri']}"], cwd=PROJECT_ROOT,
