@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.rules import first_true
+from analysis.rules import first_true, is_sorted
 from analysis.sources import KEY
 
 MIN_EPOCHS = 2  # a trial needs two epochs to have an epoch-level verdict
@@ -73,7 +73,8 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     out["disagree_share"] = 1.0 - both / out["loss_ties"].to_numpy(float)
     out["disagree_lenient"] = both == 0
     out["disagree_strict"] = both < out["loss_ties"].to_numpy()
-    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], _labels_at(frame.index, rows, max_first))
+    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"],
+                                    _labels_at(frame.index, rows, max_first))
     return out
 
 
@@ -129,13 +130,11 @@ def _trial_order(e: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Positions of `e`'s rows in (study, trial, epoch) order, stable, without the rows
     whose study or trial is missing; and each of those rows' trial number (0, 1, ... in
     that order, the order `groupby(sort=True)` lists the trials in)."""
-    from analysis.rules import _is_sorted
-
     study, _ = pd.factorize(e["study"], sort=True)
     trial, _ = pd.factorize(e["trial"], sort=True)
     epoch = e["epoch"].to_numpy()
     keys = (epoch, trial, study)
-    rows = np.arange(len(e)) if _is_sorted(keys) else np.lexsort(keys)
+    rows = np.arange(len(e)) if is_sorted(keys) else np.lexsort(keys)
     rows = rows[(study[rows] >= 0) & (trial[rows] >= 0)]  # groupby drops a missing key
     study, trial = study[rows], trial[rows]
     new = np.ones(len(rows), dtype=bool)

@@ -67,7 +67,7 @@ class Layout:
                  if "order" in frame else trial_codes.astype(float))
         epoch = frame["epoch"].to_numpy()
         keys = (epoch, trial_codes, order, study_codes)
-        self.rows = None if _is_sorted(keys) else np.lexsort(keys)
+        self.rows = None if is_sorted(keys) else np.lexsort(keys)
         self.study_codes = self._sorted(study_codes)
         trial_sorted = self._sorted(trial_codes)
         self.study_starts = _starts(self.study_codes)
@@ -125,7 +125,7 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _is_sorted(keys: tuple[np.ndarray, ...]) -> bool:
+def is_sorted(keys: tuple[np.ndarray, ...]) -> bool:
     """Whether rows are already in lexicographic order of `keys` (last key most significant):
     a table written study by study, trial by trial, needs no sort."""
     ahead = np.zeros(len(keys[0]) - 1 if len(keys[0]) else 0, dtype=bool)  # strictly ahead yet
