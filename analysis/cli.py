@@ -144,6 +144,7 @@ def report(args: argparse.Namespace) -> int:
     if args.val_size is not None and args.val_size < 1:
         raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
                                  "must be >= 1")
+    sources.arrow_allocates_with_malloc()
     if args.csv is not None:
         if args.experiment:
             raise AnalysisInputError("use either --csv or --experiment, not both")

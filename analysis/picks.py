@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.rules import first_true, is_sorted
 from analysis.sources import KEY
 
 MIN_EPOCHS = 2  # a trial needs two epochs to have an epoch-level verdict
@@ -38,48 +39,52 @@ def pick(frame: pd.DataFrame, group: Sequence[str], order: str, loss: str,
     """
     group = list(group)
     codes = frame.groupby(group, sort=True).ngroup().to_numpy()
-    rows = np.flatnonzero(codes >= 0)  # a row with a missing key belongs to no group
-    rows = rows[np.lexsort((frame[order].to_numpy()[rows], codes[rows]))]  # stable
+    order_values = frame[order].to_numpy()
+    # Rows in (group, order) order, stable; a row with a missing key belongs to no group.
+    # Without one (the usual case) the sort reads the columns as they are, not copies.
+    if len(codes) and codes.min() >= 0:
+        rows = np.lexsort((order_values, codes))
+    else:
+        rows = np.flatnonzero(codes >= 0)
+        rows = rows[np.lexsort((order_values[rows], codes[rows]))]
     codes = codes[rows]
     # no rows, no groups (np.r_[True, …] would invent one empty group, which reduceat refuses)
     starts = np.flatnonzero(np.r_[len(codes) > 0, codes[1:] != codes[:-1]])
+    del codes
     n = np.diff(np.r_[starts, len(rows)])
+    # fmin/fmax skip NaN, as pandas' min and max do. Each row-length array is 48 MB at 6 M
+    # epoch rows, so the optimum is spread over the rows once and the values are let go.
     loss_values = frame[loss].to_numpy(float)[rows]
+    at_min = loss_values == np.repeat(np.fmin.reduceat(loss_values, starts), n)
+    del loss_values
     accuracy_values = frame[accuracy].to_numpy(float)[rows]
-    # fmin/fmax skip NaN, as pandas' min and max do.
-    at_min = loss_values == np.fmin.reduceat(loss_values, starts)[np.repeat(np.arange(len(n)), n)]
-    at_max = (accuracy_values
-              == np.fmax.reduceat(accuracy_values, starts)[np.repeat(np.arange(len(n)), n)])
+    at_max = accuracy_values == np.repeat(np.fmax.reduceat(accuracy_values, starts), n)
+    del accuracy_values
     sum_in_group = lambda mask: np.add.reduceat(mask.astype(np.int64), starts)  # noqa: E731
-    labels = frame.index.to_numpy()[rows]
-    loss_first, max_first = _first_in_group(at_min, starts, n), _first_in_group(at_max, starts, n)
+    loss_first, max_first = first_true(at_min, starts), first_true(at_max, starts)
     keys = frame[group].iloc[rows[starts]]
     out = pd.DataFrame({"n": n, "loss_ties": sum_in_group(at_min),
                         "accuracy_ties": sum_in_group(at_max)},
                        index=pd.MultiIndex.from_frame(keys) if len(group) > 1
                        else pd.Index(keys[group[0]]))
-    out["loss_pick"] = _labels_at(labels, loss_first)
+    out["loss_pick"] = _labels_at(frame.index, rows, loss_first)
     out["agree"] = np.where(loss_first >= 0, at_max[np.maximum(loss_first, 0)], False)
     both = sum_in_group(at_min & at_max)
     out["disagree_share"] = 1.0 - both / out["loss_ties"].to_numpy(float)
     out["disagree_lenient"] = both == 0
     out["disagree_strict"] = both < out["loss_ties"].to_numpy()
-    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"], _labels_at(labels, max_first))
+    out["accuracy_pick"] = np.where(out["agree"], out["loss_pick"],
+                                    _labels_at(frame.index, rows, max_first))
     return out
 
 
-def _first_in_group(mask: np.ndarray, starts: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Position of the first True of each group (rows sorted by group), −1 where none."""
-    positions = np.where(mask, np.arange(len(mask)), len(mask))
-    first = np.minimum.reduceat(positions, starts)
-    return np.where(first < starts + n, first, -1)
-
-
-def _labels_at(labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Index labels at `positions`; NaN where a group has no such row (as pandas aligns)."""
+def _labels_at(index: pd.Index, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Index labels of the sorted rows at `positions`; NaN where a group has no such row
+    (as pandas aligns). Only those labels are read, not the whole index."""
+    labels = index.take(rows[np.maximum(positions, 0)] if len(rows) else rows[:0]).to_numpy()
     if (positions >= 0).all():
-        return labels[positions]
-    return np.where(positions >= 0, labels[np.maximum(positions, 0)].astype(object), np.nan)
+        return labels
+    return np.where(positions >= 0, labels.astype(object), np.nan)
 
 
 def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
@@ -90,35 +95,30 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
     `m`, `m_epoch` and, when present, `test_accuracy_at_m`, `val_ece_at_m`,
     `val_confidence_at_m`.
     """
-    # Only the columns scored here are sorted and filtered: every selection copies its
-    # columns, and the rules' extra metrics would double the peak memory at 6 M rows.
+    # Only the columns scored here are read (a column selection copies nothing under
+    # copy-on-write). Rows are found on NumPy arrays in (study, trial, epoch) order, then
+    # only the chosen rows (one per trial and metric) are taken: a sorted copy of the 6 M
+    # epoch rows and pandas' groupby tail/head masks over them set the report's peak memory.
     wanted = [*KEY, "epoch", "accuracy", "val_accuracy", "val_loss", "val_crossentropy",
               "test_accuracy", "val_ece", "val_confidence"]
-    e = epochs[[c for c in wanted if c in epochs]].sort_values([*KEY, "epoch"], kind="stable")
-    last = e.groupby(KEY, sort=False).tail(1).set_index(KEY)
-    out = pd.DataFrame(index=last.index)
-    out["epochs_trained"] = e.groupby(KEY, sort=False).size()
+    e = epochs[[c for c in wanted if c in epochs]]
+    rows, group = _trial_order(e)
+    last = rows[_last_in_groups(np.ones(len(rows), dtype=bool), group)]
+    out = pd.DataFrame(index=pd.MultiIndex.from_frame(e[KEY].iloc[last]))
+    out["epochs_trained"] = np.bincount(group, minlength=len(last)).astype(np.int64)
     # The train/validation gap at the end of training is the overfitting signal.
     if "accuracy" in e:
-        out["overfit_gap"] = last["accuracy"] - last["val_accuracy"]
+        out["overfit_gap"] = (e["accuracy"].iloc[last] - e["val_accuracy"].iloc[last]).to_numpy()
     carried = [c for c in ("test_accuracy", "val_ece", "val_confidence") if c in e]
     losses = [m for m in ("val_loss", "val_crossentropy") if m in e and e[m].notna().any()]
     # The accuracy score is computed once, over every epoch that has a val_accuracy, so a
-    # trial missing one loss metric (an older store) keeps its accuracy score.
-    with_accuracy = _rows_with(e, "val_accuracy")
-    if scoring == "final":
-        rows = {"val_accuracy": with_accuracy.groupby(KEY, sort=False).tail(1).index}
-    else:
-        # The trial's accuracy score is its first maximal epoch, not the agreeing one.
-        first_max = with_accuracy.loc[with_accuracy["val_accuracy"]
-                                      == with_accuracy.groupby(KEY)["val_accuracy"].transform("max")]
-        rows = {"val_accuracy": first_max.groupby(KEY, sort=False).head(1).index}
+    # trial missing one loss metric (an older store) keeps its accuracy score; the trial's
+    # accuracy score is its first maximal epoch, not the agreeing one.
+    chosen_rows = {"val_accuracy": _scored_row(e["val_accuracy"], rows, group, scoring, "max")}
     for loss in losses:
-        usable = _rows_with(e, loss)
-        rows[loss] = (usable.groupby(KEY, sort=False).tail(1).index if scoring == "final"
-                      else pick(usable, KEY, "epoch", loss, "val_accuracy")["loss_pick"].to_numpy())
-    for metric, idx in rows.items():
-        chosen = e.loc[idx].set_index(KEY)
+        chosen_rows[loss] = _scored_row(e[loss], rows, group, scoring, "min")
+    for metric, positions in chosen_rows.items():
+        chosen = e.iloc[positions].set_index(KEY)
         out[metric] = chosen[metric]
         out[f"{metric}_epoch"] = chosen["epoch"]
         for c in carried:
@@ -126,10 +126,52 @@ def score_trials(epochs: pd.DataFrame, scoring: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _rows_with(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The rows where `column` has a value; the frame itself when all do (no copy)."""
-    present = frame[column].notna()
-    return frame if present.all() else frame[present]
+def _trial_order(e: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of `e`'s rows in (study, trial, epoch) order, stable, without the rows
+    whose study or trial is missing; and each of those rows' trial number (0, 1, ... in
+    that order, the order `groupby(sort=True)` lists the trials in)."""
+    study, _ = pd.factorize(e["study"], sort=True)
+    trial, _ = pd.factorize(e["trial"], sort=True)
+    epoch = e["epoch"].to_numpy()
+    keys = (epoch, trial, study)
+    rows = np.arange(len(e)) if is_sorted(keys) else np.lexsort(keys)
+    rows = rows[(study[rows] >= 0) & (trial[rows] >= 0)]  # groupby drops a missing key
+    study, trial = study[rows], trial[rows]
+    new = np.ones(len(rows), dtype=bool)
+    new[1:] = (study[1:] != study[:-1]) | (trial[1:] != trial[:-1])
+    return rows, np.cumsum(new) - 1
+
+
+def _first_in_groups(mask: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Position of the first True of each group (`group` sorted) that has one."""
+    hits = np.flatnonzero(mask)
+    first = np.ones(len(hits), dtype=bool)
+    first[1:] = group[hits[1:]] != group[hits[:-1]]
+    return hits[first]
+
+
+def _last_in_groups(mask: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Position of the last True of each group (`group` sorted) that has one."""
+    hits = np.flatnonzero(mask)
+    last = np.ones(len(hits), dtype=bool)
+    last[:-1] = group[hits[1:]] != group[hits[:-1]]
+    return hits[last]
+
+
+def _scored_row(values: pd.Series, rows: np.ndarray, group: np.ndarray, scoring: str,
+                direction: str) -> np.ndarray:
+    """Per trial with a value of the metric, the position in the table of the row it is
+    scored at: `final`, its last epoch with a value; `best`, its first epoch at the optimum."""
+    v = values.to_numpy(dtype=float, na_value=np.nan)[rows]
+    present = ~np.isnan(v)
+    if scoring == "final":
+        return rows[_last_in_groups(present, group)]
+    if not len(v):
+        return rows[:0]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])  # v is not empty
+    # fmin/fmax skip NaN, as pandas' min and max do; a trial without a value never matches.
+    optimum = (np.fmax if direction == "max" else np.fmin).reduceat(v, starts)
+    return rows[_first_in_groups(v == optimum[group], group)]
 
 
 def scored_trials(ds, scoring: str) -> pd.DataFrame:
@@ -201,14 +243,23 @@ def trial_picks(scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
     return out
 
 
+def _rows(frame: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+    """The rows where `keep`; the frame itself when that is all of them (a boolean
+    selection copies every column, even one that keeps every row)."""
+    return frame if keep.all() else frame[keep]
+
+
 def epoch_picks(epochs: pd.DataFrame, scored: pd.DataFrame, loss: str = "val_loss") -> pd.DataFrame:
     """One row per trial (the same trials as the trial level): the epoch of minimal loss,
     the epoch of maximal accuracy, agreement, the gap and where both fall in the budget."""
     keep = scored[KEY + ["experiment", "budget"]]
-    e = epochs.merge(keep[KEY], on=KEY)
-    e = e[e[loss].notna()]
+    # Only the columns read here go through the merge and the row filters, each of which
+    # copies every column it carries (the rules' extra metrics doubled that at 6 M rows).
+    used = [*KEY, "epoch", loss, "val_accuracy", "test_accuracy"]
+    e = epochs[list(dict.fromkeys(c for c in used if c in epochs))].merge(keep[KEY], on=KEY)
+    e = _rows(e, e[loss].notna())
     # One epoch has nothing to disagree with: no epoch-level verdict (listed by scored_trials).
-    e = e[e.groupby(KEY)["epoch"].transform("size") >= MIN_EPOCHS]
+    e = _rows(e, e.groupby(KEY)["epoch"].transform("size") >= MIN_EPOCHS)
     p = pick(e, KEY, "epoch", loss, "val_accuracy")
     lp, ap = e.loc[p["loss_pick"]], e.loc[p["accuracy_pick"]]
     out = pd.DataFrame({"study": lp["study"].to_numpy(), "trial": lp["trial"].to_numpy(),

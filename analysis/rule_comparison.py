@@ -42,8 +42,9 @@ def rule_input(epochs: pd.DataFrame | None, scored: pd.DataFrame, kind: str,
         table = table.drop(columns=["order"])  # CSV: file order is first appearance already
     if val_size is not None:
         # --val-size stands in where the runs do not say (always, in CSV mode).
+        # A float column, as the rules read it: an integer one would be converted, a second copy.
         table = table.assign(**{N_VAL: table[N_VAL].fillna(val_size) if N_VAL in table
-                                else val_size})
+                                else float(val_size)})
     return table
 
 
@@ -51,14 +52,13 @@ def compare(table: pd.DataFrame, n_boot: int, seed: int,
             rules: tuple[Rule, ...] = ALL_RULES) -> dict:
     """`rules`, `rule_pairs`, `rule_costs` and `early_stopping` blocks of summary.json."""
     layout, picked, missing = pick_all(table, rules)
-    row_trial = np.repeat(np.arange(len(layout.trial_starts)), layout.trial_lengths)
     out = {"rules": {rule.name: {"description": rule.description, "needs": list(rule.needs),
                                  "available": rule.name in picked,
                                  "unavailable_reason": missing.get(rule.name),
                                  "studies_with_pick": int((picked[rule.name] >= 0).sum())
                                  if rule.name in picked else 0}
                      for rule in rules}}
-    out["rule_pairs"] = _pairs(picked, row_trial, n_boot, seed)
+    out["rule_pairs"] = _pairs(picked, layout.trial_starts, n_boot, seed)
     out["rule_costs"] = _costs(layout, picked, missing, n_boot, seed)
     out["early_stopping"] = {rule.name: _early_stopping(layout, rule.pick)
                              for rule in rules if isinstance(rule.pick, EarlyStopping)
@@ -66,17 +66,19 @@ def compare(table: pd.DataFrame, n_boot: int, seed: int,
     return out
 
 
-def _pairs(picked: dict[str, np.ndarray], row_trial: np.ndarray, n_boot: int,
+def _pairs(picked: dict[str, np.ndarray], trial_starts: np.ndarray, n_boot: int,
            seed: int) -> list[dict]:
     """Per pair, over the studies both rules pick in: the share whose picks are different
-    trials (`trial_level`) and whose deployed (trial, epoch) differ (`deployed`)."""
+    trials (`trial_level`) and whose deployed (trial, epoch) differ (`deployed`).
+    `trial_starts`: the first sorted row of each trial, so a row's trial is a binary search."""
+    row_trial = lambda rows: np.searchsorted(trial_starts, rows, side="right") - 1  # noqa: E731
     names = list(picked)
     pairs = list(combinations(names, 2))
     columns = []
     for first, second in pairs:
         a, b = picked[first], picked[second]
         both = (a >= 0) & (b >= 0)
-        trial_differs = row_trial[np.maximum(a, 0)] != row_trial[np.maximum(b, 0)]
+        trial_differs = row_trial(np.maximum(a, 0)) != row_trial(np.maximum(b, 0))
         columns += [np.where(both, trial_differs, np.nan), np.where(both, a != b, np.nan)]
     blocks = _rate_blocks(np.column_stack(columns) if columns else np.zeros((0, 0)), n_boot, seed)
     return [{"rules": [first, second], "studies": blocks[2 * i]["studies"],

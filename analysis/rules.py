@@ -67,7 +67,7 @@ class Layout:
                  if "order" in frame else trial_codes.astype(float))
         epoch = frame["epoch"].to_numpy()
         keys = (epoch, trial_codes, order, study_codes)
-        self.rows = None if _is_sorted(keys) else np.lexsort(keys)
+        self.rows = None if is_sorted(keys) else np.lexsort(keys)
         self.study_codes = self._sorted(study_codes)
         trial_sorted = self._sorted(trial_codes)
         self.study_starts = _starts(self.study_codes)
@@ -102,8 +102,12 @@ class Layout:
         Stored epoch-major (a transposed view), so the replay reads each epoch contiguously."""
         if name not in self._curves:
             if self._cells is None:
-                trial = np.repeat(np.arange(len(self.trial_starts)), self.trial_lengths)
-                position = np.arange(len(trial)) - np.repeat(self.trial_starts, self.trial_lengths)
+                # int32 where the rows fit: the same positions at half the size, cached for
+                # every curve while the rules run at the report's peak memory.
+                index = np.int32 if len(self.study_codes) < 2**31 else np.int64
+                trial = np.repeat(np.arange(len(self.trial_starts), dtype=index), self.trial_lengths)
+                position = (np.arange(len(trial), dtype=index)
+                            - np.repeat(self.trial_starts.astype(index), self.trial_lengths))
                 self._cells = (position, trial)
             by_epoch = np.full((int(self.trial_lengths.max(initial=0)), len(self.trial_starts)), np.nan)
             by_epoch[self._cells] = self.column(name)
@@ -121,7 +125,7 @@ def _numbers(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _is_sorted(keys: tuple[np.ndarray, ...]) -> bool:
+def is_sorted(keys: tuple[np.ndarray, ...]) -> bool:
     """Whether rows are already in lexicographic order of `keys` (last key most significant):
     a table written study by study, trial by trial, needs no sort."""
     ahead = np.zeros(len(keys[0]) - 1 if len(keys[0]) else 0, dtype=bool)  # strictly ahead yet
@@ -206,16 +210,16 @@ class AccuracyThenLoss(Picker):
         n = np.diff(np.r_[starts, len(accuracy)])
         if not len(accuracy):
             return np.zeros(0, dtype=np.int64)
-        best_row = first_best(accuracy, starts, "max")
-        best = np.repeat(np.fmax.reduceat(accuracy, starts), n)
+        best = np.fmax.reduceat(accuracy, starts)
         floor = best
         if self.within_noise:
             # n_val of the study's best epoch; a tiny tolerance keeps an epoch exactly one
             # SE below the best (k/n accuracies) inside despite rounding.
-            n_val = layout.column(N_VAL)[np.maximum(best_row, 0)]
-            se = np.sqrt(best * (1 - best) / np.repeat(n_val, n))
-            floor = best - se - 1e-12
-        candidate_loss = np.where(accuracy >= floor, loss, np.nan)
+            n_val = layout.column(N_VAL)[np.maximum(first_best(accuracy, starts, "max"), 0)]
+            floor = best - np.sqrt(best * (1 - best) / n_val) - 1e-12
+        # The floor is per study, spread over its rows only for the comparison: at 6 M rows
+        # each row-length temporary is 48 MB, and the rules run at the report's peak memory.
+        candidate_loss = np.where(accuracy >= np.repeat(floor, n), loss, np.nan)
         return first_best(candidate_loss, starts, "min")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import subprocess
@@ -118,21 +119,40 @@ def epoch_table(studies: int, trials: int, epochs: int, seed: int = 0):
                          "test_brier": np.clip(2 * (1 - test) * 0.7 + noise(), 0, 2).round(4)})
 
 
+# Runs a command and prints its seconds, exit code and rusage peak RSS (KiB) as JSON. The
+# command is this small launcher's child, not the benchmark's: Linux carries the peak RSS
+# of the process a child was forked from into the child's ru_maxrss, across exec, so a
+# report started by the benchmark process (which has just built the 6 M-row frame and
+# peaks above 2 GB itself) would report the benchmark's peak, not its own.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"seconds": time.perf_counter() - started, "maxrss_kib": usage.ru_maxrss,
+                  "returncode": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def peak_of(command: list[str]) -> tuple[float, float, int, str]:
+    """Seconds, peak RSS (MB) of that process alone, exit code and stderr of `command`."""
+    launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], capture_output=True,
+                              text=True, check=True)
+    measured = json.loads(launched.stdout)
+    return (measured["seconds"], measured["maxrss_kib"] / 1024,  # ru_maxrss is in KiB on Linux
+            measured["returncode"], launched.stderr)
+
+
 def report_child(table: Path, out: Path, bootstrap: int) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of `python -m analysis report --csv table` as a child
-    process; os.wait4 gives that one child's own rusage."""
+    process (see `_LAUNCHER` for why it is not the benchmark's own child)."""
     command = [sys.executable, "-m", "analysis", "report", "--csv", str(table), "--epoch-col", "epoch",
                "--test-accuracy-col", "test_accuracy", "--val-size", "10000", "--out", str(out),
                "--bootstrap", str(bootstrap)]
-    started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {stderr.decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    seconds, peak_mb, returncode, stderr = peak_of(command)
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {returncode}: {stderr[-2000:]}")
+    return seconds, peak_mb
 
 
 def measure_tables(studies: int, trials: int, epochs: int, bootstrap: int) -> list[dict[str, Any]]:

@@ -120,6 +120,58 @@ def test_accuracy_score_survives_a_missing_crossentropy() -> None:
     assert scored.loc[0, "val_crossentropy"] == 0.45
 
 
+def _scored_by_hand(epochs, metric: str, scoring: str, best_is_max: bool) -> dict:
+    """Per (study, trial): (score, epoch, test accuracy there), by a plain loop over each
+    trial's rows in epoch order: the first epoch at the optimum, or the last with a value."""
+    out = {}
+    for key, rows in epochs.groupby(["study", "trial"]):
+        rows = rows.sort_values("epoch", kind="stable")
+        rows = rows[rows[metric].notna()]
+        if rows.empty:
+            continue
+        if scoring == "final":
+            row = rows.iloc[-1]
+        else:
+            target = rows[metric].max() if best_is_max else rows[metric].min()
+            row = rows[rows[metric] == target].iloc[0]
+        out[key] = (row[metric], row["epoch"], row["test_accuracy"])
+    return out
+
+
+@pytest.mark.parametrize("scoring", ["best", "final"])
+def test_score_trials_on_shuffled_rows_with_ties_and_gaps(scoring) -> None:
+    """Rows out of order, study names whose text order is not their number order ("10"
+    before "9"), ties and missing values: each trial is scored at the row a per-trial loop
+    finds, and trials come in (study, trial) text order."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    keys = [(s, t) for s in ("9", "10", "2") for t in ("b", "a", "c")]
+    epochs = pd.DataFrame([(s, t, e) for s, t in keys for e in range(6)],
+                          columns=["study", "trial", "epoch"])
+    n = len(epochs)
+    epochs["val_loss"] = rng.integers(0, 3, n) / 4  # few values: ties within a trial
+    epochs["val_accuracy"] = rng.integers(0, 3, n) / 4
+    epochs["test_accuracy"] = rng.integers(0, 100, n) / 100
+    epochs.loc[rng.random(n) < 0.2, "val_loss"] = np.nan
+    epochs.loc[(epochs["study"] == "2") & (epochs["trial"] == "c"), "val_accuracy"] = np.nan
+    epochs = epochs.sample(frac=1, random_state=5).reset_index(drop=True)
+
+    scored = score_trials(epochs, scoring)
+    assert list(zip(scored["study"], scored["trial"])) == sorted(keys)
+    assert scored["epochs_trained"].tolist() == [6] * len(keys)
+    for metric, best_is_max in (("val_loss", False), ("val_accuracy", True)):
+        expected = _scored_by_hand(epochs, metric, scoring, best_is_max)
+        for row in scored.itertuples(index=False):
+            got = row._asdict()
+            want = expected.get((row.study, row.trial))
+            if want is None:  # no value of the metric in any epoch: no score
+                assert math.isnan(got[metric]) and math.isnan(got[f"{metric}_epoch"])
+                continue
+            assert (got[metric], got[f"{metric}_epoch"], got[f"test_accuracy_at_{metric}"]) == want
+
+
 def test_budget_windows_are_exactly_their_share_of_the_budget() -> None:
     """Epoch e spans [e, e + 1); the first 10% / last 25% windows count the overlap."""
     import pandas as pd
