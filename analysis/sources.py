@@ -38,7 +38,7 @@ RUN_SETTINGS = frozenset({
     "space_file", "trials", "timeout", "experiment", "study_name", "seed", "replicates",
     "sampler", "pruner", "objective", "storage", "tracking_uri", "workers",
     "max_consecutive_failures", "heartbeat_interval", "grace_period", "max_retry", "space_name",
-    "worker_index", "trial_artifacts"})
+    "worker_index", "trial_artifacts", "baseline"})
 
 Predictions = Callable[[str, str], "dict[str, np.ndarray] | None"]
 
