@@ -248,8 +248,8 @@ def draw_all(analysis, out: Path) -> list[Figure]:
         figs.append(Figure(pool_curve(analysis.pool, out), "The pool: disagreement and its cost against study size",
                            f"From one pool of {int(analysis.pool['trials'].iloc[0])} trials, exact over all "
                            "k-subsets: left, how often the loss rule's pick is not an accuracy pick; right, "
-                           "what choosing by val_accuracy instead of val_loss gains on the test set. "
-                           "Bars are 95% bootstrap intervals over the pool's trials."))
+                           "what choosing by val_accuracy instead of val_loss gains on the test set; "
+                           "bars are 95% bootstrap intervals over the pool's trials."))
     figs += [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
                                  "picks_scatter.png"),
                    "Loss against accuracy per trial",
