@@ -22,9 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln
-
-from analysis.size import disagreement_at_k
+from analysis.size import _log_comb, disagreement_at_k
 
 # The study sizes quoted on their own (issue 10): a 10- and a 20-trial study.
 QUOTED_KS = (10, 20)
@@ -53,13 +51,6 @@ def pick_probabilities(score: np.ndarray, ks: np.ndarray, higher_is_better: bool
     valid = (j <= g) & (j <= k) & (k - j <= w)
     log_terms = (_log_comb(g - 1, j - 1) + _log_comb(w, k - j) - _log_comb(n, k)) - np.log(j)
     return np.where(valid, np.exp(np.where(valid, log_terms, 0.0)), 0.0).sum(axis=1)
-
-
-def _log_comb(a, b) -> np.ndarray:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    safe = (b >= 0) & (b <= a)
-    return np.where(safe, gammaln(np.maximum(a, 0) + 1) - gammaln(np.maximum(b, 0) + 1)
-                    - gammaln(np.maximum(a - b, 0) + 1), -np.inf)
 
 
 class PoolColumns(NamedTuple):
