@@ -84,3 +84,22 @@ EFFECTIVE_SPACE_JSON = f"{SPACE_FOLDER}/effective_space.json"  # its parsed `par
 
 # --- Artifacts of an analysis report ---------------------------------------------------
 SUMMARY_JSON = "summary.json"
+
+# --- Paired sweeps (issue 11): study/sweep.py writes, analysis/sweeps.py reads ---------------
+# Params of every trial run of a sweep (and Optuna user attrs of the same names). A pair is
+# one base configuration drawn from the space; every arm of a pair shares its seed, data
+# order and the initial weights of the layers the arms share.
+SWEEP_FACTOR = "sweep.factor"        # the knob turned, e.g. "l2" or "data.label_noise"
+SWEEP_LEVEL = "sweep.level"          # this arm's value of it, as given on the command line
+SWEEP_PAIR = "sweep.pair"            # the base configuration's index (0, 1, ...) within the factor
+SWEEP_ARM = "sweep.arm"              # one of SWEEP_ARMS
+ARM_REFERENCE = "reference"          # the first level given
+ARM_TREATMENT = "treatment"          # any other level
+ARM_REPLICATE = "replicate"          # the reference again, same seed: the A/A control
+SWEEP_ARMS = (ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE)
+# Proof of pairing: hashes of the initial weights of the layers every arm shares, and of the
+# first training batch (images and labels). Equal within a pair, or the pair is not paired.
+SWEEP_INIT_HASH = "sweep.init_hash"
+SWEEP_BATCH_HASH = "sweep.batch_hash"
+# The export's column for each sweep param (the campaign columns, then these).
+SWEEP_COLUMNS = {SWEEP_FACTOR: "factor", SWEEP_LEVEL: "level", SWEEP_PAIR: "pair", SWEEP_ARM: "arm"}
