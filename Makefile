@@ -29,6 +29,8 @@ ALLOWED_HOSTS ?=
 TEST_WORKERS ?= 2
 
 REGIME    ?= balanced
+# The regimes `make compare` reads, the first the reference of the others.
+REGIMES   ?= balanced imbalance label_noise
 DATA      ?= fashion_mnist
 
 comma := ,
@@ -73,7 +75,7 @@ define banner
 	@printf '\n\033[1m== %s ==\033[0m\n' "$(1)"
 endef
 
-.PHONY: help setup data search search-quick campaign publish report ui dashboard server test test-fast bench clean clean-runs
+.PHONY: help setup data search search-quick campaign publish compare report ui dashboard server test test-fast bench clean clean-runs
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -138,6 +140,10 @@ publish: setup ## A campaign's results/campaign-$(REGIME)/: its export, report a
 	$(call banner,publish campaign-$(REGIME))
 	$(show_urls)
 	@$(PY) -m analysis publish --experiment campaign-$(REGIME)
+
+compare: setup ## The published regimes side by side, each difference tested, into results/regimes/ (after `make publish`)
+	$(call banner,compare $(REGIMES))
+	@$(PY) -m analysis compare $(foreach r,$(REGIMES),--csv results/campaign-$(r)/epochs.csv.gz) --out results/regimes
 
 report: $(STAMP) ## Analyse an experiment (EXPERIMENT=...) into reports/<experiment>/
 	$(call banner,report on $(EXPERIMENT))

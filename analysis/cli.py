@@ -112,6 +112,15 @@ def parser() -> argparse.ArgumentParser:
                                                      "or mlruns/optuna.journal)")
     pub.add_argument("--out", type=Path, default=None, help="default results/<experiment>/")
     pub.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
+    cmp = sub.add_parser("compare", help="published campaigns' regimes side by side, each difference tested")
+    cmp.add_argument("--csv", type=Path, action="append", required=True, metavar="FILE",
+                     help="a campaign's epochs.csv.gz (twice or more; the first is the reference)")
+    cmp.add_argument("--out", type=Path, required=True, help="e.g. results/regimes/")
+    cmp.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples per regime")
+    cmp.add_argument("--permutations", type=int, default=2000, metavar="N", help="permutations per pair")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--k", type=int, nargs="+", default=[10, 20], metavar="K",
+                     help="study sizes to quote (each at most the smallest campaign's trials)")
     return p
 
 
@@ -209,7 +218,27 @@ def publish(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": export, "report": report, "publish": publish}
+def compare(args: argparse.Namespace) -> int:
+    if len(args.csv) < 2:
+        raise AnalysisInputError("compare needs --csv twice or more (one campaign's epochs.csv.gz each)")
+    for flag, value in (("--bootstrap", args.bootstrap), ("--permutations", args.permutations)):
+        if value < 0:
+            raise AnalysisInputError(f"{flag} {value}: must be >= 0")
+    if min(args.k) < 2:
+        raise AnalysisInputError(f"--k {min(args.k)}: a study of fewer than 2 trials has nothing to disagree about")
+    for path in args.csv:
+        if not path.is_file():
+            raise AnalysisInputError(f"--csv {_one_line(str(path))}: no such file")
+    if args.out.exists() and not args.out.is_dir():
+        raise AnalysisInputError(f"--out {_one_line(str(args.out))}: exists and is not a folder")
+    from analysis.regimes_report import run
+
+    files = run(args.csv, args.out, n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, ks=args.k)
+    print(f"wrote {len(files)} files to {_one_line(str(args.out))}")
+    return 0
+
+
+COMMANDS = {"export": export, "report": report, "publish": publish, "compare": compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,3 +305,33 @@ def size_caption(size: pd.DataFrame) -> str:
             f"all k-subsets of each of the same {int(first['studies'])} studies at every k "
             f"(those with at least {top} trials; {int(first['left_out'])} smaller studies left "
             f"out); dotted lines are the lenient and strict tie bounds; {band}.")
+
+
+REGIME_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def regime_curves(curve_table: pd.DataFrame, intervals: pd.DataFrame, out: Path) -> str:
+    """Each regime's P(disagree | k) by val_loss and its test-accuracy cost, with 95% intervals
+    at the quoted ks (`analysis.regimes.compare`)."""
+    fig, (rate_ax, gain_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    groups = list(curve_table.groupby("regime", sort=False))
+    for index, (colour, (regime, curve)) in enumerate(zip(REGIME_COLOURS * 4, groups)):
+        dodge = (index - (len(groups) - 1) / 2) * 0.35  # the intervals at one k side by side
+        for ax, name, scale in ((rate_ax, "disagree_val_loss", 1.0), (gain_ax, "gain_over_val_loss", 100.0)):
+            if name not in curve:
+                continue
+            ax.plot(curve["k"], curve[name] * scale, color=colour, label=regime)
+            quoted = intervals[(intervals["regime"] == regime) & intervals["statistic"].str.startswith(f"{name}@")]
+            ks = quoted["statistic"].str.split("@").str[1].astype(int)
+            centre = quoted["value"] * scale
+            ax.errorbar(ks + dodge, centre, yerr=[centre - quoted["lo"] * scale, quoted["hi"] * scale - centre],
+                        fmt="o", color=colour, ms=3, capsize=2)
+    rate_ax.set_ylim(-0.02, 1.02)
+    rate_ax.set_ylabel("P(val_loss pick is not an accuracy pick)")
+    gain_ax.axhline(0, color="#888888", lw=0.8)
+    gain_ax.set_ylabel("test accuracy, accuracy pick\nminus val_loss pick (pp)")
+    for ax in (rate_ax, gain_ax):
+        ax.set_xlabel("trials per study (k)")
+    rate_ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "regimes_vs_k.png")

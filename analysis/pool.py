@@ -61,17 +61,24 @@ class PoolColumns(NamedTuple):
     accuracy: np.ndarray                  # best val_accuracy, what the loss picks are judged by
 
 
-def pool_columns(scored: pd.DataFrame) -> PoolColumns:
+def complete_trials(scored: pd.DataFrame) -> pd.DataFrame:
     """The trials with every score and test accuracy present (a trial lacking one would
-    give the rules different pools)."""
+    give the rules different pools), in trial order whatever the source (store or export),
+    so that the same seed draws the same resamples."""
     needed = [m for m in RULES if m in scored] + [f"test_accuracy_at_{m}" for m in RULES
                                                    if f"test_accuracy_at_{m}" in scored]
     complete = scored.dropna(subset=needed)
-    if "trial" in complete:  # one order whatever the source (store or export): the same resamples
+    if "trial" in complete:
         number = pd.to_numeric(complete["trial"], errors="coerce")
         complete = complete.assign(_order=number.fillna(np.inf)).sort_values(
             ["_order", "trial"], key=lambda column: column.astype(str) if column.name == "trial" else column,
-            kind="stable")
+            kind="stable").drop(columns="_order")
+    return complete
+
+
+def pool_columns(scored: pd.DataFrame) -> PoolColumns:
+    """`complete_trials`' per-trial arrays."""
+    complete = complete_trials(scored)
     scores = {m: complete[m].to_numpy(float) for m in RULES if m in complete}
     test_at = {m: complete[f"test_accuracy_at_{m}"].to_numpy(float) for m in scores
                if f"test_accuracy_at_{m}" in complete}
