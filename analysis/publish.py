@@ -27,12 +27,11 @@ def study_times(storage: str, study_name: str) -> dict:
     """Counts by state, the draws skipped by the cost cap, and the wall time, from Optuna."""
     import optuna
 
-    from study.contract import FAILURE_REASON
-    from study.cost import OVER_COST_CAP
+    from study.cost import skipped_over_cap
 
     backend = optuna.storages.journal.JournalFileBackend(storage)
     trials = optuna.load_study(study_name=study_name, storage=optuna.storages.JournalStorage(backend)).trials
-    skipped = [t for t in trials if t.user_attrs.get(FAILURE_REASON) == OVER_COST_CAP]
+    skipped = [t for t in trials if skipped_over_cap(t.user_attrs)]
     trained = [t for t in trials if t not in skipped and t.datetime_complete is not None]
     seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained)
     states: dict[str, int] = {}

@@ -63,11 +63,11 @@ def read_study(folder: Path) -> dict[str, Any]:
     if not complete:
         return {"complete": 0, "finished": len(trials), "trials_per_hour": 0.0}
     span = (max(t.datetime_complete for t in complete) - min(t.datetime_start for t in trials)).total_seconds()
-    from study.contract import FAILURE_REASON, RELATIVE_COST
-    from study.cost import OVER_COST_CAP
+    from study.contract import RELATIVE_COST
+    from study.cost import skipped_over_cap
 
     costs = [t.user_attrs[RELATIVE_COST] for t in complete]
-    skipped = sum(t.user_attrs.get(FAILURE_REASON) == OVER_COST_CAP for t in trials)
+    skipped = sum(skipped_over_cap(t.user_attrs) for t in trials)
     return {"complete": len(complete), "finished": sum(t.state.is_finished() for t in trials) - skipped,
             "skipped_over_cap": skipped,
             "span_seconds": round(span, 1), "trials_per_hour": round(len(complete) * 3600 / span, 1),

@@ -43,3 +43,11 @@ def relative_cost(hp: Mapping[str, Any], baseline: Mapping[str, Any], input_shap
                   num_classes: int) -> float:
     """Training cost per image in units of the baseline net's."""
     return training_flops(hp, input_shape, num_classes) / training_flops(baseline, input_shape, num_classes)
+
+
+def skipped_over_cap(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a finished Optuna trial (by its user attrs) is a draw the cap skipped: not a
+    trial that trained, so counts and wall times leave it out."""
+    from study.contract import FAILURE_REASON
+
+    return user_attrs.get(FAILURE_REASON) == OVER_COST_CAP

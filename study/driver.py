@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON, STUDY_NAME
-from study.cost import OVER_COST_CAP
+from study.cost import skipped_over_cap
 from study.data import Splits
 from study.exit_codes import ExitCode
 from study.inputs import PreparedStudy
@@ -156,7 +156,7 @@ def open_study_run(session: StudySession) -> str:
 
 def finished_count(study: optuna.Study) -> int:
     """Finished trials towards --trials: a draw skipped by the cost cap is not one."""
-    return sum(trial.user_attrs.get(FAILURE_REASON) != OVER_COST_CAP
+    return sum(not skipped_over_cap(trial.user_attrs)
                for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
