@@ -176,8 +176,7 @@ def report(args: argparse.Namespace) -> int:
     if sweep is not None:
         from analysis.sweeps import analyse_sweep
 
-        arms, epochs = sweep
-        analysis.summary["sweep"] = analyse_sweep(arms, epochs, n_boot=args.bootstrap, seed=args.bootstrap_seed,
+        analysis.summary["sweep"] = analyse_sweep(*sweep, n_boot=args.bootstrap, seed=args.bootstrap_seed,
                                                   k=args.sweep_k)
     if tracking_uri is not None and args.noise_replicates:
         from analysis.outcomes import iter_study_outcomes

@@ -334,6 +334,8 @@ def sweep_forest(info: plotdata.ForestInfo, out: Path) -> str:
             ax.scatter(points["centre"], points["y"], color=colour, marker="o", zorder=3,
                        edgecolors=["black" if clear else colour for clear in points["clear"]], linewidths=1.2)
     ax.axvline(0, color="black", lw=0.8)
+    for position in table.groupby("position")["difference"].count().loc[lambda count: count == 0].index:
+        ax.text(0, position, "  n/a (see the report)", va="center", fontsize=7, color="#555555")
     ax.set_yticks(rows["position"].tolist(), rows["row"].tolist(), fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{info.label}: arm − reference, mean over pairs" + (" (pp)" if info.scale == 100 else ""))

@@ -213,7 +213,8 @@ def paired_difference(arm: pd.Series, reference: pd.Series, *, n_boot: int, seed
     lo, hi = bootstrap_mean(difference, n_boot=n_boot, seed=seed)
     return {"pairs": int(both.sum()), "arm_mean": _mean(arm[both]), "reference_mean": _mean(reference[both]),
             "difference": _mean(difference), "ci95": [lo, hi],
-            "ci95_missing": no_interval(difference, n_boot)}
+            "ci95_missing": no_interval(difference, n_boot),
+            "constant": bool(len(difference) and np.ptp(difference) == 0)}
 
 
 def mcnemar_exact(arm: pd.Series, reference: pd.Series) -> dict:
@@ -231,12 +232,13 @@ def mcnemar_exact(arm: pd.Series, reference: pd.Series) -> dict:
 def disagree_at_k_difference(arm: pd.DataFrame, reference: pd.DataFrame, *, k: int, n_boot: int,
                              seed: int) -> dict:
     """P(disagree | k) of the arm's pool minus the reference's, each pool one trial per pair
-    (`best_loss`, `best_accuracy`), exact over all k-subsets; the bootstrap draws pairs with
-    replacement and recomputes both pools from the same pairs."""
+    (rows aligned on the pairs; columns: the best loss, then the best accuracy), exact over
+    all k-subsets; the bootstrap draws pairs with replacement and rebuilds both pools from
+    the same drawn pairs."""
     both = arm.notna().all(axis=1) & reference.notna().all(axis=1)
     n = int(both.sum())
     out = {"pairs": n, "arm_mean": math.nan, "reference_mean": math.nan, "difference": math.nan,
-           "ci95": [math.nan, math.nan], "ci95_missing": f"{n} pairs, fewer than k = {k}"}
+           "ci95": [math.nan, math.nan], "ci95_missing": f"{n} pairs, fewer than k = {k}", "constant": False}
     if n < k:
         return out
     pools = [frame[both].to_numpy(float) for frame in (arm, reference)]
@@ -248,6 +250,7 @@ def disagree_at_k_difference(arm: pd.DataFrame, reference: pd.DataFrame, *, k: i
         differences = _at_k(pools[0][draws], k) - _at_k(pools[1][draws], k)
         if np.ptp(differences) == 0:
             out["ci95_missing"] = f"every resample gives the same difference ({differences[0]:.3g})"
+            out["constant"] = True
         else:
             out["ci95"] = np.quantile(differences, [0.025, 0.975]).tolist()
     return out
@@ -269,7 +272,7 @@ def is_clear(effect: dict, floor: dict | None) -> bool:
         return False
     floor_lo, floor_hi = floor["ci95"]
     if _nan(floor_lo) or _nan(floor_hi):
-        if floor["ci95_missing"] is None or not floor["ci95_missing"].startswith("every pair"):
+        if not floor["constant"]:
             return False  # too few pairs: the floor is not known well enough to be exceeded
         floor_lo = floor_hi = floor["difference"]
     return bool(hi < floor_lo or lo > floor_hi)
@@ -309,10 +312,8 @@ def compare_arm(values: pd.DataFrame, arm: tuple[str, str], reference: tuple[str
     out = {}
     for outcome in OUTCOMES:
         if outcome.name == "disagree_at_k":
-            scores = ["best_loss", "best_accuracy"]
-            out[outcome.name] = disagree_at_k_difference(
-                values[scores].xs(arm, axis=1, level=[1, 2]), values[scores].xs(reference, axis=1, level=[1, 2]),
-                k=k, n_boot=n_boot, seed=seed)
+            pools = [values.xs(slot, axis=1, level=[1, 2])[["best_loss", "best_accuracy"]] for slot in (arm, reference)]
+            out[outcome.name] = disagree_at_k_difference(*pools, k=k, n_boot=n_boot, seed=seed)
         elif outcome.name in values.columns.get_level_values(0):
             out[outcome.name] = paired_difference(values[(outcome.name, *arm)], values[(outcome.name, *reference)],
                                                   n_boot=n_boot, seed=seed)

@@ -355,3 +355,17 @@ def test_export_names_the_sweep_params_as_the_last_columns(synthetic_store, tmp_
                                             ["l2", "0", "0", ARM_REPLICATE]]
     campaign = export(["balanced"], uri, tmp_path / "campaign.csv.gz")
     assert list(campaign.columns[-3:]) == LAST_COLUMNS and FACTOR not in campaign
+
+
+def test_a_trial_without_epochs_leaves_its_pair_out_of_its_differences_only():
+    table = sweep_table()
+    epochs = _epochs(table)
+    lost = table[(table[FACTOR] == "l2") & (table[LEVEL] == "1e-3") & (table[PAIR] == 7)]["trial"].iloc[0]
+    epochs = epochs[~((epochs["study"] == "sweep-l2") & (epochs["trial"] == str(lost)))]
+    sweep = sweeps.analyse_sweep(sweeps.arms_table(table), epochs, n_boot=0, seed=0)
+    assert [(t["study"], t["trial"], t[LEVEL], t[PAIR]) for t in sweep["trials_not_analysed"]] == [
+        ("sweep-l2", str(lost), "1e-3", "7")]
+    effect = _row(sweep, "l2", "1e-3", "val_loss", "epoch_disagree")["effect"]
+    assert effect["pairs"] == 11 and effect["difference"] == pytest.approx(4 / 11)
+    assert effect["ci95_missing"] == "no resamples (--bootstrap 0)"
+    assert _row(sweep, "l2", "1e-2", "val_loss", "epoch_disagree")["effect"]["pairs"] == 12
