@@ -237,78 +237,6 @@ def calibration(table: pd.DataFrame, out: Path) -> str:
     return _save(fig, out, "calibration.png")
 
 
-def draw_all(analysis, out: Path) -> list[Figure]:
-    """Draw every figure the data supports (`plotdata.figure_tables` decides); returns them
-    in report order."""
-    out.mkdir(parents=True, exist_ok=True)
-    tables = plotdata.figure_tables(analysis, MAX_PANELS)
-    loss = analysis.loss_label
-    figs = []
-    if analysis.pool is not None and not analysis.pool.empty:
-        figs.append(Figure(pool_curve(analysis.pool, out), "The pool: disagreement and its cost against study size",
-                           f"From one pool of {int(analysis.pool['trials'].iloc[0])} trials, exact over all "
-                           "k-subsets: left, how often the loss rule's pick is not an accuracy pick; right, "
-                           "what choosing by val_accuracy instead of val_loss gains on the test set; "
-                           "bars are 95% bootstrap intervals over the pool's trials."))
-    figs += [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
-                                 "picks_scatter.png"),
-                   "Loss against accuracy per trial",
-                   f"Each panel is a study (disagreeing ones first); where the blue loss pick and "
-                   f"the red accuracy pick are different points, minimal {loss} and maximal "
-                   "val_accuracy chose different trials.")]
-    if tables.pick_gaps is not None:
-        figs.append(Figure(pick_gaps(tables.pick_gaps, out, loss), "How far apart the picks are, all studies",
-                           f"Each point is one of the {tables.n_studies} studies: how much val_accuracy "
-                           f"its loss pick gives up against the study's best (x) and how much "
-                           f"{loss} its accuracy pick gives up against the study's minimum (y); "
-                           "agreeing studies sit at the origin, far points are studies where "
-                           "the choice of rule matters most."))
-    if tables.curves is not None:
-        figs.append(Figure(learning_curves(tables.curves, out), "Learning curves of the picks",
-                           "Dashed lines mark each curve's epoch of minimal val_loss and dotted "
-                           "lines its epoch of maximal val_accuracy, in the curve's colour; "
-                           "look for accuracy still rising after the loss has turned."))
-    figs.append(Figure(rates(tables.rates, out), "Disagreement rates",
-                       "Points are the share of studies (trial level) or trials (epoch level) whose "
-                       "two picks differ, with 95% intervals: Wilson at trial level, the cluster "
-                       "bootstrap over studies at epoch level (trials of a study are not "
-                       "independent); a bare point has no interval; wide bars mean more "
-                       "replicates are needed."))
-    if tables.epoch_gap is not None:
-        figs.append(Figure(epoch_gap(tables.epoch_gap, out), "Epoch gap",
-                           "Bars right of zero are trials whose accuracy peaked after their loss "
-                           "minimum, the usual overfitting shape; mass at zero means the epochs agree."))
-    if tables.size is not None:
-        figs.append(Figure(disagreement_vs_k(tables.size, out), "Disagreement against study size",
-                           size_caption(tables.size)))
-    figs += [Figure(axis_plot(info, out), f"Playbook axis plot: {info.name}",
-                    f"Validation accuracy of every trial against {info.name}, with both "
-                    f"picks coloured; {info.edge_note}.") for info in tables.axes]
-    if tables.ranks is not None:
-        figs.append(Figure(rank_distribution(tables.ranks, out), "Rank agreement",
-                           "Each point is a study; values near +1 mean loss and accuracy rank its "
-                           "trials the same way, values near 0 or below mean they do not."))
-    if tables.calibration is not None:
-        figs.append(Figure(calibration(tables.calibration, out), "Calibration of the picks",
-                           "Lines join the two picks of a study (disagreeing studies only when any); "
-                           "a higher ECE for the accuracy pick means it is the more overconfident model."))
-    if "sweep" in analysis.summary:
-        figs = sweep_figures(analysis.summary["sweep"], out) + figs
-    return figs
-
-
-def size_caption(size: pd.DataFrame) -> str:
-    """What the k-curve shows: which studies, how computed, and its band (or why none)."""
-    first = size.iloc[0]
-    top = int(size["k"].max())
-    band = ("the band is a 95% bootstrap over these studies" if pd.notna(first["lo"])
-            else f"no interval ({first['ci_missing']})")
-    return (f"Exact P(loss and accuracy picks differ) for a study of k trials, averaged over "
-            f"all k-subsets of each of the same {int(first['studies'])} studies at every k "
-            f"(those with at least {top} trials; {int(first['left_out'])} smaller studies left "
-            f"out); dotted lines are the lenient and strict tie bounds; {band}.")
-
-
 # ------------------------------------------------------------------ paired sweeps (issue 11)
 
 LOSS_COLOURS = {"val_loss": "#1f77b4", "val_crossentropy": "#ff7f0e"}
@@ -380,7 +308,7 @@ def sweep_dose(info: plotdata.DoseInfo, out: Path) -> str:
 
 def sweep_figures(sweep: dict, out: Path) -> list[Figure]:
     """The sweep's forest plots (one per outcome) and dose-response plots, in report order."""
-    figs = [Figure(sweep_forest(info, out), f"Sweep: {info.label}",
+    figs = [Figure(sweep_forest(info, out), f"Sweep forest: {info.label}",
                    f"Each row is one level of a factor minus its reference, the mean over pairs with a "
                    f"95% bootstrap interval over pairs, blue by min val_loss and orange by min "
                    f"val_crossentropy; the grey row is the factor's A/A floor (the same-seed replicate minus "
@@ -389,6 +317,78 @@ def sweep_figures(sweep: dict, out: Path) -> list[Figure]:
     figs += [Figure(sweep_dose(info, out), f"Sweep dose response: {info.factor}",
                     f"Per level of {info.factor} (the reference first), the mean over pairs with a 95% "
                     f"bootstrap interval: how often the rules' epochs disagree, and the validation ECE and "
-                    f"accuracy at each rule's pick (solid: a loss rule's pick, dashed red: the val_accuracy pick); look for "
-                    f"a trend across levels.") for info in plotdata.sweep_doses(sweep)]
+                    f"accuracy at each rule's pick (solid: a loss rule's pick, dashed red: the val_accuracy "
+                    f"pick); look for a trend across levels.") for info in plotdata.sweep_doses(sweep)]
     return figs
+
+
+def draw_all(analysis, out: Path) -> list[Figure]:
+    """Draw every figure the data supports (`plotdata.figure_tables` decides); returns them
+    in report order."""
+    out.mkdir(parents=True, exist_ok=True)
+    tables = plotdata.figure_tables(analysis, MAX_PANELS)
+    loss = analysis.loss_label
+    figs = []
+    if analysis.pool is not None and not analysis.pool.empty:
+        figs.append(Figure(pool_curve(analysis.pool, out), "The pool: disagreement and its cost against study size",
+                           f"From one pool of {int(analysis.pool['trials'].iloc[0])} trials, exact over all "
+                           "k-subsets: left, how often the loss rule's pick is not an accuracy pick; right, "
+                           "what choosing by val_accuracy instead of val_loss gains on the test set; "
+                           "bars are 95% bootstrap intervals over the pool's trials."))
+    figs += [Figure(picks_scatter(plotdata.scatter_panels(tables.scatter, MAX_PANELS), out, "val_loss",
+                                 "picks_scatter.png"),
+                   "Loss against accuracy per trial",
+                   f"Each panel is a study (disagreeing ones first); where the blue loss pick and "
+                   f"the red accuracy pick are different points, minimal {loss} and maximal "
+                   "val_accuracy chose different trials.")]
+    if tables.pick_gaps is not None:
+        figs.append(Figure(pick_gaps(tables.pick_gaps, out, loss), "How far apart the picks are, all studies",
+                           f"Each point is one of the {tables.n_studies} studies: how much val_accuracy "
+                           f"its loss pick gives up against the study's best (x) and how much "
+                           f"{loss} its accuracy pick gives up against the study's minimum (y); "
+                           "agreeing studies sit at the origin, far points are studies where "
+                           "the choice of rule matters most."))
+    if tables.curves is not None:
+        figs.append(Figure(learning_curves(tables.curves, out), "Learning curves of the picks",
+                           "Dashed lines mark each curve's epoch of minimal val_loss and dotted "
+                           "lines its epoch of maximal val_accuracy, in the curve's colour; "
+                           "look for accuracy still rising after the loss has turned."))
+    figs.append(Figure(rates(tables.rates, out), "Disagreement rates",
+                       "Points are the share of studies (trial level) or trials (epoch level) whose "
+                       "two picks differ, with 95% intervals: Wilson at trial level, the cluster "
+                       "bootstrap over studies at epoch level (trials of a study are not "
+                       "independent); a bare point has no interval; wide bars mean more "
+                       "replicates are needed."))
+    if tables.epoch_gap is not None:
+        figs.append(Figure(epoch_gap(tables.epoch_gap, out), "Epoch gap",
+                           "Bars right of zero are trials whose accuracy peaked after their loss "
+                           "minimum, the usual overfitting shape; mass at zero means the epochs agree."))
+    if tables.size is not None:
+        figs.append(Figure(disagreement_vs_k(tables.size, out), "Disagreement against study size",
+                           size_caption(tables.size)))
+    figs += [Figure(axis_plot(info, out), f"Playbook axis plot: {info.name}",
+                    f"Validation accuracy of every trial against {info.name}, with both "
+                    f"picks coloured; {info.edge_note}.") for info in tables.axes]
+    if tables.ranks is not None:
+        figs.append(Figure(rank_distribution(tables.ranks, out), "Rank agreement",
+                           "Each point is a study; values near +1 mean loss and accuracy rank its "
+                           "trials the same way, values near 0 or below mean they do not."))
+    if tables.calibration is not None:
+        figs.append(Figure(calibration(tables.calibration, out), "Calibration of the picks",
+                           "Lines join the two picks of a study (disagreeing studies only when any); "
+                           "a higher ECE for the accuracy pick means it is the more overconfident model."))
+    if "sweep" in analysis.summary:
+        figs = sweep_figures(analysis.summary["sweep"], out) + figs
+    return figs
+
+
+def size_caption(size: pd.DataFrame) -> str:
+    """What the k-curve shows: which studies, how computed, and its band (or why none)."""
+    first = size.iloc[0]
+    top = int(size["k"].max())
+    band = ("the band is a 95% bootstrap over these studies" if pd.notna(first["lo"])
+            else f"no interval ({first['ci_missing']})")
+    return (f"Exact P(loss and accuracy picks differ) for a study of k trials, averaged over "
+            f"all k-subsets of each of the same {int(first['studies'])} studies at every k "
+            f"(those with at least {top} trials; {int(first['left_out'])} smaller studies left "
+            f"out); dotted lines are the lenient and strict tie bounds; {band}.")

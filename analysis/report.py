@@ -746,7 +746,7 @@ def _sweep(doc: Doc, summary: dict) -> None:
     for outcome in sweeps.OUTCOMES:
         rows = [c for c in sweep["comparisons"] if c["outcome"] == outcome.name]
         if rows:
-            doc.h(3, f"Sweep: {outcome.label}")
+            doc.h(3, f"Sweep: {literal(outcome.label)}")
             _sweep_table(doc, outcome, rows)
     if sweep["columns_missing"]:
         doc.p("Not computed (the table has no such column): outcomes from "

@@ -73,8 +73,9 @@ LEVEL_METRICS = ("epoch_disagree", "val_ece_loss_pick", "val_ece_accuracy_pick",
 # ------------------------------------------------------------------ the arms
 
 def is_sweep(columns) -> bool:
-    """A table is a sweep when it has any of the sweep columns (`arms_table` then wants all)."""
-    return any(c in set(columns) for c in ARM_COLUMNS)
+    """A table is a sweep when it has all four arm columns (a table of trials from elsewhere
+    may well have a `level` or a `pair` column of its own)."""
+    return set(ARM_COLUMNS) <= set(columns)
 
 
 def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "trial") -> pd.DataFrame:

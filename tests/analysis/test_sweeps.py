@@ -201,7 +201,8 @@ def _pools(loss: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     table = sweep_table()
     table = table[table[FACTOR] == "l2"]
     best = table.groupby([ARM, LEVEL, PAIR]).agg(best_loss=(loss, "min"), best_accuracy=("val_accuracy", "max"))
-    return {(level if arm != ARM_REPLICATE else "replicate"): (rows["best_loss"].to_numpy(), rows["best_accuracy"].to_numpy())
+    return {(level if arm != ARM_REPLICATE else "replicate"):
+            (rows["best_loss"].to_numpy(), rows["best_accuracy"].to_numpy())
             for (arm, level), rows in best.groupby(level=[0, 1])}
 
 
@@ -277,6 +278,12 @@ def test_bad_arms_are_named(drop, message):
         sweeps.arms_table(_broken(drop))
 
 
+def test_only_a_table_with_all_four_arm_columns_is_a_sweep():
+    assert sweeps.is_sweep(sweep_table().columns)
+    # a table of trials from elsewhere may have a `level` or `pair` column of its own
+    assert not sweeps.is_sweep(["study", "trial", "epoch", "val_loss", "level", "pair"])
+
+
 def test_bad_arm_name_and_blank_arm():
     table = sweep_table()
     table.loc[table.index[:4], ARM] = "control"
@@ -322,7 +329,8 @@ def test_cli_bad_sweep_exits_2_with_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     proc = run_analysis("report", "--csv", str(path), *EXPORT_FLAGS, "--out", str(out))
     assert proc.returncode == 2
-    assert proc.stderr == "error: factor 'l2' pair 5 lacks arm(s) replicate 0: every pair of a factor needs the same arms\n"
+    assert proc.stderr == ("error: factor 'l2' pair 5 lacks arm(s) replicate 0: every pair of a factor "
+                           "needs the same arms\n")
     assert not out.exists()
 
 
