@@ -299,6 +299,7 @@ class Arms(NamedTuple):
 
 
 def factor_arms(arms: pd.DataFrame, factor: str) -> Arms:
+    """A factor's arms from the (checked) `arms_table`."""
     rows = arms[arms[FACTOR] == factor]
     reference = rows.loc[rows[ARM] == ARM_REFERENCE, LEVEL].iloc[0]
     treated = ordered_levels(rows.loc[rows[ARM] == ARM_TREATMENT, LEVEL])
@@ -313,7 +314,8 @@ def compare_arm(values: pd.DataFrame, arm: tuple[str, str], reference: tuple[str
     out = {}
     for outcome in OUTCOMES:
         if outcome.name == "disagree_at_k":
-            pools = [values.xs(slot, axis=1, level=[1, 2])[["best_loss", "best_accuracy"]] for slot in (arm, reference)]
+            pools = [values.xs(slot, axis=1, level=[1, 2])[["best_loss", "best_accuracy"]]
+                     for slot in (arm, reference)]
             out[outcome.name] = disagree_at_k_difference(*pools, k=k, n_boot=n_boot, seed=seed)
         elif outcome.name in values.columns.get_level_values(0):
             out[outcome.name] = paired_difference(values[(outcome.name, *arm)], values[(outcome.name, *reference)],
@@ -328,7 +330,7 @@ def factor_rows(values: pd.DataFrame, factor: str, arms: Arms, loss: str, *, k: 
                 seed: int) -> list[dict]:
     """One row per treatment level and outcome: the effect, the A/A floor beside it, clear or not."""
     floor = (compare_arm(values, arms.replicate, arms.reference, k=k, n_boot=n_boot, seed=seed)
-             if arms.replicate is not None and arms.replicate in _arm_columns(values) else {})
+             if arms.replicate is not None else {})
     rows = []
     for arm in arms.treatments:
         effects = compare_arm(values, arm, arms.reference, k=k, n_boot=n_boot, seed=seed)
@@ -340,10 +342,6 @@ def factor_rows(values: pd.DataFrame, factor: str, arms: Arms, loss: str, *, k: 
                          "loss": loss, "outcome": outcome.name, "effect": effect, "floor": aa,
                          "clear": is_clear(effect, aa)})
     return rows
-
-
-def _arm_columns(values: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(values.columns.get_level_values(1), values.columns.get_level_values(2)))
 
 
 def level_rows(values: pd.DataFrame, factor: str, arms: Arms, loss: str, *, n_boot: int,
@@ -371,7 +369,7 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
     factors, comparisons, levels = [], [], []
     for loss in losses:
         outcomes = trial_outcomes(epochs, loss)
-        for factor in ordered_levels(sorted(arms[FACTOR].unique())):
+        for factor in sorted(arms[FACTOR].unique()):
             values, factor_arm = pair_values(outcomes, arms, factor), factor_arms(arms, factor)
             comparisons += factor_rows(values, factor, factor_arm, loss, k=k, n_boot=n_boot, seed=seed)
             levels += level_rows(values, factor, factor_arm, loss, n_boot=n_boot, seed=seed)
