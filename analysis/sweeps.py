@@ -102,6 +102,10 @@ def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "tr
     unknown = sorted(set(table[ARM]) - set(SWEEP_ARMS))
     if unknown:
         raise AnalysisInputError(f"unknown arm {unknown[0]!r}: arms are {', '.join(SWEEP_ARMS)}")
+    # Pair ids count within a sweep study (one per factor and levels): a factor swept by two
+    # studies (another seed) has a pair 0 in each, two bases, so its pairs are named study/pair.
+    shared = table.groupby(FACTOR)["study"].transform("nunique") > 1
+    table[PAIR] = table[PAIR].where(~shared, table["study"] + "/" + table[PAIR])
     for factor, rows in table.groupby(FACTOR, sort=True):
         _check_factor(str(factor), rows)
     return table.reset_index(drop=True)

@@ -278,6 +278,22 @@ def test_bad_arms_are_named(drop, message):
         sweeps.arms_table(_broken(drop))
 
 
+def test_a_factor_swept_by_two_studies_pools_their_pairs():
+    table = sweep_table()
+    l2 = table[table[FACTOR] == "l2"]
+    twice = pd.concat([table, l2.assign(study="sweep-l2-seed1")], ignore_index=True)
+    arms = sweeps.arms_table(twice)
+    assert arms.loc[arms[FACTOR] == "l2", PAIR].nunique() == 2 * L2_PAIRS
+    assert arms.loc[arms[FACTOR] == "data.label_noise", PAIR].nunique() == NOISE_PAIRS  # one study: ids as given
+    sweep = sweeps.analyse_sweep(arms, _epochs(twice), n_boot=0, seed=0)
+    effect = _row(sweep, "l2", "1e-3", "val_loss", "epoch_disagree")["effect"]
+    assert (effect["pairs"], effect["difference"]) == (2 * L2_PAIRS, pytest.approx(4 / 12))
+    # the same factor at other levels in the second study: its pairs lack the first's arms
+    other = l2.assign(study="sweep-l2-seed1", level=l2[LEVEL].replace({"1e-2": "1e-1"}))
+    with pytest.raises(AnalysisInputError, match="factor 'l2' pair sweep-l2-seed1/0 lacks arm"):
+        sweeps.arms_table(pd.concat([table, other], ignore_index=True))
+
+
 def test_only_a_table_with_all_four_arm_columns_is_a_sweep():
     assert sweeps.is_sweep(sweep_table().columns)
     # a table of trials from elsewhere may have a `level` or `pair` column of its own
