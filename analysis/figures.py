@@ -290,12 +290,12 @@ def sweep_dose(info: plotdata.DoseInfo, out: Path) -> str:
             at_accuracy = metric.endswith("accuracy_pick")
             if at_accuracy and loss != first_loss:
                 continue  # the accuracy pick is one epoch whatever the loss (bar a tie): drawn once
-            label = ("max val_accuracy pick" if at_accuracy else f"min {loss} pick" if stem != "epoch_disagree"
-                     else f"rule: min {loss}")
+            legend = ("max val_accuracy pick" if at_accuracy else f"min {loss} pick" if stem != "epoch_disagree"
+                      else f"rule: min {loss}")
             centre = line["mean"] * scale
             ax.errorbar(line["position"], centre, yerr=[(centre - line["lo"] * scale).clip(lower=0).fillna(0),
                                                         (line["hi"] * scale - centre).clip(lower=0).fillna(0)],
-                        ls="--" if at_accuracy else "-", marker="o", capsize=3, label=label,
+                        ls="--" if at_accuracy else "-", marker="o", capsize=3, label=legend,
                         color=PALETTE["accuracy pick"] if at_accuracy else LOSS_COLOURS.get(loss, "black"))
         ax.set_xticks(range(len(info.levels)), info.levels, fontsize=8)
         ax.set_xlabel(f"{info.factor} (first: the reference)")
