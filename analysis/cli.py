@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--include-pruned", action="store_true", help="count PRUNED trials too")
     r.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
     r.add_argument("--bootstrap-seed", type=int, default=0, metavar="SEED")
+    r.add_argument("--sweep-k", type=int, default=10, metavar="K",
+                   help="a sweep table (columns factor, level, pair, arm): the study size at which "
+                        "each arm's P(disagree | k) is compared (needs k pairs)")
     r.add_argument("--noise-replicates", type=int, default=200, metavar="N",
                    help="bootstrap replicates over validation images for the validation-noise "
                         "section (MLflow input with outcomes.npz; 0 skips it)")
@@ -171,12 +174,19 @@ def report(args: argparse.Namespace) -> int:
         if problem:
             raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
         ds = sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned)
+    # A sweep's arms are checked before anything is computed or written.
+    sweep = _sweep_input(args, ds) if args.csv is not None else None
     from analysis import figures, report as report_doc
     from analysis.summary import analyse
 
     out = args.out or default_out(ds.experiments)
     analysis = analyse(ds, scoring=args.scoring, include_pruned=args.include_pruned,
                        n_boot=args.bootstrap, seed=args.bootstrap_seed, val_size=args.val_size)
+    if sweep is not None:
+        from analysis.sweeps import analyse_sweep
+
+        analysis.summary["sweep"] = analyse_sweep(*sweep, n_boot=args.bootstrap, seed=args.bootstrap_seed,
+                                                  k=args.sweep_k)
     if tracking_uri is not None and args.noise_replicates:
         from analysis.outcomes import iter_study_outcomes
         from analysis.store import open_store
@@ -193,6 +203,45 @@ def report(args: argparse.Namespace) -> int:
         run_id = _log_report(tracking_uri, ds.experiments[0], out, analysis.summary)
         print(f"logged to run {run_id} ({RUN_ROLE}={ROLE_REPORT}) in experiment {ds.experiments[0]!r}")
     return 0
+
+
+def _table_columns(path: Path) -> list[str]:
+    """A table's column names, without reading its rows."""
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        import pyarrow.parquet
+
+        return list(pyarrow.parquet.read_schema(path).names)
+    import pandas as pd
+
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _sweep_input(args: argparse.Namespace, ds):
+    """A sweep table's arms (checked) and its epochs with val_ece; None for any other table.
+    Only the columns the sweep needs beyond the loader's are read again."""
+    import pandas as pd
+
+    from analysis import sweeps
+
+    columns = _table_columns(args.csv)
+    if not sweeps.is_sweep(columns):
+        return None
+    if ds.epochs is None:
+        raise AnalysisInputError(f"{args.csv}: a sweep table (columns {', '.join(sweeps.ARM_COLUMNS)}) "
+                                 "needs --epoch-col: its verdicts are per epoch")
+    if args.sweep_k < 2:
+        raise AnalysisInputError(f"--sweep-k {args.sweep_k}: a study size must be >= 2")
+    wanted = [c for c in dict.fromkeys([args.study_col, args.trial_col, args.epoch_col, *sweeps.ARM_COLUMNS,
+                                        "val_ece"]) if c in columns]
+    if args.csv.suffix.lower() in {".parquet", ".pq"}:
+        raw = pd.read_parquet(args.csv, columns=wanted)
+    else:  # levels and pair ids as written, not as numbers
+        raw = pd.read_csv(args.csv, usecols=wanted, dtype={c: str for c in sweeps.ARM_COLUMNS if c in wanted})
+    arms = sweeps.arms_table(raw, args.study_col, args.trial_col)
+    epochs = sweeps.with_epoch_metric(ds.epochs, raw, "val_ece", study_col=args.study_col,
+                                      trial_col=args.trial_col, epoch_col=args.epoch_col,
+                                      epoch_base=ds.source.get("epoch_base", 0))
+    return arms, epochs
 
 
 def export(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 Columns: `study`, `trial`, `epoch`, `val_loss`, `val_crossentropy`, `val_accuracy`,
 `test_accuracy` first; then every other per-epoch metric of the trial's `history.csv`;
 then `state`, every MLflow param of the trial run, the `experiment`, the MLflow `run_id`
-and the study run's `git_commit`. Written from the store, never by hand, so that
+and the study run's `git_commit`; last, for the trials of a paired sweep, its params under
+their `SWEEP_COLUMNS` names (`factor`, `level`, `pair`, `arm`), which `analysis report`
+recognises. Written from the store, never by hand, so that
 `analysis report --csv` on it can be checked against the MLflow-mode report.
 """
 
@@ -17,8 +19,8 @@ import pandas as pd
 
 from analysis import store
 from analysis.errors import AnalysisInputError
-from study.contract import (HISTORY_CSV, PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, STUDY_NAME, TRIAL_NUMBER,
-                            TRIAL_STATE, VAL_IMAGES)
+from study.contract import (HISTORY_CSV, PARENT_RUN_ID, ROLE_STUDY, ROLE_TRIAL, STUDY_NAME, SWEEP_COLUMNS,
+                            TRIAL_NUMBER, TRIAL_STATE, VAL_IMAGES)
 
 FIRST_COLUMNS = ["study", "trial", "epoch", "val_loss", "val_crossentropy", "val_accuracy", "test_accuracy"]
 LAST_COLUMNS = ["experiment", "run_id", "git_commit"]
@@ -54,25 +56,29 @@ def trial_rows(runs: store.StoreRuns) -> pd.DataFrame:
 
 def epoch_table(trials: pd.DataFrame, histories: Sequence[pd.DataFrame | None]) -> pd.DataFrame:
     """The long table: each trial's history rows, its state and params beside every epoch."""
-    frames, history_cols, param_cols = [], {}, {}
+    frames, history_cols, param_cols, sweep_cols = [], {}, {}, {}
     for trial, history in zip(trials.itertuples(index=False), histories):
         if history is None or history.empty or "epoch" not in history:
             continue  # a trial that never finished an epoch has no row to give
         history_cols.update(dict.fromkeys(history.columns))
         # A param named like a metric or a key column keeps both: the param gets a prefix.
         params = {(f"param.{k}" if k in history.columns or k in {*LAST_COLUMNS, "state"} else k): v
-                  for k, v in trial.params.items()}
+                  for k, v in trial.params.items() if k not in SWEEP_COLUMNS}
         param_cols.update(dict.fromkeys(params))
+        sweep = {SWEEP_COLUMNS[k]: v for k, v in trial.params.items() if k in SWEEP_COLUMNS}
+        sweep_cols.update(dict.fromkeys(sweep))
         frames.append(history.assign(study=trial.study, trial=int(trial.trial), state=trial.state, **params,
                                      experiment=trial.experiment, run_id=trial.run_id,
-                                     git_commit=trial.git_commit))
+                                     git_commit=trial.git_commit, **sweep))
     if not frames:
         raise AnalysisInputError("no trial has a history.csv artifact: nothing to export")
     table = pd.concat(frames, ignore_index=True)
     table["epoch"] = table["epoch"].astype(int)
     first = [c for c in FIRST_COLUMNS if c in table]
     metrics = [c for c in history_cols if c not in first]
-    ordered = table[[*first, *metrics, "state", *sorted(param_cols), *LAST_COLUMNS]]
+    # A campaign's table keeps its columns; a sweep's arms come last, in the contract's order.
+    arms = [c for c in SWEEP_COLUMNS.values() if c in sweep_cols]
+    ordered = table[[*first, *metrics, "state", *sorted(param_cols), *LAST_COLUMNS, *arms]]
     return ordered.sort_values(["study", "trial", "epoch"], kind="stable").reset_index(drop=True)
 
 

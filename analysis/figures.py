@@ -237,6 +237,91 @@ def calibration(table: pd.DataFrame, out: Path) -> str:
     return _save(fig, out, "calibration.png")
 
 
+# ------------------------------------------------------------------ paired sweeps (issue 11)
+
+LOSS_COLOURS = {"val_loss": "#1f77b4", "val_crossentropy": "#ff7f0e"}
+
+
+def sweep_forest(info: plotdata.ForestInfo, out: Path) -> str:
+    """Each row a factor's level (or its A/A floor, grey), a point and 95% bar per loss rule."""
+    table = info.table
+    rows = table.drop_duplicates("position").sort_values("position")
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.42 * len(rows)))
+    losses = list(dict.fromkeys(table["loss"]))
+    for i, loss in enumerate(losses):
+        lines = table[table["loss"] == loss]
+        y = lines["position"] + (i - (len(losses) - 1) / 2) * 0.22
+        centre, lo, hi = (lines[c] * info.scale for c in ("difference", "lo", "hi"))
+        for kind, points in pd.DataFrame({"y": y, "centre": centre, "lo": lo, "hi": hi, "kind": lines["kind"],
+                                          "clear": lines["clear"]}).groupby("kind"):
+            colour = "#888888" if kind == "floor" else LOSS_COLOURS.get(loss, "black")
+            # A bare point where the bootstrap gives no interval (NaN bounds).
+            ax.errorbar(points["centre"], points["y"], fmt="none", ecolor=colour, capsize=3,
+                        xerr=[(points["centre"] - points["lo"]).clip(lower=0).fillna(0),
+                              (points["hi"] - points["centre"]).clip(lower=0).fillna(0)])
+            ax.scatter(points["centre"], points["y"], color=colour, marker="o", zorder=3,
+                       edgecolors=["black" if clear else colour for clear in points["clear"]], linewidths=1.2)
+    ax.axvline(0, color="black", lw=0.8)
+    for position in table.groupby("position")["difference"].count().loc[lambda count: count == 0].index:
+        ax.text(0, position, "  n/a (see the report)", va="center", fontsize=7, color="#555555")
+    ax.set_yticks(rows["position"].tolist(), rows["row"].tolist(), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{info.label}: arm − reference, mean over pairs" + (" (pp)" if info.scale == 100 else ""))
+    handles = [Line2D([], [], color=LOSS_COLOURS.get(loss, "black"), marker="o", ls="", label=f"rule: min {loss}")
+               for loss in losses]
+    handles += [Line2D([], [], color="#888888", marker="o", ls="", label=plotdata.FLOOR_LABEL),
+                Line2D([], [], color="white", marker="o", markeredgecolor="black", ls="", label="clear effect")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _save(fig, out, f"sweep_forest_{info.outcome}.png")
+
+
+DOSE_PANELS = (("epoch_disagree", "epoch-level disagreement", 100.0),
+               ("val_ece", "val ECE at the pick", 1.0),
+               ("val_accuracy", "val accuracy at the pick", 100.0))
+
+
+def sweep_dose(info: plotdata.DoseInfo, out: Path) -> str:
+    """Per level of one factor: disagreement, val ECE and val accuracy at each rule's pick."""
+    fig, axes = plt.subplots(1, len(DOSE_PANELS), figsize=(4.2 * len(DOSE_PANELS), 3.4))
+    table = info.table
+    for ax, (stem, label, scale) in zip(axes, DOSE_PANELS):
+        first_loss = table["loss"].iloc[0]
+        for (loss, metric), line in table[table["metric"].str.startswith(stem)].groupby(["loss", "metric"], sort=False):
+            at_accuracy = metric.endswith("accuracy_pick")
+            if at_accuracy and loss != first_loss:
+                continue  # the accuracy pick is one epoch whatever the loss (bar a tie): drawn once
+            legend = ("max val_accuracy pick" if at_accuracy else f"min {loss} pick" if stem != "epoch_disagree"
+                      else f"rule: min {loss}")
+            centre = line["mean"] * scale
+            ax.errorbar(line["position"], centre, yerr=[(centre - line["lo"] * scale).clip(lower=0).fillna(0),
+                                                        (line["hi"] * scale - centre).clip(lower=0).fillna(0)],
+                        ls="--" if at_accuracy else "-", marker="o", capsize=3, label=legend,
+                        color=PALETTE["accuracy pick"] if at_accuracy else LOSS_COLOURS.get(loss, "black"))
+        ax.set_xticks(range(len(info.levels)), info.levels, fontsize=8)
+        ax.set_xlabel(f"{info.factor} (first: the reference)")
+        ax.set_ylabel(label + (" (%)" if scale == 100 else ""))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    name = f"sweep_dose_{''.join(c if c.isalnum() else '_' for c in info.factor)}.png"
+    return _save(fig, out, name)
+
+
+def sweep_figures(sweep: dict, out: Path) -> list[Figure]:
+    """The sweep's forest plots (one per outcome) and dose-response plots, in report order."""
+    figs = [Figure(sweep_forest(info, out), f"Sweep forest: {info.label}",
+                   f"Each row is one level of a factor minus its reference, the mean over pairs with a "
+                   f"95% bootstrap interval over pairs, blue by min val_loss and orange by min "
+                   f"val_crossentropy; the grey row is the factor's A/A floor (the same-seed replicate minus "
+                   f"the reference); an outlined point is a clear effect (its interval excludes 0 and the "
+                   f"floor's interval).") for info in plotdata.sweep_forests(sweep)]
+    figs += [Figure(sweep_dose(info, out), f"Sweep dose response: {info.factor}",
+                    f"Per level of {info.factor} (the reference first), the mean over pairs with a 95% "
+                    f"bootstrap interval: how often the rules' epochs disagree, and the validation ECE and "
+                    f"accuracy at each rule's pick (solid: a loss rule's pick, dashed red: the val_accuracy "
+                    f"pick); look for a trend across levels.") for info in plotdata.sweep_doses(sweep)]
+    return figs
+
+
 def draw_all(analysis, out: Path) -> list[Figure]:
     """Draw every figure the data supports (`plotdata.figure_tables` decides); returns them
     in report order."""
@@ -292,6 +377,8 @@ def draw_all(analysis, out: Path) -> list[Figure]:
         figs.append(Figure(calibration(tables.calibration, out), "Calibration of the picks",
                            "Lines join the two picks of a study (disagreeing studies only when any); "
                            "a higher ECE for the accuracy pick means it is the more overconfident model."))
+    if "sweep" in analysis.summary:
+        figs = sweep_figures(analysis.summary["sweep"], out) + figs
     return figs
 
 

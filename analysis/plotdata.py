@@ -208,3 +208,79 @@ def calibration_shown(picks: pd.DataFrame) -> pd.DataFrame:
     (agreeing ones join a point to itself), else all."""
     long = calibration_table(picks)
     return long[~long["agree"]] if not long.empty and (~long["agree"]).any() else long
+
+
+# ------------------------------------------------------------------ paired sweeps (issue 11)
+
+MIN_DOSE_LEVELS = 4  # a factor with this many levels (the reference included) gets a dose-response plot
+FLOOR_LABEL = "A/A floor (replicate − reference)"
+
+
+class ForestInfo(NamedTuple):
+    """One outcome's forest plot: every factor's levels on one axis, each factor's A/A floor."""
+
+    outcome: str                              # the summary's outcome name
+    label: str                                # what the x axis measures
+    scale: float                              # 100 for shares (drawn in pp), else 1
+    table: pd.DataFrame                       # factor, row, loss, difference, lo, hi, kind, clear, position
+
+
+class DoseInfo(NamedTuple):
+    """One factor's dose response: per level, means over pairs with their intervals."""
+
+    factor: str
+    levels: list[str]                         # in order; position i on the x axis is levels[i]
+    table: pd.DataFrame                       # position, loss, metric, mean, lo, hi
+
+
+def _interval(pair) -> tuple[float, float]:
+    return tuple(math.nan if v is None else float(v) for v in pair)
+
+
+def sweep_forests(sweep: dict) -> list[ForestInfo]:
+    """A ForestInfo per outcome that some comparison has, in the analysis' outcome order."""
+    from analysis.sweeps import OUTCOMES
+
+    infos = []
+    for outcome in OUTCOMES:
+        rows = [c for c in sweep["comparisons"] if c["outcome"] == outcome.name]
+        if not rows:
+            continue
+        lines = []
+        for c in rows:
+            if c["floor"] is not None:  # once per factor and loss: the same floor beside every level
+                lines.append(_forest_line(c["factor"], f"{c['factor']}: {FLOOR_LABEL}", c["loss"],
+                                          c["floor"], "floor", False))
+            lines.append(_forest_line(c["factor"], f"{c['factor']} = {c['level']} (vs {c['reference_level']})",
+                                      c["loss"], c["effect"], "effect", c["clear"]))
+        table = pd.DataFrame(lines).drop_duplicates(["row", "loss"]).reset_index(drop=True)
+        # Rows grouped by factor (first-seen order), each factor's floor above its levels.
+        factors = list(dict.fromkeys(table["factor"]))
+        ordered = table.assign(_f=table["factor"].map(factors.index), _k=table["kind"] != "floor")
+        ordered = ordered.sort_values(["_f", "_k"], kind="stable")
+        table["position"] = table["row"].map({row: i for i, row in enumerate(dict.fromkeys(ordered["row"]))})
+        infos.append(ForestInfo(outcome.name, outcome.label, 100.0 if outcome.unit == "share" else 1.0, table))
+    return infos
+
+
+def _forest_line(factor: str, row: str, loss: str, block: dict, kind: str, clear: bool) -> dict:
+    lo, hi = _interval(block["ci95"])
+    value = block["difference"]
+    return {"factor": factor, "row": row, "loss": loss,
+            "difference": math.nan if value is None else float(value),
+            "lo": lo, "hi": hi, "kind": kind, "clear": clear, "pairs": block["pairs"]}
+
+
+def sweep_doses(sweep: dict, min_levels: int = MIN_DOSE_LEVELS) -> list[DoseInfo]:
+    """A DoseInfo per factor with at least `min_levels` levels (the reference included)."""
+    infos = []
+    for factor in sweep["factors"]:
+        levels = [factor["reference_level"], *factor["levels"]]
+        if len(levels) < min_levels:
+            continue
+        lines = [{"position": row["position"], "loss": row["loss"], "metric": metric,
+                  "mean": row[metric]["mean"], **dict(zip(("lo", "hi"), _interval(row[metric]["ci95"])))}
+                 for row in sweep["levels"] if row["factor"] == factor["factor"]
+                 for metric in row if isinstance(row[metric], dict)]
+        infos.append(DoseInfo(factor["factor"], levels, pd.DataFrame(lines)))
+    return infos

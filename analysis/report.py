@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from markdown_it import MarkdownIt
 
-from analysis import validation_noise
+from analysis import sweeps, validation_noise
 from analysis.figures import Figure
 from analysis.rules import REFERENCE
 from analysis.summary import Analysis, jsonable
@@ -281,6 +281,7 @@ def build(analysis: Analysis, figures: list[Figure], title: str) -> Doc:
     quoted = _quoted_names(summary)
     doc = Doc()
     doc.h(1, title)
+    _sweep(doc, summary)
     _pool(doc, summary)
     _answer(doc, summary, quoted)
     _rule_cost(doc, summary, quoted)
@@ -715,3 +716,108 @@ def write(analysis: Analysis, figures: list[Figure], out: Path, title: str) -> l
     (out / "report.md").write_text(doc.markdown())
     (out / "index.html").write_text(doc.html(title))
     return [out / SUMMARY_JSON, out / "report.md", out / "index.html", *(out / f.file for f in figures)]
+
+
+# ------------------------------------------------------------------ paired sweeps (issue 11)
+
+def _sweep(doc: Doc, summary: dict) -> None:
+    """A sweep's answer first: per factor and level, the paired effect beside its A/A floor."""
+    sweep = summary.get("sweep")
+    if not sweep:
+        return
+    doc.h(2, "The sweep: what each factor changes")
+    doc.p("Each pair is one base configuration trained once per arm with the same seed, data order "
+          "and shared initial weights: the *reference* (the factor's first level), a *treatment* per "
+          "other level, and a *replicate* (the reference again: the A/A control). Every number below "
+          "is a treatment minus its own pair's reference, averaged over pairs, with a 95% percentile "
+          f"bootstrap over pairs ({sweep['bootstrap']['resamples']} resamples, seed "
+          f"{sweep['bootstrap']['seed']}); the *A/A floor* beside it is the replicate minus the "
+          "reference, what training the same thing again changes. An effect is *clear* when its "
+          "interval excludes 0 and does not overlap the floor's interval. Rules: the epoch of minimal "
+          "`val_loss` (or `val_crossentropy`) against the epochs of maximal `val_accuracy` in each "
+          "trial, ties as in the epoch level; P(disagree | k) pools each arm's trials (one per pair, "
+          f"scored by their best epoch) and is exact over all k-subsets (k = {sweep['k']}). The rates "
+          "in the rest of this report pool every arm of the sweep as if one search had drawn them.")
+    doc.table(["factor", "reference level", "other levels", "pairs", "A/A replicate"],
+              [[literal(f["factor"]), literal(f["reference_level"]), literal(", ".join(f["levels"])),
+                str(f["pairs"]), "yes" if f["replicate"] else "no (no floor, so no effect is called clear)"]
+               for f in sweep["factors"]])
+    _sweep_verdict(doc, sweep)
+    for outcome in sweeps.OUTCOMES:
+        rows = [c for c in sweep["comparisons"] if c["outcome"] == outcome.name]
+        if rows:
+            doc.h(3, f"Sweep: {literal(outcome.label)}")
+            _sweep_table(doc, outcome, rows)
+    if sweep["columns_missing"]:
+        doc.p("Not computed (the table has no such column): outcomes from "
+              + ", ".join(code(c) for c in sweep["columns_missing"]) + ".")
+    if sweep["trials_not_analysed"]:
+        doc.p(f"{len(sweep['trials_not_analysed'])} trials of the sweep have no usable epochs (see "
+              "Exclusions) and are left out of every difference they belong to; the pairs column "
+              "counts the pairs used.")
+
+
+def _sweep_verdict(doc: Doc, sweep: dict) -> None:
+    """The paragraph a reader needs: per factor and level, which effects are clear (with
+    their size by each rule) and which are not."""
+    labels = {o.name: o for o in sweeps.OUTCOMES}
+    by_arm: dict[tuple, dict[str, list[dict]]] = {}
+    for c in sweep["comparisons"]:
+        by_arm.setdefault((c["factor"], c["level"], c["reference_level"]), {}).setdefault(c["outcome"], []).append(c)
+    clear_parts, unclear_parts = [], []
+    for (factor, level, reference), outcomes in by_arm.items():
+        arm = f"{literal(factor)} = {literal(level)} (against {literal(reference)})"
+        effects, unclear = [], []
+        for name, rows in outcomes.items():
+            outcome, clear = labels[name], [c for c in rows if c["clear"]]
+            if clear:
+                sizes = ", ".join(f"min {code(c['loss'])} {_sweep_value(c['effect'], outcome)}" for c in clear)
+                effects.append(f"{'raises' if clear[0]['effect']['difference'] > 0 else 'lowers'} "
+                               f"{outcome.label} ({sizes})")
+            if len(clear) < len(rows):
+                rules = "" if not clear else " by " + ", ".join(
+                    f"min {code(c['loss'])}" for c in rows if not c["clear"])
+                unclear.append(outcome.label + rules)
+        if effects:
+            clear_parts.append(f"{arm} " + "; ".join(effects))
+        if unclear:
+            unclear_parts.append(f"{arm}: " + ", ".join(unclear))
+    total, n_clear = len(sweep["comparisons"]), sum(c["clear"] for c in sweep["comparisons"])
+    doc.p(f"**Clear effects** ({n_clear} of {total} differences, each rule counted apart): "
+          + (". ".join(clear_parts) if clear_parts else "none") + ".")
+    if unclear_parts:
+        doc.p("**Not clear** (the interval includes 0, overlaps the A/A floor's, or there is none): "
+              + ". ".join(unclear_parts) + ".")
+
+
+def _sweep_value(block: dict | None, outcome) -> str:
+    """A paired difference and its interval in the outcome's unit, or n/a with the reason."""
+    if block is None:
+        return "n/a (no replicate)"
+    show = ((lambda x: _pp(x)) if outcome.unit == "share"
+            else (lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3g}"))
+    why = block.get("ci95_missing")
+    interval = f"no interval: {literal(why)}" if why else f"[{show(block['ci95'][0])}, {show(block['ci95'][1])}]"
+    return f"{show(block['difference'])} {interval}"
+
+
+def _sweep_level(x, outcome) -> str:
+    return _fmt(x, True) if outcome.unit == "share" else _fmt(x)
+
+
+def _sweep_table(doc: Doc, outcome, rows: list[dict]) -> None:
+    mcnemar = outcome.name == "epoch_disagree"
+    header = ["factor = level", "rule", "pairs", "reference", "level", "level − reference [95% CI]",
+              "A/A floor [95% CI]", *(["McNemar b / c, p", "A/A McNemar p"] if mcnemar else []), "clear"]
+    body = []
+    for c in rows:
+        e, floor = c["effect"], c["floor"]
+        line = [f"{literal(c['factor'])} = {literal(c['level'])}", code(c["loss"]), str(e["pairs"]),
+                _sweep_level(e["reference_mean"], outcome), _sweep_level(e["arm_mean"], outcome),
+                _sweep_value(e, outcome), _sweep_value(floor, outcome)]
+        if mcnemar:
+            m = e["mcnemar"]
+            line += [f"{m['b']} / {m['c']}, p = {_fmt(m['p_value'])}",
+                     _fmt(floor["mcnemar"]["p_value"]) if floor else "n/a"]
+        body.append(line + ["yes" if c["clear"] else "no"])
+    doc.table(header, body)
