@@ -33,6 +33,32 @@ def crossentropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(-np.mean(true_class_logprob(labels, probabilities)))
 
 
+class TrainingObjective(NamedTuple):
+    """The per-image loss training minimises, before the weight penalty is added (val_loss is
+    its mean on the validation images plus the penalty):
+
+        -sum_k t_k (1 - p_k)^gamma ln p_k,   t = (1 - s) onehot + s / K,
+
+    label smoothing s and Lin et al.'s focal exponent gamma with alpha = 1 (Keras's default
+    0.25 would scale the loss). s = 0 and gamma = 0 is the cross-entropy."""
+
+    label_smoothing: float = 0.0
+    focal_gamma: float = 0.0
+
+    @property
+    def is_crossentropy(self) -> bool:
+        return self.label_smoothing == 0 and self.focal_gamma == 0
+
+
+def objective_per_image(labels: np.ndarray, probabilities: np.ndarray, objective: TrainingObjective) -> np.ndarray:
+    """The training objective of each image, probabilities clipped as Keras clips them."""
+    num_classes = probabilities.shape[1]
+    clipped = np.clip(probabilities.astype(np.float64), KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+    targets = np.full(clipped.shape, objective.label_smoothing / num_classes)
+    targets[np.arange(len(labels)), labels] += 1.0 - objective.label_smoothing
+    return -np.sum(targets * (1.0 - clipped) ** objective.focal_gamma * np.log(clipped), axis=1)
+
+
 def accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 

@@ -13,6 +13,8 @@ from typing import Any
 import keras
 
 from study.cost import block_filters
+from study.metrics import TrainingObjective
+from study.space import KNOB_OFF, LOSSES
 
 
 class InfeasibleArchitecture(ValueError):
@@ -36,8 +38,7 @@ def feature_map_sizes(input_shape: tuple[int, ...], n_conv_blocks: int) -> list[
 def build_model(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Conv blocks (conv [+BN] + ReLU, then max-pool), a dense head, softmax output."""
     feature_map_sizes(input_shape, hp["n_conv_blocks"])
-    l2_strength = float(hp.get("l2", 0.0) or 0.0)
-    regularizer = keras.regularizers.L2(l2_strength) if l2_strength > 0 else None
+    regularizer = weight_regularizer(hp)
     batch_norm = bool(hp.get("batch_norm", False))
 
     inputs = keras.Input(shape=input_shape)
@@ -60,6 +61,16 @@ def build_model(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes
         x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer)(x)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+def weight_regularizer(hp: Mapping[str, Any]) -> keras.regularizers.Regularizer | None:
+    """l1 * sum|w| + l2 * sum w^2 on every kernel; part of the loss (unlike AdamW's decay)."""
+    l1_strength = float(hp.get("l1", KNOB_OFF["l1"]) or 0.0)
+    l2_strength = float(hp.get("l2", 0.0) or 0.0)
+    if l1_strength > 0:
+        return keras.regularizers.L1L2(l1=l1_strength, l2=l2_strength)
+    # Without L1, the L2 object of old: the same graph, so the same numbers bit for bit.
+    return keras.regularizers.L2(l2_strength) if l2_strength > 0 else None
 
 
 def learning_rate_schedule(hp: Mapping[str, Any], steps_per_epoch: int, epochs: int
@@ -94,13 +105,71 @@ def plateau_callbacks(hp: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
 def make_optimizer(hp: Mapping[str, Any], steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
     rate = learning_rate_schedule(hp, steps_per_epoch, epochs)
     name = hp.get("optimizer", "adam")
+    # Keras's clipnorm clips each weight tensor's gradient to this norm (not the global norm);
+    # 0 and null are off, and None is the optimizers' own default.
+    clipnorm = float(hp.get("clipnorm", KNOB_OFF["clipnorm"]) or 0.0) or None
     if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=float(hp.get("momentum", 0.0)), nesterov=True)
+        return keras.optimizers.SGD(rate, momentum=float(hp.get("momentum", 0.0)), nesterov=True, clipnorm=clipnorm)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(rate)
+        return keras.optimizers.RMSprop(rate, clipnorm=clipnorm)
     if name == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(rate, clipnorm=clipnorm)
+    if name == "adamw":
+        # Decoupled decay: w -= lr * weight_decay * w each step, outside the loss (unlike L2).
+        weight_decay = float(hp.get("weight_decay", KNOB_OFF["weight_decay"]))
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay, clipnorm=clipnorm)
     raise ValueError(f"unknown optimizer '{name}'")
+
+
+def training_objective(hp: Mapping[str, Any]) -> TrainingObjective:
+    """Label smoothing and the focal exponent (0 unless `loss: focal`), absent knobs off."""
+    loss = hp.get("loss", KNOB_OFF["loss"])
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss '{loss}'")
+    focal = loss == "focal"
+    return TrainingObjective(label_smoothing=float(hp.get("label_smoothing", KNOB_OFF["label_smoothing"])),
+                             focal_gamma=float(hp.get("focal_gamma", KNOB_OFF["focal_gamma"])) if focal else 0.0)
+
+
+@keras.saving.register_keras_serializable(package="study")
+class SparseFocalCrossentropy(keras.losses.Loss):
+    """Keras's categorical focal cross-entropy at alpha = 1, on integer labels one-hot encoded
+    here: Keras 3's sparse cross-entropy has no label smoothing. gamma = 0 is (smoothed)
+    cross-entropy: (1 - p)^0 = 1. The same per-image loss as metrics.objective_per_image."""
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, gamma: float = 0.0,
+                 name: str = "sparse_focal_crossentropy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.label_smoothing, self.gamma = int(num_classes), float(label_smoothing), float(gamma)
+
+    @property
+    def objective(self) -> TrainingObjective:
+        return TrainingObjective(label_smoothing=self.label_smoothing, focal_gamma=self.gamma)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        targets = keras.ops.one_hot(labels, self.num_classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_focal_crossentropy(targets, y_pred, alpha=1.0, gamma=self.gamma,
+                                                           label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "label_smoothing": self.label_smoothing, "gamma": self.gamma}
+
+
+def training_loss(objective: TrainingObjective, num_classes: int) -> str | keras.losses.Loss:
+    if objective.is_crossentropy:
+        return "sparse_categorical_crossentropy"  # the loss of old: the same numbers bit for bit
+    return SparseFocalCrossentropy(num_classes, objective.label_smoothing, objective.focal_gamma)
+
+
+def compiled_objective(model: keras.Model) -> TrainingObjective:
+    """The objective `compile_model` gave the model: what val_loss evaluates."""
+    if isinstance(model.loss, SparseFocalCrossentropy):
+        return model.loss.objective
+    if model.loss == "sparse_categorical_crossentropy":
+        return TrainingObjective()
+    raise ValueError(f"val_loss is defined for compile_model's losses, not {model.loss!r}")
 
 
 # Training steps per call into TF: fewer Python round trips per epoch. +6% training images
@@ -111,8 +180,9 @@ STEPS_PER_EXECUTION = 32
 
 def compile_model(model: keras.Model, hp: Mapping[str, Any], steps_per_epoch: int, epochs: int) -> keras.Model:
     # jit_compile off: XLA was 2.4x slower on this CPU.
+    loss = training_loss(training_objective(hp), int(model.output_shape[-1]))
     model.compile(optimizer=make_optimizer(hp, steps_per_epoch, epochs),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False,
+                  loss=loss, metrics=["accuracy"], jit_compile=False,
                   steps_per_execution=STEPS_PER_EXECUTION)
     return model
 

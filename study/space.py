@@ -19,6 +19,19 @@ from study.cost import COST_KNOBS
 
 DATASETS = ("fashion_mnist", "digits", "mnist", "cifar10", "npz", "image_folder")
 
+# Training knobs beyond the architecture (issue 11), each with the value that turns it off.
+# A space without the knob trains as with it off (study/model.py reads these defaults), and
+# a knob pinned at its off value is the same space as one without it: `sha()` leaves it out.
+KNOB_OFF: dict[str, Any] = {"label_smoothing": 0.0, "clipnorm": 0.0, "l1": 0.0, "weight_decay": 0.0,
+                            "class_weight": "none", "loss": "crossentropy", "focal_gamma": 0.0}
+# `clipnorm: null` is off too (Keras's own spelling of "no clipping").
+NULL_MEANS_OFF = ("clipnorm",)
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+CLASS_WEIGHTS = ("none", "balanced")
+LOSSES = ("crossentropy", "focal")
+# A knob that only acts under one value of another: non-zero, it needs that value reachable.
+ACTS_ONLY_UNDER = {"weight_decay": ("optimizer", "adamw"), "focal_gamma": ("loss", "focal")}
+
 
 class SpaceError(ValueError):
     """Bad input in a search space or an override; carries the file and the key."""
@@ -176,6 +189,36 @@ def _same_choice(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
+# Where a training knob means something; outside it Keras would fail mid-trial or do nonsense
+# (label smoothing 1 makes every target uniform). The searched range is the YAML's business.
+_KNOB_CHOICES = {"optimizer": OPTIMIZERS, "class_weight": CLASS_WEIGHTS, "loss": LOSSES}
+_KNOB_INTERVALS = {"label_smoothing": (0.0, 1.0), "clipnorm": (0.0, math.inf), "l1": (0.0, math.inf),
+                   "weight_decay": (0.0, math.inf), "focal_gamma": (0.0, math.inf)}  # [low, high)
+
+
+def _knob_value_problem(name: str, value: Any) -> str | None:
+    """Why `value` is no value of knob `name` (see _KNOB_INTERVALS), or None."""
+    if name in _KNOB_CHOICES:
+        allowed = _KNOB_CHOICES[name]
+        return None if isinstance(value, str) and value in allowed else f"{value!r} is not one of {list(allowed)}"
+    if name not in _KNOB_INTERVALS or (value is None and name in NULL_MEANS_OFF):
+        return None
+    low, high = _KNOB_INTERVALS[name]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (is_number and math.isfinite(value)):
+        return f"{value!r} is not a finite number"
+    return None if low <= value < high else f"{value!r} is outside [{low:g}, {high:g})"
+
+
+def _possible_values(hp: Hyperparameter) -> list[Any]:
+    """Every value a knob can take, or the ends of its ranges (an interval is checked by its ends)."""
+    values = hp.candidates()
+    if values is None:
+        ends = [end for table in (hp.ranges or {}).values() for pair in table.values() for end in pair]
+        values = [hp.low, hp.high, *ends]
+    return values if hp.default is None else [*values, hp.default]
+
+
 class SearchSpace(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -212,6 +255,35 @@ class SearchSpace(_Strict):
                 raise ValueError(f"train.max_cost: the cap is in units of the baseline net, which needs "
                                  f"a baseline (or pinned) value of {missing[0]}")
         return self
+
+    @model_validator(mode="after")
+    def _training_knobs(self) -> "SearchSpace":
+        for name, hp in self.params.items():
+            for value in _possible_values(hp):
+                problem = _knob_value_problem(name, value)
+                if problem:
+                    raise ValueError(f"params.{name}: {problem}")
+        for name, (parent, needed) in ACTS_ONLY_UNDER.items():
+            hp = self.params.get(name)
+            if hp is None or all(_same_choice(v, KNOB_OFF[name]) for v in _possible_values(hp)):
+                continue
+            reachable = self.params[parent].candidates() if parent in self.params else []
+            if needed not in (reachable or []):
+                raise ValueError(f"params.{name}: acts only under {parent}: {needed}, which this space never "
+                                 f"chooses; add it, or leave {name} at {KNOB_OFF[name]!r}")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_off(cls, raw: Any) -> Any:
+        """A knob pinned at null (`clipnorm: null`) is pinned off: a fixed knob needs a value."""
+        params = raw.get("params") if isinstance(raw, dict) else None
+        for name in NULL_MEANS_OFF:
+            spec = params.get(name) if isinstance(params, dict) else None
+            if isinstance(spec, dict) and spec.get("role") == "fixed" and spec.get("value") is None:
+                params = {**params, name: {**spec, "value": KNOB_OFF[name]}}
+                raw = {**raw, "params": params}
+        return raw
 
     def baseline_values(self) -> dict[str, Any]:
         """The baseline net's every knob: its baseline entry, else its pinned value, else its default."""
@@ -265,6 +337,10 @@ class SearchSpace(_Strict):
                 spec.pop("ranges", None)
         if dumped["train"].get("max_cost") is None:  # and one without a cost cap too
             dumped["train"].pop("max_cost", None)
+        for name, off in KNOB_OFF.items():  # and one with a training knob pinned off (cnn.yaml's)
+            spec = dumped["params"].get(name)
+            if spec and spec["role"] == "fixed" and spec["condition"] is None and _same_choice(spec["value"], off):
+                del dumped["params"][name]
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -306,7 +382,7 @@ def _pinned_value(key: str, spec: Any, value: Any) -> Any:
     The range is not enforced: pinning outside it (`params.learning_rate=3.0`) is how a user
     probes beyond the searched space, e.g. to provoke a NaN on purpose.
     """
-    if not isinstance(spec, dict):
+    if not isinstance(spec, dict) or (value is None and key.removeprefix("params.") in NULL_MEANS_OFF):
         return value
     kind, choices = spec.get("type"), spec.get("choices")
     if kind == "float" and isinstance(value, str):

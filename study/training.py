@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from study import metrics
 from study.data import Splits
-from study.model import build_model, compile_model, plateau_callbacks
-from study.space import TrainConfig
+from study.model import build_model, compile_model, compiled_objective, plateau_callbacks
+from study.space import KNOB_OFF, TrainConfig
 
 # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag regardless.
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
@@ -75,7 +75,8 @@ def eval_dataset(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
 
 
 def regularization_penalty(model: keras.Model) -> float:
-    """What Keras adds to the cross-entropy to form `loss` and `val_loss` (the L2 terms)."""
+    """What Keras adds to the objective to form `loss`, and we to form `val_loss`: the L1/L2
+    terms. AdamW's decoupled decay is no term of it."""
     return float(sum(float(term) for term in model.losses)) if model.losses else 0.0
 
 
@@ -102,6 +103,8 @@ class EpochEvaluator(keras.callbacks.Callback):
         self.calibration_halves = metrics.calibration_halves(len(splits.y_val))
         # uint8 for up to 256 classes (the contract's dtype); wider only if a dataset needs it.
         self.class_dtype = np.min_scalar_type(max(splits.num_classes - 1, 0))
+        # What val_loss evaluates; the model's own, read when training begins.
+        self.objective = metrics.TrainingObjective()
         self.rows: list[dict[str, float]] = []
         self.test_predictions: list[np.ndarray] = []
         self.epoch_outcomes: dict[str, list[np.ndarray]] = {key: [] for key in EPOCH_OUTCOMES}
@@ -115,6 +118,16 @@ class EpochEvaluator(keras.callbacks.Callback):
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.started
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.objective = compiled_objective(self.model)
+
+    def objective_loss(self, labels: np.ndarray, probabilities: np.ndarray, scores: metrics.SplitScores) -> float:
+        """The training objective's mean over a split's images, unweighted, without the penalty;
+        for plain cross-entropy the one already computed (the val_loss of old, bit for bit)."""
+        if self.objective.is_crossentropy:
+            return scores.crossentropy
+        return float(np.mean(metrics.objective_per_image(labels, probabilities, self.objective)))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if time.monotonic() > self.deadline:
@@ -133,14 +146,16 @@ class EpochEvaluator(keras.callbacks.Callback):
         val = metrics.score_split(self.splits.y_val, val_probabilities)
         calibration = metrics.calibrated_nll(self.splits.y_val, val_probabilities, *self.calibration_halves)
         row = {"epoch": float(epoch), "loss": float(logs["loss"]), "accuracy": float(logs.get("accuracy", np.nan)),
-               "val_loss": val.crossentropy + penalty, "val_accuracy": val.accuracy,
+               "val_loss": self.objective_loss(self.splits.y_val, val_probabilities, val) + penalty,
+               "val_accuracy": val.accuracy,
                "val_crossentropy": val.crossentropy, "val_ece": val.ece, "val_confidence": val.confidence,
                "lr": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                "val_calibrated_nll": calibration.nll, "val_temperature": calibration.temperature,
                "val_balanced_accuracy": val.balanced_accuracy, "val_macro_f1": val.macro_f1, "val_brier": val.brier}
         test = metrics.score_split(self.splits.y_test, probabilities[n_val:]) if self.evaluate_test else None
         if test is not None:
-            row.update(test_loss=test.crossentropy + penalty, test_accuracy=test.accuracy,
+            test_objective = self.objective_loss(self.splits.y_test, probabilities[n_val:], test)
+            row.update(test_loss=test_objective + penalty, test_accuracy=test.accuracy,
                        test_crossentropy=test.crossentropy, test_balanced_accuracy=test.balanced_accuracy,
                        test_macro_f1=test.macro_f1, test_ece=test.ece, test_brier=test.brier)
         logs.update({key: row[key] for key in ("val_loss", "val_accuracy", "val_crossentropy")})
@@ -194,6 +209,20 @@ class EpochEvaluator(keras.callbacks.Callback):
         return arrays
 
 
+def class_weights(hp: Mapping[str, Any], labels: np.ndarray) -> dict[int, float] | None:
+    """`class_weight: balanced`: n / (K n_c) for each class c of the n training labels, K the
+    classes present (scikit-learn's "balanced"); every image then weighs as if classes were
+    equal in number. None (unweighted) when off."""
+    choice = hp.get("class_weight", KNOB_OFF["class_weight"])
+    if choice == "none":
+        return None
+    if choice != "balanced":
+        raise ValueError(f"unknown class_weight '{choice}'")
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    return {int(c): len(labels) / (len(present) * float(counts[c])) for c in present}
+
+
 def train_trial(hp: Mapping[str, Any], splits: Splits, train_config: TrainConfig, seed: int,
                 evaluator: EpochEvaluator, callbacks: list[keras.callbacks.Callback] = ()) -> keras.Model:
     """Build, compile and fit; the evaluator keeps the record even if fitting raises."""
@@ -204,6 +233,6 @@ def train_trial(hp: Mapping[str, Any], splits: Splits, train_config: TrainConfig
     steps_per_epoch = math.ceil(len(splits.y_train) / batch_size)
     compile_model(model, hp, steps_per_epoch, train_config.epochs)
     data = train_dataset(splits.x_train, splits.y_train, batch_size, seed, augmentation(hp, seed))
-    model.fit(data, epochs=train_config.epochs, verbose=0,
+    model.fit(data, epochs=train_config.epochs, verbose=0, class_weight=class_weights(hp, splits.y_train),
               callbacks=[evaluator, *plateau_callbacks(hp), *callbacks])
     return model

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from study.contract import EPOCH_METRICS
 from study.cost import relative_cost
 from study.space import DataConfig, TrainConfig, load_space
 from tests.conftest import PROJECT_ROOT, require
@@ -42,7 +43,11 @@ def trial_inputs(rows: pd.DataFrame) -> tuple[list[str], dict, int]:
                  for key in fields if f"{section}.{key}" in rows and pd.notna(first[f"{section}.{key}"])
                  and key != "data_dir"]
     space = load_space(SPACE_FILE, overrides)
-    hp = {name: _value(spec, first[name]) if pd.notna(first[name]) else spec.default
+    # The export prefixes a knob named like a metric (`loss`) with `param.`; a knob it lacks
+    # (added to the space after the trial ran) is at its pinned value.
+    columns = {name: f"param.{name}" if name in EPOCH_METRICS else name for name in space.params}
+    hp = {name: _value(spec, first[columns[name]]) if columns[name] in first and pd.notna(first[columns[name]])
+          else (spec.value if spec.role == "fixed" else spec.default)
           for name, spec in space.params.items()}
     return overrides, hp, int(first["seed"]) * 10007 + int(first["trial"])
 
