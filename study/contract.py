@@ -75,7 +75,10 @@ LEARNING_CURVES_PNG = "learning_curves.png"
 # Per-image outcomes of every epoch, for what resamples images (validation noise):
 # val_labels / test_labels (n,) int16; val_predicted / test_predicted (epochs, n) uint8;
 # val_true_logprob / test_true_logprob (epochs, n) float16, ln p(true class) clipped like
-# Keras at 1e-7; penalty (epochs,) float32 = val_loss - val_crossentropy (Keras's L2 term).
+# Keras at 1e-7; penalty (epochs,) float32: the L1/L2 weight penalty, which is val_loss -
+# val_crossentropy while the objective is plain cross-entropy. With label smoothing or focal
+# loss it is not, and analysis/validation_noise.py's rebuilt val_loss (cross-entropy +
+# penalty) is then the cross-entropy rule plus the penalty, not the smoothed/focal objective.
 OUTCOMES_NPZ = "outcomes.npz"
 
 # --- Artifacts of a study run ----------------------------------------------------------
