@@ -192,7 +192,7 @@ class Objective:
             callbacks.append(KerasPruningCallback(trial, config.objective))
         # A sweep's arms share their pair's seed and initial kernels (study/pairing.py).
         arm = arm_of(trial.user_attrs)
-        seed = pair_seed(ctx.seed, arm.factor, arm.pair) if arm else ctx.seed * 10007 + trial.number
+        seed = pair_seed(ctx.study_name, arm.pair) if arm else ctx.seed * 10007 + trial.number
         if arm:
             callbacks.append(self._pairing_probe(trial, run_id, hp, seed))
         try:

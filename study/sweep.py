@@ -15,8 +15,8 @@ It imports nothing heavy: a typo is answered before TensorFlow loads.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import zlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -86,15 +86,16 @@ def arms_of_pair(factor: Factor, pair: int) -> list[SweepArm]:
             + [SweepArm(factor.name, reference, pair, ARM_REPLICATE)])
 
 
-def factor_seed(study_seed: int, factor: str, *more: int) -> int:
-    """A seed from (--seed, the factor's name, more): factors draw independent bases."""
-    entropy = [study_seed, zlib.crc32(factor.encode()), *more]
+def study_seed(study: str, *more: int) -> int:
+    """A seed from a sweep study's name (factor, levels and --seed) and more: two sweeps,
+    even of one knob at other levels, draw independent bases and pairs."""
+    entropy = [int.from_bytes(hashlib.sha256(study.encode()).digest()[:8], "big"), *more]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0]) % SEED_BOUND
 
 
-def pair_seed(study_seed: int, factor: str, pair: int) -> int:
+def pair_seed(study: str, pair: int) -> int:
     """The training seed (data order, dropout, augmentation) and initial-weight seed of a pair."""
-    return factor_seed(study_seed, factor, pair)
+    return study_seed(study, pair)
 
 
 # --- parsing and checking the factors --------------------------------------------------------

@@ -26,8 +26,8 @@ from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
 from study.space import SearchSpace
-from study.sweep import (Factor, SweepArm, arm_of, arms_of_pair, banner, condition_switch, factor_seed,
-                         level_params)
+from study.sweep import (Factor, SweepArm, arm_of, arms_of_pair, banner, condition_switch, level_params,
+                         study_seed)
 
 # A space whose draws are nearly all over the cost cap (or infeasible) should stop, not spin.
 MAX_DRAWS_PER_PAIR = 50
@@ -73,10 +73,10 @@ def base_fits(space: SearchSpace, factor: Factor, base: dict[str, Any], splits: 
     return True
 
 
-def draw_bases(space: SearchSpace, factor: Factor, seed: int, pairs: int, splits: Splits) -> list[dict[str, Any]]:
-    """The first `pairs` i.i.d. random draws (seeded by --seed and the factor) that fit."""
+def draw_bases(space: SearchSpace, factor: Factor, study: str, pairs: int, splits: Splits) -> list[dict[str, Any]]:
+    """The first `pairs` i.i.d. random draws (seeded by the sweep study's name) that fit."""
     drawn = draw_space(space, factor)
-    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=factor_seed(seed, factor.name)))
+    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=study_seed(study)))
     bases: list[dict[str, Any]] = []
     for _ in range(MAX_DRAWS_PER_PAIR * pairs):
         trial = sampler_study.ask()
@@ -164,7 +164,7 @@ class SweepRunner(TrialsHere):
         from study.objective import Progress, TrialFailed
 
         study, space = session.study, session.config.space
-        bases = draw_bases(space, self.factor, session.item.seed, self.pairs, session.splits)
+        bases = draw_bases(space, self.factor, study.study_name, self.pairs, session.splits)
         enqueue_missing(study, space, self.factor, bases)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         planned = self.pairs * len(arms_of_pair(self.factor, 0))

@@ -14,7 +14,7 @@ from study.cli import main
 from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, FAILURE_REASON, SWEEP_ARM,
                             SWEEP_BATCH_HASH, SWEEP_FACTOR, SWEEP_INIT_HASH, SWEEP_LEVEL, SWEEP_PAIR)
 from study.space import load_space
-from study.sweep import Factor, arms_of_pair, check_knob_factor, level_params, pair_seed
+from study.sweep import Factor, arms_of_pair, check_knob_factor, level_params, pair_seed, study_name
 from tests.conftest import PROJECT_ROOT, run_cli
 
 CNN = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
@@ -84,8 +84,11 @@ def test_a_pair_is_reference_treatments_then_the_replicate_of_the_reference() ->
         ("0", ARM_REFERENCE, 7), ("1e-4", ARM_TREATMENT, 7), ("1e-3", ARM_TREATMENT, 7), ("0", ARM_REPLICATE, 7)]
     assert arms_of_pair(factor, 7)[0].user_attrs() == {SWEEP_FACTOR: "l2", SWEEP_LEVEL: "0", SWEEP_PAIR: 7,
                                                       SWEEP_ARM: ARM_REFERENCE}
-    assert pair_seed(0, "l2", 7) == pair_seed(0, "l2", 7)
-    assert len({pair_seed(0, "l2", 7), pair_seed(0, "l2", 8), pair_seed(1, "l2", 7), pair_seed(0, "dropout", 7)}) == 4
+    assert study_name(factor, 0) == "sweep-l2=0,1e-4,1e-3-seed0"
+    assert pair_seed("sweep-l2=0,1e-4,1e-3-seed0", 7) == pair_seed("sweep-l2=0,1e-4,1e-3-seed0", 7)
+    seeds = {pair_seed(name, pair) for name in ("sweep-l2=0,1e-4,1e-3-seed0", "sweep-l2=0,1e-3-seed0",
+                                                 "sweep-l2=0,1e-3-seed1") for pair in (7, 8)}
+    assert len(seeds) == 6
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +104,9 @@ def test_bases_are_seeded_draws_inside_the_cap_with_the_factors_children_drawn(d
 
     space = load_space(CNN, ["train.max_cost=6"])
     factor = check_knob_factor("augment", ("false", "true"), space, str(CNN))
-    bases = draw_bases(space, factor, 0, 20, digits_splits)
-    assert bases == draw_bases(space, factor, 0, 20, digits_splits)  # a re-run draws the same bases
-    assert bases != draw_bases(space, factor, 1, 20, digits_splits)
+    bases = draw_bases(space, factor, "sweep-a", 20, digits_splits)
+    assert bases == draw_bases(space, factor, "sweep-a", 20, digits_splits)  # a re-run draws the same bases
+    assert bases != draw_bases(space, factor, "sweep-b", 20, digits_splits)
     assert len({repr(sorted(base.items())) for base in bases}) == 20
     for base in bases:
         assert "augment" not in base and {"rotation", "shift", "zoom", "flip", "contrast"} <= set(base)
@@ -117,7 +120,7 @@ def test_a_rerun_enqueues_only_missing_arms_and_a_cut_arm_again(digits_splits) -
     space = load_space(DIGITS)
     factor = check_knob_factor("dropout", ("0", "0.3"), space, str(DIGITS))
     study = optuna.create_study()  # Optuna's in-memory storage: the same enqueue and state logic
-    bases = draw_bases(space, factor, 0, 3, digits_splits)
+    bases = draw_bases(space, factor, "sweep-a", 3, digits_splits)
     assert enqueue_missing(study, space, factor, bases[:2]) == 6
     assert enqueue_missing(study, space, factor, bases[:2]) == 0  # waiting arms are not queued twice
     waiting = study.get_trials(deepcopy=False)
@@ -159,7 +162,7 @@ def arm_hashes(hp: dict, splits, seed: int) -> tuple[str, str]:  # noqa: ANN001
 @pytest.mark.parametrize(("knob", "treatment"), [("l2", 1e-3), ("dropout", 0.3), ("batch_norm", True)])
 def test_arms_of_a_pair_share_init_and_first_batch_and_pairs_differ(knob: str, treatment: object,
                                                                     digits_splits) -> None:  # noqa: ANN001
-    pair_0, pair_1 = pair_seed(0, knob, 0), pair_seed(0, knob, 1)
+    pair_0, pair_1 = pair_seed(f"sweep-{knob}", 0), pair_seed(f"sweep-{knob}", 1)
     reference = arm_hashes(BASE, digits_splits, pair_0)
     assert arm_hashes({**BASE, knob: treatment}, digits_splits, pair_0) == reference
     assert arm_hashes(BASE, digits_splits, pair_0) == reference  # the replicate
