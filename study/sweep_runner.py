@@ -18,9 +18,9 @@ from optuna.trial import FixedTrial, TrialState
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON
 from study.cost import relative_cost
-from study.data import Splits, load_dataset
+from study.data import DataError, Splits, load_dataset
 from study.driver import BASELINE_RETRY_REASONS, ExitCode, StudySession, drive, finished_count
-from study.inputs import PreparedStudy, check_inputs
+from study.inputs import BadInput, PreparedStudy, check_inputs
 from study.model import InfeasibleArchitecture, feature_map_sizes
 from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
@@ -127,23 +127,18 @@ class ArmObjective:
 
 
 class SweepRunner(TrialsHere):
-    """One factor's arms, trained in this process."""
+    """One factor's arms, trained in this process. `level_inputs`: a data factor's config and
+    data per level (loaded before anything is created); empty for a knob."""
 
-    def __init__(self, config: SearchConfig, factor: Factor, pairs: int, data: str) -> None:
+    def __init__(self, config: SearchConfig, factor: Factor, pairs: int, data: str,
+                 level_inputs: dict[str, tuple[SearchConfig, Splits]]) -> None:
         super().__init__(config)
-        self.factor, self.pairs, self.data = factor, pairs, data
+        self.factor, self.pairs, self.data, self.level_inputs = factor, pairs, data, level_inputs
 
     def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
         return (banner(self.factor, self.data, self.pairs) + f"\nsweep: study {prepared[0].name} on {splits.source} "
                 f"({splits.sizes()}), storage {mask_secrets(self.config.storage)}, "
                 f"tracking {mask_secrets(self.config.tracking_uri)}")
-
-    def level_inputs(self, session: StudySession, value: Any) -> tuple[SearchConfig, Splits]:
-        """The config and data one level of a data factor trains with."""
-        field = self.factor.name.removeprefix("data.")
-        space = session.config.space
-        level_space = space.model_copy(update={"data": space.data.model_copy(update={field: value})})
-        return session.config.model_copy(update={"space": level_space}), load_dataset(level_space.data)
 
     def objectives(self, session: StudySession) -> dict[str, Any]:
         """Objective per level: one shared by a knob's levels, one per level of a data factor."""
@@ -157,8 +152,7 @@ class SweepRunner(TrialsHere):
         if not self.factor.changes_data:
             shared = objective(session.config, session.splits)
             return {level: shared for level in self.factor.levels}
-        return {level: objective(*self.level_inputs(session, value))
-                for level, value in zip(self.factor.levels, self.factor.values)}
+        return {level: objective(*self.level_inputs[level]) for level in self.factor.levels}
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
         from study.objective import Progress, TrialFailed
@@ -178,18 +172,36 @@ class SweepRunner(TrialsHere):
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
 
 
+def data_levels(config: SearchConfig, factor: Factor) -> dict[str, tuple[SearchConfig, Splits]]:
+    """Each level of a data factor as the config and data its arms train with ({} for a knob);
+    a level the data cannot give (too few images of a class) is BadInput."""
+    if not factor.changes_data:
+        return {}
+    field, space = factor.name.removeprefix("data."), config.space
+    levels = {}
+    for level, value in zip(factor.levels, factor.values):
+        level_space = space.model_copy(update={"data": space.data.model_copy(update={field: value})})
+        try:
+            splits = load_dataset(level_space.data)
+        except DataError as exc:
+            raise BadInput(f"--factor {factor.text}: level {level}: {exc}") from None
+        levels[level] = (config.model_copy(update={"space": level_space}), splits)
+    return levels
+
+
 def run_sweep(plans: list[tuple[SearchConfig, Factor]], pairs: int, data: str) -> int:
-    """Every factor's study in turn, after every factor's inputs passed `check_inputs`."""
+    """Every factor's study in turn, after every factor's inputs (each data level's too) passed."""
+    level_inputs = [data_levels(config, factor) for config, factor in plans]  # before any store opens
     checked = [check_inputs(config) for config, _ in plans]
     deadline = time.monotonic() + plans[0][0].timeout if plans[0][0].timeout else None
-    for (config, factor), inputs in zip(plans, checked):
+    for (config, factor), inputs, levels in zip(plans, checked, level_inputs):
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 print(f"sweep: --timeout reached before {factor.text}; re-run to continue", flush=True)
                 return ExitCode.OK
             config = config.model_copy(update={"timeout": remaining})
-        code = drive(config, inputs, SweepRunner(config, factor, pairs, data))
+        code = drive(config, inputs, SweepRunner(config, factor, pairs, data, levels))
         if code != ExitCode.OK:
             return code
     return ExitCode.OK

@@ -67,6 +67,35 @@ def test_a_bad_factor_among_good_ones_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def sweep_plans_of(argv: list[str], folder: Path) -> list:
+    from study.cli import build_parser, sweep_plans
+
+    stores = ["--storage", str(folder / "optuna.journal"), "--tracking-uri", f"sqlite:///{folder / 'm.db'}"]
+    return sweep_plans(build_parser().parse_args(["sweep", "--data", "digits", *argv, *stores]))
+
+
+def test_a_data_level_the_data_cannot_give_is_refused_before_any_store(tmp_path: Path) -> None:
+    from study.inputs import BadInput
+    from study.sweep_runner import run_sweep
+
+    plans = sweep_plans_of(["--factor", "dropout=0,0.3", "--factor", "data.class_imbalance=1,100"], tmp_path)
+    with pytest.raises(BadInput, match=r"^--factor data.class_imbalance=1,100: level 100: data.val_size"):
+        run_sweep(plans, 1, "digits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_label_noise_level_trains_on_its_own_labels_and_logs_its_setting(tmp_path: Path) -> None:
+    from study.sweep_runner import data_levels
+
+    ((config, factor),) = sweep_plans_of(["--factor", "data.label_noise=0,0.2"], tmp_path)
+    assert config.space.data.label_noise == 0.0  # the study records the reference level
+    levels = data_levels(config, factor)
+    (clean_config, clean), (noisy_config, noisy) = levels["0"], levels["0.2"]
+    assert (clean_config.flat()["data.label_noise"], noisy_config.flat()["data.label_noise"]) == (0.0, 0.2)
+    assert np.array_equal(clean.x_train, noisy.x_train) and np.array_equal(clean.y_val, noisy.y_val)
+    assert (clean.y_train != noisy.y_train).sum() == round(0.2 * len(clean.y_train))  # 1137 images: 227
+
+
 # --- levels and arms ---------------------------------------------------------------------------
 
 
