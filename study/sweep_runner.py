@@ -1,9 +1,9 @@
 """Runs one factor of a sweep (study/sweep.py) as a study of study/driver.py.
 
 The arms are not sampled: each is an Optuna trial enqueued with its base configuration plus
-the factor's level, its sweep params as user attrs, in an order fixed by --seed. The bases
-come from a random sampler of their own, seeded by (--seed, factor), so a re-run draws the
-same bases, enqueues only the arms that are missing (none WAITING, none finished, none whose
+the factor's level, its sweep params as user attrs, pair by pair. The bases come from a
+random sampler of their own, seeded by the study's name (factor, levels, --seed), so a re-run
+draws the same bases, enqueues only the arms that are missing (none WAITING, none finished, none whose
 run was cut: interrupted or worker_lost) and trains only those.
 """
 
