@@ -161,12 +161,13 @@ class SweepRunner(TrialsHere):
         bases = draw_bases(space, self.factor, study.study_name, self.pairs, session.splits)
         enqueue_missing(study, space, self.factor, bases)
         waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        planned = self.pairs * len(arms_of_pair(self.factor, 0))
         if not waiting:
+            planned = self.pairs * len(arms_of_pair(self.factor, 0))
             print(f"[{study.study_name}] all {planned} arms of {self.pairs} pairs are done", flush=True)
             return ExitCode.OK
         self.failures = ConsecutiveFailures(self.config.max_consecutive_failures)
-        progress = Progress(study.study_name, planned, timeout, finished_count(study))
+        finished = finished_count(study)  # cut arms count here too, and are trained again
+        progress = Progress(study.study_name, finished + waiting, timeout, finished)
         study.optimize(ArmObjective(self.objectives(session)), n_trials=waiting, timeout=timeout,
                        callbacks=[self.failures, progress], catch=(TrialFailed,), gc_after_trial=True)
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
