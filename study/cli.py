@@ -17,6 +17,7 @@ from study.paths import (DEFAULT_SPACE, default_storage, default_tracking_uri, l
 
 if TYPE_CHECKING:  # pydantic and PyYAML load only once the arguments parse
     from study.config import SearchConfig
+    from study.sweep import Factor
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     campaign = commands.add_parser("campaign", help="one regime's pool of i.i.d. unpruned trials (resumes)")
     add_campaign_arguments(campaign)
+
+    sweep = commands.add_parser("sweep", help="paired single-factor experiments: each base at every level (resumes)")
+    add_sweep_arguments(sweep)
 
     reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
     reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
@@ -98,6 +102,62 @@ def add_campaign_arguments(campaign: argparse.ArgumentParser) -> None:
     campaign.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
+def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    from study.campaign import SPACES
+    from study.sweep import DEFAULT_PAIRS
+
+    sweep.add_argument("--factor", dest="factors", action="append", required=True, metavar="NAME=v1,v2[,...]",
+                       help="a knob (or data.label_noise, data.class_imbalance) and its levels, the first the "
+                            "reference; repeatable: one study per factor")
+    sweep.add_argument("--pairs", type=positive_int, default=DEFAULT_PAIRS,
+                       help="base configurations, each trained at every level plus a replicate; re-runs resume")
+    sweep.add_argument("--data", choices=tuple(SPACES), default="fashion_mnist",
+                       help="digits: a smoke run below the floors (CI, demos)")
+    sweep.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
+    sweep.add_argument("--seed", type=non_negative_int, default=0, help="draws the bases and the pairs' seeds")
+    sweep.add_argument("--storage", default=None)
+    sweep.add_argument("--tracking-uri", default=None)
+    sweep.add_argument("--data-dir", default=None)
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
+    """Each factor checked, with the config of the `search` its study is (study/sweep.py);
+    raises SweepError, SpaceError, ConfigError or ValidationError before anything is created."""
+    from study.campaign import floor_problem
+    from study.config import check_config
+    from study.sweep import (DATA_FACTORS, Factor, SweepError, check_data_factor, check_knob_factor,
+                             check_overrides, condition_switch, parse_factor, search_argv)
+
+    parsed = [parse_factor(text) for text in args.factors]
+    names = [name for name, _ in parsed]
+    for name in names:
+        if names.count(name) > 1:
+            raise SweepError(f"--factor {name}: given twice; one --factor per knob, with all its levels")
+    passthrough: list[str] = []
+    for flag, value in (("--timeout", args.timeout), ("--storage", args.storage),
+                        ("--tracking-uri", args.tracking_uri), ("--data-dir", args.data_dir)):
+        if value is not None:
+            passthrough += [flag, str(value)]
+    plans = []
+    for name, levels in parsed:
+        factor = check_data_factor(name, levels) if name in DATA_FACTORS else Factor(name, levels, levels)
+        check_overrides(name, args.overrides, None)
+        search_args = build_parser().parse_args(
+            search_argv(factor, args.data, args.pairs, args.seed, args.overrides, passthrough))
+        config = search_config(search_args)
+        check_config(config, 0)
+        if not factor.changes_data:
+            factor = check_knob_factor(name, levels, config.space, config.space_file)
+            switch = condition_switch(config.space, name)
+            check_overrides(name, args.overrides, switch[0] if switch else None)
+        problem = floor_problem(config.space) if args.data == "fashion_mnist" else None
+        if problem:
+            raise SweepError(problem)
+        plans.append((config, factor))
+    return plans
+
+
 def campaign_search_args(args: argparse.Namespace) -> argparse.Namespace:
     """The campaign as the `search` it is (study/campaign.py); raises CampaignError."""
     from study.campaign import search_argv
@@ -108,6 +168,13 @@ def campaign_search_args(args: argparse.Namespace) -> argparse.Namespace:
         if value is not None:
             passthrough += [flag, str(value)]
     return build_parser().parse_args(search_argv(args.regime, args.data, args.trials, args.overrides, passthrough))
+
+
+def positive_int(text: str) -> int:
+    value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -170,6 +237,13 @@ def cmd_search(args: argparse.Namespace, config: SearchConfig) -> int:
     from study.search import run_search
 
     return run_search(config, checked, args.worker_index)
+
+
+def cmd_sweep(args: argparse.Namespace, plans: list[tuple[SearchConfig, Factor]]) -> int:
+    _quiet_libraries()
+    from study.sweep_runner import run_sweep
+
+    return run_sweep(plans, args.pairs, args.data)
 
 
 def cmd_worker(args: argparse.Namespace, config: SearchConfig) -> int:
@@ -262,7 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     from study.campaign import CampaignError, banner, floor_problem
     from study.config import ConfigError
     from study.space import SpaceError
+    from study.sweep import SweepError
 
+    if args.command == "sweep":
+        try:
+            plans = sweep_plans(args)
+        except (SpaceError, ConfigError, ValidationError, SweepError) as exc:
+            print(fast_error_line(exc), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return run_command(args, plans)
     campaign = args if args.command == "campaign" else None
     try:
         if campaign is not None:
@@ -279,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args, config)
 
 
-def run_command(args: argparse.Namespace, config: SearchConfig | None) -> int:
-    """The command itself, after the fast checks; the heavy libraries load from here on."""
+def run_command(args: argparse.Namespace, config: SearchConfig | list[tuple[SearchConfig, Factor]] | None) -> int:
+    """The command itself, after the fast checks (a sweep's are its plans); the heavy
+    libraries load from here on."""
     from study.data import DataError
     from study.inputs import BadInput
     from study.secrets import mask_logging, mask_secrets
@@ -292,7 +375,7 @@ def run_command(args: argparse.Namespace, config: SearchConfig | None) -> int:
     try:
         if args.command == "reconcile":
             return cmd_reconcile(args)
-        return {"search": cmd_search, "worker": cmd_worker}[args.command](args, config)
+        return {"search": cmd_search, "worker": cmd_worker, "sweep": cmd_sweep}[args.command](args, config)
     except handled as exc:
         print(f"study: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -22,10 +22,12 @@ from study.data import Splits
 from study.driver import finished_count
 from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
+from study.pairing import PairingProbe
 from study.sampling import suggest_params
 from study.storage import HOST, own_process_token
+from study.sweep import arm_of, pair_seed
 from study.tracking import Tracker
-from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_trial
+from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_dataset, train_trial
 
 
 class TrialFailed(Exception):
@@ -154,7 +156,8 @@ class Objective:
             else:
                 self.run_id = ctx.tracker.start_trial_run(
                     ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
-                    params={**trial.params, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+                    params={**trial.params, **ctx.base_params, **_sweep_params(trial)},
+                    tags={"host": HOST, "pid": os.getpid()})
             trial.set_user_attr("mlflow_run_id", self.run_id)
         return self.run_id
 
@@ -168,7 +171,7 @@ class Objective:
         self._skip_if_over_cost_cap(trial, hp)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
-            params={**hp, **ctx.base_params}, tags={"host": HOST, "pid": os.getpid()})
+            params={**hp, **ctx.base_params, **_sweep_params(trial)}, tags={"host": HOST, "pid": os.getpid()})
         self.run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         print(f"[{ctx.study_name}] trial {trial.number} started: "
@@ -187,9 +190,14 @@ class Objective:
         callbacks = []
         if config.objective != "both" and config.pruner != "none":
             callbacks.append(KerasPruningCallback(trial, config.objective))
+        # A sweep's arms share their pair's seed and initial kernels (study/pairing.py).
+        arm = arm_of(trial.user_attrs)
+        seed = pair_seed(ctx.study_name, arm.pair) if arm else ctx.seed * 10007 + trial.number
+        if arm:
+            callbacks.append(self._pairing_probe(trial, run_id, hp, seed))
         try:
-            model = train_trial(hp, ctx.splits, config.space.train, ctx.seed * 10007 + trial.number,
-                                evaluator, callbacks)
+            model = train_trial(hp, ctx.splits, config.space.train, seed, evaluator, callbacks,
+                                init_seed=seed if arm else None)
         except InfeasibleArchitecture as exc:
             self._finish(trial, run_id, evaluator, "PRUNED", "infeasible_architecture", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
@@ -217,6 +225,18 @@ class Objective:
             model.set_weights(evaluator.best_weights)
             ctx.tracker.log_keras_model(run_id, model)
         return value
+
+    def _pairing_probe(self, trial: optuna.Trial, run_id: str, hp: dict[str, Any], seed: int) -> PairingProbe:
+        """Logs the pairing hashes as user attrs and MLflow params when training starts."""
+        splits, tracker = self.context.splits, self.context.tracker
+
+        def on_hashes(hashes: dict[str, str]) -> None:
+            for key, value in hashes.items():
+                trial.set_user_attr(key, value)
+            tracker.log_params(run_id, hashes)
+
+        return PairingProbe(lambda: train_dataset(splits.x_train, splits.y_train, int(hp["batch_size"]), seed),
+                            on_hashes)
 
     def _skip_if_over_cost_cap(self, trial: optuna.Trial, hp: dict[str, Any]) -> None:
         """A draw above `train.max_cost` ends PRUNED before training, with no MLflow run: it is
@@ -250,6 +270,12 @@ class Objective:
                 outcomes=evaluator.outcomes())
         self.interrupted_recorded = reason == "interrupted"
         return summary
+
+
+def _sweep_params(trial: optuna.Trial) -> dict[str, Any]:
+    """A sweep arm's factor, level, pair and arm (its user attrs), logged as params; {} otherwise."""
+    arm = arm_of(trial.user_attrs)
+    return arm.user_attrs() if arm else {}
 
 
 def _short(value: Any) -> str:

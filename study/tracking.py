@@ -191,6 +191,10 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=_params(params))
         return run.info.run_id
 
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Params known only once training starts (a sweep arm's pairing hashes)."""
+        self.client.log_batch(run_id, params=_params(params))
+
     def log_epoch(self, run_id: str, epoch: int, row: Mapping[str, float]) -> None:
         """One request per epoch, every metric at step = epoch."""
         stamp = _now_ms()

@@ -20,6 +20,7 @@ import tensorflow as tf
 from study import metrics
 from study.data import Splits
 from study.model import build_model, compile_model, compiled_objective, plateau_callbacks
+from study.pairing import seed_kernels
 from study.space import KNOB_OFF, TrainConfig
 
 # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag regardless.
@@ -224,11 +225,15 @@ def class_weights(hp: Mapping[str, Any], labels: np.ndarray) -> dict[int, float]
 
 
 def train_trial(hp: Mapping[str, Any], splits: Splits, train_config: TrainConfig, seed: int,
-                evaluator: EpochEvaluator, callbacks: list[keras.callbacks.Callback] = ()) -> keras.Model:
-    """Build, compile and fit; the evaluator keeps the record even if fitting raises."""
+                evaluator: EpochEvaluator, callbacks: list[keras.callbacks.Callback] = (),
+                init_seed: int | None = None) -> keras.Model:
+    """Build, compile and fit; the evaluator keeps the record even if fitting raises.
+    `init_seed` (sweeps only): each Conv2D/Dense layer's initial weights from a seed of its own."""
     keras.backend.clear_session()  # free the previous trial's graph and memory
     keras.utils.set_random_seed(seed)
     model = build_model(hp, splits.input_shape, splits.num_classes)
+    if init_seed is not None:
+        seed_kernels(model, init_seed)
     batch_size = int(hp["batch_size"])
     steps_per_epoch = math.ceil(len(splits.y_train) / batch_size)
     compile_model(model, hp, steps_per_epoch, train_config.epochs)

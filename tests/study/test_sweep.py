@@ -1,0 +1,297 @@
+"""`python -m study sweep`: factor checks, the arms and their resumable queue, the pairing
+(seeded kernels, init and batch hashes), and one real digits sweep into real stores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from study.cli import main
+from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, FAILURE_REASON, SWEEP_ARM,
+                            SWEEP_BATCH_HASH, SWEEP_FACTOR, SWEEP_INIT_HASH, SWEEP_LEVEL, SWEEP_PAIR)
+from study.space import load_space
+from study.sweep import Factor, arms_of_pair, check_knob_factor, level_params, pair_seed, study_name
+from tests.conftest import PROJECT_ROOT, run_cli
+
+CNN = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
+DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
+
+
+# --- bad input: exit 2, one line, nothing created ------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--factor", "nope=1,2"], "--factor nope=1,2: unknown factor"),
+    (["--factor", "dropout=0"], "needs at least 2 levels"),
+    (["--factor", "dropout=0,0.7"], "level 0.7: 0.7 is outside [0, 0.5]"),
+    (["--factor", "l2=0,0.5"], "level 0.5: 0.5 is outside [1e-06, 0.01], or 0.0 (use_l2 off)"),
+    (["--factor", "batch_norm=false,maybe"], "level maybe: 'maybe' is not true or false"),
+    (["--factor", "data.label_noise=0,1.5"], "level 1.5"),
+    (["--factor", "dropout=0,0.0"], "the levels must differ"),
+    (["--factor", "label_smoothing=0,0.1"], "no label_smoothing knob yet (it comes with the knobs branch"),
+    (["--factor", "dropout=0,0.3", "--set", "params.dropout=0.1"], "--set params.dropout=0.1: the sweep of dropout"),
+    (["--factor", "l2=0,1e-3", "--set", "params.use_l2=true"], "use_l2 is fixed, and the sweep must set it"),
+    (["--factor", "dropout=0,0.3", "--factor", "dropout=0,0.2"], "--factor dropout: given twice"),
+    (["--factor", "dropout=0,0.3", "--pairs", "0"], "--pairs: 0 must be >= 1"),
+    (["--factor", "dropout=0,0.3", "--set", "train.epochs=4"], "below the campaign floor of 5"),
+    (["--data", "digits", "--factor", "augment=false,true"], "fixes augment=False; a sweep varies a knob the space samples"),
+])
+def test_bad_input_is_exit_2_and_one_line(argv: list[str], expected: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert exit_code(["sweep", *argv, *stores]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def exit_code(argv: list[str]) -> int:
+    """What `python -m study` exits with: main's return, or argparse's exit on a bad flag."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def test_a_bad_factor_among_good_ones_creates_nothing(tmp_path: Path) -> None:
+    """As a user runs it, in its own process: the one line, exit 2, and no store."""
+    proc = run_cli("study", "sweep", "--data", "digits", "--factor", "dropout=0,0.3", "--factor", "l2=0,1",
+                   "--storage", str(tmp_path / "o.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                   timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "study: error: --factor l2=0,1: level 1: 1.0 is outside [1e-06, 0.01], or 0.0 (use_l2 off)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def sweep_plans_of(argv: list[str], folder: Path) -> list:
+    from study.cli import build_parser, sweep_plans
+
+    stores = ["--storage", str(folder / "optuna.journal"), "--tracking-uri", f"sqlite:///{folder / 'm.db'}"]
+    return sweep_plans(build_parser().parse_args(["sweep", "--data", "digits", *argv, *stores]))
+
+
+def test_a_data_level_the_data_cannot_give_is_refused_before_any_store(tmp_path: Path) -> None:
+    from study.inputs import BadInput
+    from study.sweep_runner import run_sweep
+
+    plans = sweep_plans_of(["--factor", "dropout=0,0.3", "--factor", "data.class_imbalance=1,100"], tmp_path)
+    with pytest.raises(BadInput, match=r"^--factor data.class_imbalance=1,100: level 100: data.val_size"):
+        run_sweep(plans, 1, "digits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_label_noise_level_trains_on_its_own_labels_and_logs_its_setting(tmp_path: Path) -> None:
+    from study.sweep_runner import data_levels
+
+    ((config, factor),) = sweep_plans_of(["--factor", "data.label_noise=0,0.2"], tmp_path)
+    assert config.space.data.label_noise == 0.0  # the study records the reference level
+    levels = data_levels(config, factor)
+    (clean_config, clean), (noisy_config, noisy) = levels["0"], levels["0.2"]
+    assert (clean_config.flat()["data.label_noise"], noisy_config.flat()["data.label_noise"]) == (0.0, 0.2)
+    assert np.array_equal(clean.x_train, noisy.x_train) and np.array_equal(clean.y_val, noisy.y_val)
+    assert (clean.y_train != noisy.y_train).sum() == round(0.2 * len(clean.y_train))  # 1137 images: 227
+
+
+# --- levels and arms ---------------------------------------------------------------------------
+
+
+def test_l2_zero_turns_its_switch_off_and_other_levels_on() -> None:
+    space = load_space(CNN)
+    factor = check_knob_factor("l2", ("0", "1e-5", "1e-2"), space, str(CNN))
+    assert factor.values == (0.0, 1e-5, 1e-2)
+    assert [level_params(space, factor, value) for value in factor.values] == [
+        {"use_l2": False}, {"use_l2": True, "l2": 1e-5}, {"use_l2": True, "l2": 1e-2}]
+
+
+def test_a_pair_is_reference_treatments_then_the_replicate_of_the_reference() -> None:
+    factor = Factor("l2", ("0", "1e-4", "1e-3"), (0.0, 1e-4, 1e-3))
+    assert [(arm.level, arm.arm, arm.pair) for arm in arms_of_pair(factor, 7)] == [
+        ("0", ARM_REFERENCE, 7), ("1e-4", ARM_TREATMENT, 7), ("1e-3", ARM_TREATMENT, 7), ("0", ARM_REPLICATE, 7)]
+    assert arms_of_pair(factor, 7)[0].user_attrs() == {SWEEP_FACTOR: "l2", SWEEP_LEVEL: "0", SWEEP_PAIR: 7,
+                                                      SWEEP_ARM: ARM_REFERENCE}
+    assert study_name(factor, 0) == "sweep-l2=0,1e-4,1e-3-seed0"
+    assert pair_seed("sweep-l2=0,1e-4,1e-3-seed0", 7) == pair_seed("sweep-l2=0,1e-4,1e-3-seed0", 7)
+    seeds = {pair_seed(name, pair) for name in ("sweep-l2=0,1e-4,1e-3-seed0", "sweep-l2=0,1e-3-seed0",
+                                                 "sweep-l2=0,1e-3-seed1") for pair in (7, 8)}
+    assert len(seeds) == 6
+
+
+@pytest.fixture(scope="module")
+def digits_splits():  # noqa: ANN201 - study.data loads scikit-learn
+    from study.data import load_dataset
+
+    return load_dataset(load_space(DIGITS).data)
+
+
+def test_bases_are_seeded_draws_inside_the_cap_with_the_factors_children_drawn(digits_splits) -> None:  # noqa: ANN001
+    from study.cost import relative_cost
+    from study.sweep_runner import draw_bases
+
+    space = load_space(CNN, ["train.max_cost=6"])
+    factor = check_knob_factor("augment", ("false", "true"), space, str(CNN))
+    bases = draw_bases(space, factor, "sweep-a", 20, digits_splits)
+    assert bases == draw_bases(space, factor, "sweep-a", 20, digits_splits)  # a re-run draws the same bases
+    assert bases != draw_bases(space, factor, "sweep-b", 20, digits_splits)
+    assert len({repr(sorted(base.items())) for base in bases}) == 20
+    for base in bases:
+        assert "augment" not in base and {"rotation", "shift", "zoom", "flip", "contrast"} <= set(base)
+        hp = {**space.baseline_values(), **base}
+        assert relative_cost(hp, space.baseline_values(), digits_splits.input_shape, 10) <= 6
+
+
+def test_a_rerun_enqueues_only_missing_arms_and_a_cut_arm_again(digits_splits) -> None:  # noqa: ANN001
+    from study.sweep_runner import draw_bases, enqueue_missing
+
+    space = load_space(DIGITS)
+    factor = check_knob_factor("dropout", ("0", "0.3"), space, str(DIGITS))
+    study = optuna.create_study()  # Optuna's in-memory storage: the same enqueue and state logic
+    bases = draw_bases(space, factor, "sweep-a", 3, digits_splits)
+    assert enqueue_missing(study, space, factor, bases[:2]) == 6
+    assert enqueue_missing(study, space, factor, bases[:2]) == 0  # waiting arms are not queued twice
+    waiting = study.get_trials(deepcopy=False)
+    assert [t.user_attrs[SWEEP_ARM] for t in waiting] == [ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE] * 2
+    assert waiting[1].system_attrs["fixed_params"] == {**bases[0], "dropout": 0.3}
+    for reason in ("interrupted", "nan_loss"):  # pops pair 0's reference, then its treatment
+        trial = study.ask()
+        trial.set_user_attr(FAILURE_REASON, reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    # The cut reference is trained again, the treatment failed on its own (done), pair 2 is new.
+    assert enqueue_missing(study, space, factor, bases) == 4
+    added = [(t.user_attrs[SWEEP_PAIR], t.user_attrs[SWEEP_ARM]) for t in study.get_trials(deepcopy=False)[6:]]
+    assert added == [(0, ARM_REFERENCE), (2, ARM_REFERENCE), (2, ARM_TREATMENT), (2, ARM_REPLICATE)]
+    assert enqueue_missing(study, space, factor, bases) == 0
+
+
+# --- the pairing: seeded kernels and the hashes that prove it ----------------------------------
+
+
+BASE = {"n_conv_blocks": 2, "filters": 8, "filter_growth": 2.0, "kernel_size": 3, "dense_units": 32,
+        "dropout": 0.0, "batch_norm": False, "l2": 0.0, "batch_size": 32}
+
+
+def arm_hashes(hp: dict, splits, seed: int) -> tuple[str, str]:  # noqa: ANN001
+    """Build the arm as train_trial does (global seed, then seeded kernels) and hash it."""
+    import keras
+
+    from study.model import build_model
+    from study.pairing import first_batch_hash, kernel_hash, seed_kernels
+    from study.training import train_dataset
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(hp, splits.input_shape, splits.num_classes)
+    seed_kernels(model, seed)
+    batches = first_batch_hash(train_dataset(splits.x_train, splits.y_train, hp["batch_size"], seed))
+    return kernel_hash(model), batches
+
+
+@pytest.mark.parametrize(("knob", "treatment"), [("l2", 1e-3), ("dropout", 0.3), ("batch_norm", True)])
+def test_arms_of_a_pair_share_init_and_first_batch_and_pairs_differ(knob: str, treatment: object,
+                                                                    digits_splits) -> None:  # noqa: ANN001
+    pair_0, pair_1 = pair_seed(f"sweep-{knob}", 0), pair_seed(f"sweep-{knob}", 1)
+    reference = arm_hashes(BASE, digits_splits, pair_0)
+    assert arm_hashes({**BASE, knob: treatment}, digits_splits, pair_0) == reference
+    assert arm_hashes(BASE, digits_splits, pair_0) == reference  # the replicate
+    other = arm_hashes(BASE, digits_splits, pair_1)
+    assert other[0] != reference[0] and other[1] != reference[1]
+
+
+def test_seeded_kernels_are_glorot_uniform_with_zero_biases(digits_splits) -> None:  # noqa: ANN001
+    """Keras's default distribution, worked out by hand: U(-limit, limit), limit = sqrt(6 / (fan_in +
+    fan_out)), fans of a k x k conv = k*k*channels; the variance of U(-a, a) is a^2 / 3."""
+    import keras
+
+    from study.model import build_model
+    from study.pairing import seed_kernels, weighted_layers
+
+    model = build_model({**BASE, "dense_units": 256}, digits_splits.input_shape, 10)
+    seed_kernels(model, 3)
+    conv, dense = weighted_layers(model)[1], weighted_layers(model)[2]
+    # 8x8 pooled twice is 2x2, so the dense layer sees 2 * 2 * 16 = 64 inputs
+    assert tuple(conv.kernel.shape) == (3, 3, 8, 16) and tuple(dense.kernel.shape) == (64, 256)
+    for layer, fan_in, fan_out in ((conv, 9 * 8, 9 * 16), (dense, 64, 256)):
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        limit = math.sqrt(6 / (fan_in + fan_out))
+        assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+        assert kernel.var() == pytest.approx(limit ** 2 / 3, rel=0.1)
+        assert not keras.ops.convert_to_numpy(layer.bias).any()
+
+
+def test_without_seeded_kernels_a_dropout_layer_changes_the_other_layers_weights(digits_splits) -> None:  # noqa: ANN001
+    """Why sweeps seed each kernel: Keras's own initialisation is not paired across arms."""
+    import keras
+
+    from study.model import build_model
+    from study.pairing import kernel_hash
+
+    hashes = []
+    for dropout in (0.0, 0.3):
+        keras.utils.set_random_seed(5)
+        hashes.append(kernel_hash(build_model({**BASE, "dropout": dropout}, digits_splits.input_shape, 10)))
+    assert hashes[0] != hashes[1]
+
+
+# --- one real sweep: digits, real Optuna journal, real MLflow SQLite store ------------------------
+
+SMOKE = ["--data", "digits", "--factor", "dropout=0,0.3", "--pairs", "2",
+         "--set", "train.epochs=1", "--set", "data.train_size=400"]
+STUDY = "sweep-dropout=0,0.3-seed0"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("sweep")
+    stores = ["--storage", str(folder / "optuna.journal"), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    first = run_cli("study", "sweep", *SMOKE, *stores, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    again = run_cli("study", "sweep", *SMOKE, *stores, timeout=600)
+    return {"folder": folder, "first": first, "again": again, "trials": trials, "storage": storage}
+
+
+def trial_runs(folder: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweep-digits-smoke")
+    return client.search_runs([experiment.experiment_id], "tags.run_role = 'trial'")
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_every_arm_paired_and_logs_it(swept: dict) -> None:
+    trials = swept["trials"]
+    assert "SMOKE RUN on digits" in swept["first"].stdout
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    arms = [(t.user_attrs[SWEEP_PAIR], t.user_attrs[SWEEP_ARM], t.user_attrs[SWEEP_LEVEL]) for t in trials]
+    assert arms == [(0, ARM_REFERENCE, "0"), (0, ARM_TREATMENT, "0.3"), (0, ARM_REPLICATE, "0"),
+                    (1, ARM_REFERENCE, "0"), (1, ARM_TREATMENT, "0.3"), (1, ARM_REPLICATE, "0")]
+    for pair in (trials[:3], trials[3:]):
+        assert [t.params["dropout"] for t in pair] == [0.0, 0.3, 0.0]
+        rest = [{k: v for k, v in t.params.items() if k != "dropout"} for t in pair]
+        assert rest[0] == rest[1] == rest[2]  # one base configuration per pair
+        for key in (SWEEP_INIT_HASH, SWEEP_BATCH_HASH):
+            assert len({t.user_attrs[key] for t in pair}) == 1
+    for key in (SWEEP_INIT_HASH, SWEEP_BATCH_HASH):
+        assert trials[0].user_attrs[key] != trials[3].user_attrs[key]
+    runs = {int(r.data.tags["optuna.trial_number"]): r.data.params for r in trial_runs(swept["folder"])}
+    assert sorted(runs) == list(range(6))
+    for trial in trials:
+        params = runs[trial.number]
+        for key in (SWEEP_FACTOR, SWEEP_LEVEL, SWEEP_PAIR, SWEEP_ARM, SWEEP_INIT_HASH, SWEEP_BATCH_HASH):
+            assert params[key] == str(trial.user_attrs[key])
+        assert params[SWEEP_FACTOR] == "dropout" and float(params["dropout"]) == trial.params["dropout"]
+
+
+@pytest.mark.slow
+def test_a_rerun_trains_nothing_that_is_done(swept: dict) -> None:
+    again = swept["again"]
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"[{STUDY}] all 6 arms of 2 pairs are done" in again.stdout and "started" not in again.stdout
+    trials = optuna.load_study(study_name=STUDY, storage=swept["storage"]).get_trials()
+    assert [(t.number, t.state.name, t.datetime_complete) for t in trials] == [
+        (t.number, t.state.name, t.datetime_complete) for t in swept["trials"]]
+    assert len(trial_runs(swept["folder"])) == 6
