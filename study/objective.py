@@ -25,7 +25,7 @@ from study.model import InfeasibleArchitecture
 from study.pairing import PairingProbe
 from study.sampling import suggest_params
 from study.storage import HOST, own_process_token
-from study.sweep import arm_of, pair_seed
+from study.sweep import arm_of, pair_seed, pinned_level
 from study.tracking import Tracker
 from study.training import EpochEvaluator, NonFiniteLoss, TrialTimeout, train_dataset, train_trial
 
@@ -167,7 +167,8 @@ class Objective:
         trial.set_user_attr("host", HOST)
         trial.set_user_attr("process_token", own_process_token())  # before the pid: every pid has its life
         trial.set_user_attr("pid", os.getpid())
-        hp = suggest_params(trial, config.space)
+        # A sweep arm's level of a knob the space pins off reaches the net here.
+        hp = {**suggest_params(trial, config.space), **pinned_level(config.space, arm_of(trial.user_attrs))}
         self._skip_if_over_cost_cap(trial, hp)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,

@@ -31,8 +31,6 @@ if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
 
 # Settings that change the data, not the net: their arms share base and seed, not the data.
 DATA_FACTORS = ("data.label_noise", "data.class_imbalance")
-# Knobs the knobs branch adds to study/model.py; until a space has them, a sweep refuses them.
-PENDING_KNOBS = ("label_smoothing", "clipnorm", "l1", "adamw", "class_weight", "focal_gamma")
 DEFAULT_PAIRS = 100
 SEED_BOUND = 2 ** 31  # Keras and TensorFlow seeds fit a signed 32-bit integer
 
@@ -187,13 +185,14 @@ def _knob_level_problem(space: SearchSpace, name: str, value: Any) -> str | None
 
 def _knob_problem(space: SearchSpace, space_file: str, name: str) -> str | None:
     """Why the space cannot sweep this knob, or None: the sweep must be what sets it."""
+    from study.space import KNOB_OFF
+
     if name not in space.params:
-        if name in PENDING_KNOBS:
-            return (f"{space_file} has no {name} knob yet (it comes with the knobs branch: study/model.py); "
-                    "a sweep of it waits for that")
         return (f"unknown factor; one of the space's knobs ({', '.join(space.searched())}) "
                 f"or {', '.join(DATA_FACTORS)}")
     hp = space.params[name]
+    if hp.role == "fixed" and name in KNOB_OFF:
+        return None  # a remedy pinned off in the space (cnn.yaml): the sweep turns it, arm by arm
     if hp.role == "fixed":
         return f"{space_file} (or --set) fixes {name}={hp.value!r}; a sweep varies a knob the space samples"
     if hp.ranges:
@@ -214,6 +213,8 @@ def check_knob_factor(name: str, levels: tuple[str, ...], space: SearchSpace, sp
     if problem:
         raise SweepError(f"--factor {name}={','.join(levels)}: {problem}")
     hp = space.params[name]
+    if hp.role == "fixed":
+        return _distinct(Factor(name, levels, tuple(_pinned_value(name, level, space_file) for level in levels)))
     values = []
     for level in levels:
         value = _level_value(level)
@@ -224,6 +225,26 @@ def check_knob_factor(name: str, levels: tuple[str, ...], space: SearchSpace, sp
             raise SweepError(f"--factor {name}={','.join(levels)}: level {level}: {problem}")
         values.append(value)
     return _distinct(Factor(name, levels, tuple(values)))
+
+
+def _pinned_value(name: str, level: str, space_file: str) -> Any:
+    """A pinned-off knob's level, checked as the space checks a `--set params.NAME=level`."""
+    from study.space import SpaceError, load_space
+
+    try:
+        return load_space(space_file, [f"params.{name}={level}"]).params[name].value
+    except SpaceError as exc:
+        raise SweepError(f"--factor {name}: level {level}: {str(exc).splitlines()[0]}") from None
+
+
+def pinned_level(space: SearchSpace, arm: SweepArm | None) -> dict[str, Any]:
+    """The arm's value of a knob the space pins (Optuna samples only what the space searches, so
+    the level reaches the net here, not through the enqueued params); {} otherwise."""
+    hp = space.params.get(arm.factor) if arm else None
+    if hp is None or hp.role != "fixed":
+        return {}
+    value = _level_value(arm.level)
+    return {arm.factor: float(value) if hp.type == "float" and isinstance(value, (int, float)) else value}
 
 
 def check_overrides(name: str, user_overrides: list[str], switch: str | None) -> None:
@@ -237,8 +258,8 @@ def check_overrides(name: str, user_overrides: list[str], switch: str | None) ->
 
 def level_params(space: SearchSpace, factor: Factor, value: Any) -> dict[str, Any]:
     """The knob values one level enqueues (a data factor's live in the data instead)."""
-    if factor.changes_data:
-        return {}
+    if factor.changes_data or space.params[factor.name].role == "fixed":
+        return {}  # a data factor lives in the data, a pinned knob in `pinned_level`
     switch = condition_switch(space, factor.name)
     if switch is None:
         return {factor.name: value}

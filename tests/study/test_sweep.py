@@ -32,7 +32,8 @@ DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
     (["--factor", "batch_norm=false,maybe"], "level maybe: 'maybe' is not true or false"),
     (["--factor", "data.label_noise=0,1.5"], "level 1.5"),
     (["--factor", "dropout=0,0.0"], "the levels must differ"),
-    (["--factor", "label_smoothing=0,0.1"], "no label_smoothing knob yet (it comes with the knobs branch"),
+    (["--factor", "label_smoothing=0,1.5"], "--factor label_smoothing: level 1.5: "),
+    (["--factor", "weight_decay=0,0.01"], "acts only under optimizer: adamw"),
     (["--factor", "dropout=0,0.3", "--set", "params.dropout=0.1"], "--set params.dropout=0.1: the sweep of dropout"),
     (["--factor", "l2=0,1e-3", "--set", "params.use_l2=true"], "use_l2 is fixed, and the sweep must set it"),
     (["--factor", "dropout=0,0.3", "--factor", "dropout=0,0.2"], "--factor dropout: given twice"),
@@ -295,3 +296,39 @@ def test_a_rerun_trains_nothing_that_is_done(swept: dict) -> None:
     assert [(t.number, t.state.name, t.datetime_complete) for t in trials] == [
         (t.number, t.state.name, t.datetime_complete) for t in swept["trials"]]
     assert len(trial_runs(swept["folder"])) == 6
+
+
+def test_a_knob_the_space_pins_off_is_swept_arm_by_arm() -> None:
+    from study.sweep import SweepArm, pinned_level
+
+    space = load_space(CNN)
+    factor = check_knob_factor("label_smoothing", ("0", "0.1"), space, str(CNN))
+    assert factor.values == (0.0, 0.1)
+    assert level_params(space, factor, 0.1) == {}  # Optuna samples only what the space searches
+    assert pinned_level(space, SweepArm("label_smoothing", "0.1", 0, ARM_TREATMENT)) == {"label_smoothing": 0.1}
+    assert pinned_level(space, SweepArm("dropout", "0.3", 0, ARM_TREATMENT)) == {}  # a sampled knob
+    assert pinned_level(space, None) == {}
+
+
+@pytest.mark.slow
+def test_a_label_smoothing_sweep_trains_the_treatment_smoothed(tmp_path: Path) -> None:
+    """The level reaches the net: the treatment's val_loss is the smoothed objective, above the
+    plain cross-entropy; the reference's val_loss is the cross-entropy (no L2 is drawn off here,
+    so the test reads the penalty from the difference of the reference and allows it)."""
+    from mlflow.tracking import MlflowClient
+
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    done = run_cli("study", "sweep", "--data", "digits", "--factor", "label_smoothing=0,0.1", "--pairs", "1",
+                   "--set", "train.epochs=1", "--set", "data.train_size=400", *stores, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.get_experiment_by_name("sweep-digits-smoke")
+    runs = {r.data.params[SWEEP_ARM]: r for r in client.search_runs([experiment.experiment_id],
+                                                                    "tags.run_role = 'trial'")}
+    assert sorted(runs) == sorted([ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE])
+    assert [float(runs[arm].data.params["label_smoothing"]) for arm in (ARM_REFERENCE, ARM_TREATMENT)] == [0.0, 0.1]
+    gap = {arm: runs[arm].data.metrics["val_loss"] - runs[arm].data.metrics["val_crossentropy"] for arm in runs}
+    # Smoothing adds s * (mean over classes of -log p - (-log p_true)) > 0 to the loss of a net
+    # that is at all confident; the reference's gap is its L2 penalty only, equal in its replicate.
+    assert gap[ARM_TREATMENT] > gap[ARM_REFERENCE] + 1e-3
+    assert gap[ARM_REFERENCE] == pytest.approx(gap[ARM_REPLICATE], abs=1e-6)
