@@ -115,7 +115,8 @@ def readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, times
         f"- Trials trained: {sum(times['states'].values())} ({states}); draws skipped by the cost cap "
         f"(no training, no MLflow run): {times['skipped_over_cap']} of {times['draws']}.",
         f"- Wall time: {span:.2f} h from the first trial's start to the last one's end "
-        f"({times['trial_hours']:.2f} h inside trials; runs paused and resumed in between count in the first).",
+        f"({times['trial_hours']:.2f} trial-hours, summed over the worker processes that trained side by side; "
+        "pauses between runs count in the wall time, not in the trial-hours).",
         f"- Machine: {machine()}.", "",
         "## Numbers (from summary.json; 95% CIs)", "", *numbers_table(summary), "",
         "Read `report.md` (or `index.html`) for every statistic, its definition and the figures.", ""])
