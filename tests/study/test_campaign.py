@@ -145,7 +145,8 @@ def test_export_has_one_row_per_trial_and_epoch_in_the_published_column_order(sm
     assert list(table.columns[:7]) == ["study", "trial", "epoch", "val_loss", "val_crossentropy", "val_accuracy",
                                        "test_accuracy"]
     assert list(table.columns[-3:]) == ["experiment", "run_id", "git_commit"]
-    assert len(table) == (TRIALS + 1) * 2 and table.groupby("trial")["epoch"].apply(list).tolist() == [[0, 1]] * (TRIALS + 1)
+    assert len(table) == (TRIALS + 1) * 2
+    assert table.groupby("trial")["epoch"].apply(list).tolist() == [[0, 1]] * (TRIALS + 1)
     assert {"learning_rate", "batch_size", "data.n_val", "train.epochs", "loss", "lr", "state"} <= set(table.columns)
     assert table["run_id"].nunique() == TRIALS + 1 and table["git_commit"].str.fullmatch(r"[0-9a-f]{40}").all()
 
