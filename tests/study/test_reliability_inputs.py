@@ -100,38 +100,29 @@ def runs_by_study(tracking_uri: str, experiment: str) -> dict[str, dict[str, lis
 
 
 @pytest.mark.slow
-def test_hostile_study_name_cannot_take_over_another_study(tmp_path: Path) -> None:
+def test_hostile_quoted_study_name_runs_resumes_and_cannot_take_over_another_study(tmp_path: Path) -> None:
+    """One experiment and one study name holding both quote kinds: the hostile study runs beside
+    its victim without touching it, and its re-run finds its own study run again. (Two tests
+    in four searches before; these three check the same.)"""
+    experiment = "o'brien \"lab\""
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    victim = search(tmp_path, "--experiment", "shared", "--study-name", "victim")
+    victim = search(tmp_path, "--experiment", experiment, "--study-name", "victim")
     assert victim.returncode == 0, victim.stderr
-    before = runs_by_study(tracking_uri, "shared")["victim"]
+    before = runs_by_study(tracking_uri, experiment)["victim"]
 
-    hostile_name = "victim' AND tags.run_role != 'x"
-    hostile = search(tmp_path, "--experiment", "shared", "--study-name", hostile_name)
-    assert hostile.returncode == 0, hostile.stderr
-    after = runs_by_study(tracking_uri, "shared")
+    hostile_name = "victim' AND tags.run_role != 'x\""  # pasted into a filter, it matched the victim
+    for trials in ("1", "2"):  # the second run resumes the hostile study
+        hostile = search(tmp_path, "--experiment", experiment, "--study-name", hostile_name, "--trials", trials)
+        assert hostile.returncode == 0, hostile.stderr
+    after = runs_by_study(tracking_uri, experiment)
     victim_run, = after["victim"]["study"]
     assert victim_run.info.run_id == before["study"][0].info.run_id
     assert victim_run.data.tags == before["study"][0].data.tags  # not re-tagged
     assert [r.info.run_id for r in after["victim"]["trial"]] == [r.info.run_id for r in before["trial"]]
-    hostile_run, = after[hostile_name]["study"]
-    assert hostile_run.info.run_id != victim_run.info.run_id
-    hostile_trial, = after[hostile_name]["trial"]
-    assert hostile_trial.data.tags[PARENT_RUN_ID] == hostile_run.info.run_id
-
-
-@pytest.mark.slow
-def test_quotes_in_experiment_and_study_name_run_and_resume(tmp_path: Path) -> None:
-    experiment = "o'brien \"lab\""
-    first = search(tmp_path, "--experiment", experiment)
-    assert first.returncode == 0, first.stderr
-    again = search(tmp_path, "--experiment", experiment, "--trials", "2")
-    assert again.returncode == 0, again.stderr
-    runs = runs_by_study(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment)[f"{experiment}-seed0"]
-    study_run, = runs["study"]  # the re-run found its study run again
-    assert study_run.info.status == "FINISHED"
-    assert len(runs["trial"]) == 2
-    assert {r.data.tags[PARENT_RUN_ID] for r in runs["trial"]} == {study_run.info.run_id}
+    hostile_run, = after[hostile_name]["study"]  # the re-run found its study run again
+    assert hostile_run.info.run_id != victim_run.info.run_id and hostile_run.info.status == "FINISHED"
+    assert len(after[hostile_name]["trial"]) == 2
+    assert {r.data.tags[PARENT_RUN_ID] for r in after[hostile_name]["trial"]} == {hostile_run.info.run_id}
 
 
 # --- item 5: spaces, seeds and names that cannot run are refused before anything exists --
