@@ -104,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--noise-replicates", type=int, default=200, metavar="N",
                    help="bootstrap replicates over validation images for the validation-noise "
                         "section (MLflow input with outcomes.npz; 0 skips it)")
+    _store_commands(sub)
+    _compare_command(sub)
+    return p
+
+
+def _store_commands(sub: argparse._SubParsersAction) -> None:
+    """`export` and `publish`: a store's trials as one table, and a campaign's results folder."""
     x = sub.add_parser("export", help="one CSV row per trial and epoch (metrics, params, run id, commit)")
     x.add_argument("--experiment", action="append", required=True, metavar="NAME")
     x.add_argument("--tracking-uri", default=None)
@@ -115,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
                                                      "or mlruns/optuna.journal)")
     pub.add_argument("--out", type=Path, default=None, help="default results/<experiment>/")
     pub.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples")
+
+
+def _compare_command(sub: argparse._SubParsersAction) -> None:
+    """`compare`: published campaigns side by side."""
     cmp = sub.add_parser("compare", help="published campaigns' regimes side by side, each difference tested")
     cmp.add_argument("--csv", type=Path, action="append", required=True, metavar="FILE",
                      help="a campaign's epochs.csv.gz (twice or more; the first is the reference)")
@@ -124,7 +135,6 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--k", type=int, nargs="+", default=[10, 20], metavar="K",
                      help="study sizes to quote (each at most the smallest campaign's trials)")
-    return p
 
 
 def _log_report(tracking_uri: str, experiment: str, out: Path, summary: dict) -> str:

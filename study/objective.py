@@ -161,7 +161,8 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", self.run_id)
         return self.run_id
 
-    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+    def _start(self, trial: optuna.Trial) -> tuple[dict[str, Any], str]:
+        """The trial's values and its MLflow run, or PRUNED before any run if over the cost cap."""
         ctx, config = self.context, self.context.config
         # First, so a crash at any later point leaves a trial another process can diagnose.
         trial.set_user_attr("host", HOST)
@@ -177,7 +178,11 @@ class Objective:
         trial.set_user_attr("mlflow_run_id", run_id)
         print(f"[{ctx.study_name}] trial {trial.number} started: "
               + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
+        return hp, run_id
 
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        ctx, config = self.context, self.context.config
+        hp, run_id = self._start(trial)
         # Best weights are kept only for the model upload, which lean trials skip.
         best_metric = None if config.objective == "both" or config.trial_artifacts == "lean" else config.objective
 
