@@ -79,9 +79,7 @@ def test_a_larger_trials_rerun_draws_new_parameters(resumed_digits_search: dict)
 
 @pytest.mark.slow
 def test_a_baseline_interrupted_by_ctrl_c_is_trained_on_the_rerun(stores: dict[str, str], tmp_path: Path) -> None:
-    # 20 epochs keep trial 0 running for seconds, long enough to be caught mid-way; the re-run
-    # trains the baseline in full (60 epochs trained three times as long and checked no more).
-    args = digits_search(stores, "--trials", "2", "--set", "train.epochs=20")
+    args = digits_search(stores, "--trials", "2", "--set", "train.epochs=60")
     log = tmp_path / "first.log"
     proc = start_cli(*args, log=log)
     try:
