@@ -187,7 +187,7 @@ server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|pos
 	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)'))
 
-test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~505 tests in TEST_WORKERS=2 processes: 21 min of pytest, 23 min from a fresh clone)
+test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~607 tests in TEST_WORKERS=2 processes: 20 min of pytest, 25 min from a fresh clone)
 	$(call banner,tests)
 	# --durations: the slowest tests are named in every run, where the time goes is never a guess
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
