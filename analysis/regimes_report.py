@@ -17,6 +17,7 @@ from analysis.errors import AnalysisInputError
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
+README = "README.md"
 # What each regime changes (study/campaign.py); the report says it beside the numbers.
 REGIME_NOTES = {
     "campaign-balanced": "all ten classes equally often",
@@ -67,7 +68,29 @@ def run(paths: Sequence[Path], out: Path, *, n_boot: int, n_perm: int, seed: int
                "differences": comparison.differences.to_dict(orient="records")}
     (out / SUMMARY).write_text(json.dumps(jsonable(summary), indent=1))
     (out / REPORT).write_text(markdown(comparison, sources, figure))
-    return [SUMMARY, REPORT, figure]
+    (out / README).write_text(readme(paths, out, comparison, n_boot, n_perm, seed))
+    return [SUMMARY, REPORT, figure, README]
+
+
+def readme(paths: Sequence[Path], out: Path, comparison: regimes.Comparison, n_boot: int, n_perm: int,
+           seed: int) -> str:
+    """How this folder was made: the command, the commit, the machine and the counts; each
+    campaign's own README holds its wall time."""
+    from datetime import datetime, timezone
+
+    from analysis.publish import git_commit, machine
+
+    trials = comparison.regimes.drop_duplicates("regime")[["regime", "trials"]].itertuples(index=False)
+    csvs = " ".join(f"--csv {path}" for path in paths)
+    return "\n".join([
+        "# Campaign regimes compared", "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from commit `{git_commit()}` on {machine()}; "
+        "every file here, this one too, is written by the command below, none by hand.", "",
+        "```", "make compare", f"# = python -m analysis compare {csvs} --out {out} --bootstrap {n_boot} "
+        f"--permutations {n_perm} --seed {seed}", "```", "",
+        "Trials per regime (each campaign's README, beside its epochs.csv.gz, has its wall time): "
+        + ", ".join(f"{row.regime} {int(row.trials)}" for row in trials) + ".", "",
+        "Read `report.md` for the rates, the differences and their tests."]) + "\n"
 
 
 def _interval(value: float, low: float, high: float, scale: float = 100.0) -> str:

@@ -148,6 +148,8 @@ def test_compare_command_end_to_end(tmp_path):
     assert difference["difference"] == pytest.approx(0.5) and 0 < difference["p_value"] <= 1
     assert (out / "report.md").read_text().startswith("# Campaign regimes compared")
     assert (out / "regimes_vs_k.png").stat().st_size > 0
+    readme = (out / "README.md").read_text()
+    assert "make compare" in readme and "campaign-balanced 4, campaign-label_noise 4" in readme
 
 
 @pytest.mark.parametrize("case", ["one csv", "missing file", "two studies", "negative bootstrap", "k of 1"])
