@@ -78,7 +78,11 @@ def complete_trials(scored: pd.DataFrame) -> pd.DataFrame:
 
 def pool_columns(scored: pd.DataFrame) -> PoolColumns:
     """`complete_trials`' per-trial arrays."""
-    complete = complete_trials(scored)
+    return columns_of(complete_trials(scored))
+
+
+def columns_of(complete: pd.DataFrame) -> PoolColumns:
+    """The per-trial arrays of trials already filtered and ordered by `complete_trials`."""
     scores = {m: complete[m].to_numpy(float) for m in RULES if m in complete}
     test_at = {m: complete[f"test_accuracy_at_{m}"].to_numpy(float) for m in scores
                if f"test_accuracy_at_{m}" in complete}
@@ -116,7 +120,7 @@ def pool_table(scored: pd.DataFrame, *, n_boot: int, seed: int, max_k: int = MAX
     table = pd.DataFrame({"k": ks, **point_estimates(columns, ks)})
     with_ci = np.array([k for k in CI_KS if k <= ks[-1]])
     rng = np.random.default_rng(seed)
-    draws = [point_estimates(_resample(columns, rng.integers(0, n, n)), with_ci) for _ in range(n_boot)]
+    draws = [point_estimates(resample_columns(columns, rng.integers(0, n, n)), with_ci) for _ in range(n_boot)]
     rows = np.searchsorted(ks, with_ci)
     for name in table.columns.drop("k"):
         lo, hi = np.full(len(ks), np.nan), np.full(len(ks), np.nan)
@@ -127,7 +131,7 @@ def pool_table(scored: pd.DataFrame, *, n_boot: int, seed: int, max_k: int = MAX
     return table
 
 
-def _resample(columns: PoolColumns, rows: np.ndarray) -> PoolColumns:
+def resample_columns(columns: PoolColumns, rows: np.ndarray) -> PoolColumns:
     return PoolColumns({m: v[rows] for m, v in columns.scores.items()},
                        {m: v[rows] for m, v in columns.test_at.items()}, columns.accuracy[rows])
 

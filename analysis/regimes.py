@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.pool import QUOTED_KS, PoolColumns, complete_trials, point_estimates
+from analysis.pool import QUOTED_KS, PoolColumns, columns_of, complete_trials, point_estimates, resample_columns
 
 EPOCH_RATE = "epoch_disagree"
 # The statistics a comparison quotes, in the report's order (each at every quoted k but the
@@ -50,12 +50,8 @@ def regime_pool(name: str, scored: pd.DataFrame, epoch_verdicts: pd.DataFrame | 
         verdicts = epoch_verdicts[["study", "trial", "disagree"]].rename(columns={"disagree": "_epoch"})
         trials = scored.merge(verdicts, on=["study", "trial"], how="left")
     complete = complete_trials(trials)
-    scores = {m: complete[m].to_numpy(float) for m in ("val_loss", "val_crossentropy", "val_accuracy")
-              if m in complete}
-    test_at = {m: complete[f"test_accuracy_at_{m}"].to_numpy(float) for m in scores
-               if f"test_accuracy_at_{m}" in complete}
     epoch = complete["_epoch"].astype(float).to_numpy() if "_epoch" in complete else np.full(len(complete), np.nan)
-    return RegimePool(name, PoolColumns(scores, test_at, complete["val_accuracy"].to_numpy(float)), epoch)
+    return RegimePool(name, columns_of(complete), epoch)
 
 
 def size(pool: RegimePool) -> int:
@@ -63,10 +59,7 @@ def size(pool: RegimePool) -> int:
 
 
 def resample(pool: RegimePool, rows: np.ndarray) -> RegimePool:
-    columns = pool.columns
-    return RegimePool(pool.name, PoolColumns({m: v[rows] for m, v in columns.scores.items()},
-                                             {m: v[rows] for m, v in columns.test_at.items()},
-                                             columns.accuracy[rows]), pool.epoch_disagree[rows])
+    return RegimePool(pool.name, resample_columns(pool.columns, rows), pool.epoch_disagree[rows])
 
 
 def join(first: RegimePool, second: RegimePool) -> RegimePool:
