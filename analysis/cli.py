@@ -195,8 +195,9 @@ def report(args: argparse.Namespace) -> int:
     if sweep is not None:
         from analysis.sweeps import analyse_sweep
 
-        analysis.summary["sweep"] = analyse_sweep(*sweep, n_boot=args.bootstrap, seed=args.bootstrap_seed,
-                                                  k=args.sweep_k)
+        arms, epochs, running = sweep
+        analysis.summary["sweep"] = analyse_sweep(arms, epochs, n_boot=args.bootstrap, seed=args.bootstrap_seed,
+                                                  k=args.sweep_k, running=running)
     if tracking_uri is not None and args.noise_replicates:
         from analysis.outcomes import iter_study_outcomes
         from analysis.store import open_store
@@ -247,11 +248,11 @@ def _sweep_input(args: argparse.Namespace, ds):
         raw = pd.read_parquet(args.csv, columns=wanted)
     else:  # levels and pair ids as written, not as numbers
         raw = pd.read_csv(args.csv, usecols=wanted, dtype={c: str for c in sweeps.ARM_COLUMNS if c in wanted})
-    arms = sweeps.arms_table(raw, args.study_col, args.trial_col)
+    arms, running = sweeps.split_running_pairs(sweeps.arms_table(raw, args.study_col, args.trial_col))
     epochs = sweeps.with_epoch_metric(ds.epochs, raw, "val_ece", study_col=args.study_col,
                                       trial_col=args.trial_col, epoch_col=args.epoch_col,
                                       epoch_base=ds.source.get("epoch_base", 0))
-    return arms, epochs
+    return arms, epochs, running
 
 
 def export(args: argparse.Namespace) -> int:

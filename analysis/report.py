@@ -751,6 +751,11 @@ def _sweep(doc: Doc, summary: dict) -> None:
     if sweep["columns_missing"]:
         doc.p("Not computed (the table has no such column): outcomes from "
               + ", ".join(code(c) for c in sweep["columns_missing"]) + ".")
+    if sweep["pairs_running"]:
+        named = "; ".join(f"{r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
+                          for r in sweep["pairs_running"])
+        doc.p(f"Left out, still being trained (the last pair of its study, some arms not yet run): "
+              f"{literal(named)}. Re-run the sweep to finish it.")
     if sweep["trials_not_analysed"]:
         doc.p(f"{len(sweep['trials_not_analysed'])} trials of the sweep have no usable epochs (see "
               "Exclusions) and are left out of every difference they belong to; the pairs column "

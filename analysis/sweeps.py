@@ -136,13 +136,38 @@ def _check_factor(factor: str, rows: pd.DataFrame) -> None:
                                  f"{reference}, a treatment does not)")
     if not (rows[ARM] == ARM_TREATMENT).any():
         raise AnalysisInputError(f"factor {factor!r} has no treatment arm: nothing to compare")
-    expected = set(zip(rows[ARM], rows[LEVEL]))
-    for pair, arms in rows.groupby(PAIR):
-        lacking = expected - set(zip(arms[ARM], arms[LEVEL]))
-        if lacking:
+    running = set(_last_pairs(rows))
+    for pair, lacking in _lacking_arms(rows).items():
+        if pair not in running:
             names = ", ".join(f"{arm} {level}" for arm, level in sorted(lacking))
             raise AnalysisInputError(f"factor {factor!r} pair {pair} lacks arm(s) {names}: every pair "
                                      "of a factor needs the same arms")
+
+
+def _lacking_arms(rows: pd.DataFrame) -> dict[str, set[tuple[str, str]]]:
+    """One factor's pairs that lack some (arm, level) another pair has, with what they lack."""
+    expected = set(zip(rows[ARM], rows[LEVEL]))
+    lacking = {pair: expected - set(zip(arms[ARM], arms[LEVEL])) for pair, arms in rows.groupby(PAIR)}
+    return {pair: missing for pair, missing in lacking.items() if missing}
+
+
+def _last_pairs(rows: pd.DataFrame) -> list[str]:
+    """The highest pair of each study: a sweep trains its pairs in order, arm after arm, so
+    while it runs only that pair may lack arms."""
+    return [max(group[PAIR], key=_natural) for _, group in rows.groupby("study")]
+
+
+def split_running_pairs(arms: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """The checked `arms_table` without the pairs a sweep is still training (a study's last
+    pair, lacking arms), and those pairs with the arms they lack, for the report to name."""
+    running = []
+    for factor, rows in arms.groupby(FACTOR, sort=True):
+        for pair, lacking in _lacking_arms(rows).items():
+            running.append({"factor": str(factor), "pair": str(pair),
+                            "lacking": [f"{arm} {level}" for arm, level in sorted(lacking)]})
+    dropped = {(r["factor"], r["pair"]) for r in running}
+    keep = [(factor, pair) not in dropped for factor, pair in zip(arms[FACTOR], arms[PAIR])]
+    return arms[keep].reset_index(drop=True), running
 
 
 def _natural(value: str):
@@ -366,9 +391,10 @@ def level_rows(values: pd.DataFrame, factor: str, arms: Arms, loss: str, *, n_bo
 
 
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,
-                  k: int = K) -> dict:
+                  k: int = K, running: list[dict] = ()) -> dict:
     """The `sweep` block of summary.json: the factors, every effect beside its A/A floor,
-    the per-level means, and the trials the analysis could not use."""
+    the per-level means, the trials the analysis could not use, and the pairs left out
+    because the sweep is still training them (`running`, from `split_running_pairs`)."""
     losses = [loss for loss in LOSSES if loss in epochs and epochs[loss].notna().any()]
     factors, comparisons, levels = [], [], []
     for loss in losses:
@@ -390,6 +416,7 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
             "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "pair"},
             "comparisons": comparisons, "levels": levels,
             "trials_not_analysed": unused[[*KEY, *ARM_COLUMNS]].to_dict(orient="records"),
+            "pairs_running": list(running),
             "columns_missing": absent}
 
 

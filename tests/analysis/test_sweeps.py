@@ -278,6 +278,26 @@ def test_bad_arms_are_named(drop, message):
         sweeps.arms_table(_broken(drop))
 
 
+def _running(table: pd.DataFrame, pair: int) -> pd.DataFrame:
+    """The table as a running sweep leaves it: l2's pair `pair` has only its reference so far."""
+    return table[~((table[FACTOR] == "l2") & (table[PAIR] == pair) & (table[ARM] != ARM_REFERENCE))]
+
+
+def test_a_running_sweeps_last_pair_is_left_out_and_named():
+    table = _running(sweep_table(), L2_PAIRS - 1)
+    arms, running = sweeps.split_running_pairs(sweeps.arms_table(table))
+    assert running == [{"factor": "l2", "pair": str(L2_PAIRS - 1),
+                        "lacking": ["replicate 0", "treatment 1e-2", "treatment 1e-3", "treatment 1e-4"]}]
+    assert arms.loc[arms[FACTOR] == "l2", PAIR].nunique() == L2_PAIRS - 1
+    assert arms.loc[arms[FACTOR] == "data.label_noise", PAIR].nunique() == NOISE_PAIRS
+    sweep = sweeps.analyse_sweep(arms, _epochs(table), n_boot=0, seed=0, running=running)
+    assert sweep["pairs_running"] == running
+    assert [f["pairs"] for f in sweep["factors"]] == [NOISE_PAIRS, L2_PAIRS - 1]
+    # only the last pair may lack arms: an earlier one is a table whose pairs do not match
+    with pytest.raises(AnalysisInputError, match="factor 'l2' pair 4 lacks arm"):
+        sweeps.arms_table(_running(sweep_table(), 4))
+
+
 def test_a_factor_swept_by_two_studies_pools_their_pairs():
     table = sweep_table()
     l2 = table[table[FACTOR] == "l2"]
@@ -337,6 +357,16 @@ def test_cli_adds_the_sweep_section(tmp_path):
         assert (out / f"sweep_forest_{outcome.name}.png").is_file()
     assert (out / "sweep_dose_l2.png").is_file() and not (out / "sweep_dose_data_label_noise.png").exists()
     assert "sweep_forest_epoch_disagree.png" in (out / "index.html").read_text()
+
+
+def test_cli_reports_a_running_sweep_without_its_last_pair(tmp_path):
+    path = tmp_path / "sweep.csv"
+    _running(sweep_table(), L2_PAIRS - 1).to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(path), *EXPORT_FLAGS, "--out", str(out), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / SUMMARY_JSON).read_text())["sweep"]["pairs_running"][0]["pair"] == str(L2_PAIRS - 1)
+    assert f"l2 pair {L2_PAIRS - 1} (lacks replicate 0, treatment 1e-2, treatment 1e-3, treatment 1e-4)" in (out / "report.md").read_text()
 
 
 def test_cli_bad_sweep_exits_2_with_one_line_and_writes_nothing(tmp_path):
