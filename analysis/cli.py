@@ -115,7 +115,7 @@ def _store_commands(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--experiment", action="append", required=True, metavar="NAME")
     x.add_argument("--tracking-uri", default=None)
     x.add_argument("--out", type=Path, required=True, help="e.g. results/<campaign>/epochs.csv.gz")
-    pub = sub.add_parser("publish", help="a campaign's results/<campaign>/: export, report and README.md")
+    pub = sub.add_parser("publish", help="a campaign's (or sweep's) results/<experiment>/: export, report and README.md")
     pub.add_argument("--experiment", required=True, metavar="NAME", help="e.g. campaign-balanced")
     pub.add_argument("--tracking-uri", default=None)
     pub.add_argument("--storage", default=None, help="the campaign's Optuna journal (default: STUDY_STORAGE "

@@ -42,10 +42,16 @@ def http_answers(url: str) -> bool:
         return False
 
 
+# Every CLI a test starts: TensorFlow's C++ log quiet, and a Python traceback on a native crash
+# (a SIGABRT once ended a Ctrl-C'd search in CI, "free(): invalid pointer", and has not been
+# reproduced since: if it comes back, the log says where).
+CLI_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1"}
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path | None = None
             ) -> subprocess.CompletedProcess:
     """Run `python -m <args>` from the project venv, as a user would."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {**os.environ, **CLI_ENV, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd or PROJECT_ROOT)
 

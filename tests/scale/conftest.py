@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from study.storage import open_storage
 from study.contract import FAILURE_REASON, ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, TRIAL_NUMBER, TRIAL_STATE
-from tests.conftest import FASHION_DIR, PROJECT_ROOT, free_port, require
+from tests.conftest import CLI_ENV, FASHION_DIR, PROJECT_ROOT, free_port, require
 
 # The smallest real trial: 1 epoch on a few hundred images of a 1-block net.
 TINY = ["--set", "data.train_size=256", "--set", "data.val_size=128", "--set", "data.test_size=128",
@@ -44,7 +44,7 @@ def start_cli(*args: str, env: dict | None = None, log: Path | None = None) -> s
     """`python -m <args>` in the background, its own process group, output to a file."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", *args], cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, start_new_session=True)
+                            env={**os.environ, **CLI_ENV, **(env or {})}, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen) -> None:

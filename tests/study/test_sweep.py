@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -285,6 +286,24 @@ def test_a_sweep_trains_every_arm_paired_and_logs_it(swept: dict) -> None:
         for key in (SWEEP_FACTOR, SWEEP_LEVEL, SWEEP_PAIR, SWEEP_ARM, SWEEP_INIT_HASH, SWEEP_BATCH_HASH):
             assert params[key] == str(trial.user_attrs[key])
         assert params[SWEEP_FACTOR] == "dropout" and float(params["dropout"]) == trial.params["dropout"]
+
+
+@pytest.mark.slow
+def test_publish_writes_a_sweeps_export_paired_report_and_readme(swept: dict, tmp_path: Path) -> None:
+    folder, out = swept["folder"], tmp_path / "published"
+    proc = run_cli("analysis", "publish", "--experiment", "sweep-digits-smoke", "--tracking-uri",
+                   f"sqlite:///{folder / 'mlflow.db'}", "--storage", str(folder / "optuna.journal"),
+                   "--out", str(out), "--bootstrap", "50", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "epochs.csv.gz").is_file()
+    sweep = json.loads((out / "summary.json").read_text())["sweep"]
+    assert [(f["factor"], f["pairs"], f["replicate"]) for f in sweep["factors"]] == [("dropout", 2, True)]
+    assert "## The sweep: what each factor changes" in (out / "report.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Sweep `sweep-digits-smoke`")
+    assert "- `dropout`: reference 0, treatment(s) 0.3; 2 complete pairs with an A/A replicate" in readme
+    assert "- Trials: 6 (6 COMPLETE)." in readme
+    assert "| dropout: 0.3 vs 0 | epoch_disagree |" in readme
 
 
 @pytest.mark.slow
