@@ -60,10 +60,10 @@ show_urls = $(if $(STORAGE)$(TRACKING),@printf 'storage %s  tracking %s\n' "$${S
 server_backend = $(patsubst postgresql://%,postgresql+psycopg2://%,$(or $(BACKEND),sqlite:///$(CURDIR)/mlruns/mlflow.db))
 tracking_uri = $(or $(TRACKING),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 ifneq ($(STORAGE),)
-search campaign sweep publish report dashboard: export STUDY_STORAGE := $(STORAGE)
+search campaign sweep publish publish-sweep report dashboard: export STUDY_STORAGE := $(STORAGE)
 endif
 ifneq ($(TRACKING),)
-search campaign sweep publish report: export MLFLOW_TRACKING_URI := $(TRACKING)
+search campaign sweep publish publish-sweep report: export MLFLOW_TRACKING_URI := $(TRACKING)
 endif
 ui: export MLFLOW_BACKEND_STORE_URI := $(tracking_uri)
 server: export MLFLOW_BACKEND_STORE_URI := $(server_backend)
@@ -82,7 +82,7 @@ define banner
 	@printf '\n\033[1m== %s ==\033[0m\n' "$(1)"
 endef
 
-.PHONY: help setup data search search-quick campaign sweep publish compare report ui dashboard server test test-fast bench clean clean-runs
+.PHONY: help setup data search search-quick campaign sweep publish publish-sweep compare report ui dashboard server test test-fast bench clean clean-runs
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -158,6 +158,11 @@ publish: setup ## A campaign's results/campaign-$(REGIME)/: its export, report a
 	$(call banner,publish campaign-$(REGIME))
 	$(show_urls)
 	@$(PY) -m analysis publish --experiment campaign-$(REGIME)
+
+publish-sweep: setup ## The sweeps' results/sweep/: their export, the paired report and README.md (after `make sweep`; a running sweep's last pairs left out)
+	$(call banner,publish sweep)
+	$(show_urls)
+	@$(PY) -m analysis publish --experiment sweep
 
 compare: setup ## The published regimes side by side, each difference tested, into results/regimes/ (after `make publish`)
 	$(call banner,compare $(REGIMES))
