@@ -153,8 +153,9 @@ def _lacking_arms(rows: pd.DataFrame) -> dict[str, set[tuple[str, str]]]:
 
 def _last_pairs(rows: pd.DataFrame) -> list[str]:
     """The highest pair of each study: a sweep trains its pairs in order, arm after arm, so
-    while it runs only that pair may lack arms."""
-    return [max(group[PAIR], key=_natural) for _, group in rows.groupby("study")]
+    while it runs only that pair may lack arms. Pooled pairs are named study/pair: the number
+    after the slash orders them (as text, pair 9 would come after pair 10)."""
+    return [max(group[PAIR], key=lambda pair: _natural(pair.rsplit("/", 1)[-1])) for _, group in rows.groupby("study")]
 
 
 def split_running_pairs(arms: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:

@@ -296,6 +296,11 @@ def test_a_running_sweeps_last_pair_is_left_out_and_named():
     # only the last pair may lack arms: an earlier one is a table whose pairs do not match
     with pytest.raises(AnalysisInputError, match="factor 'l2' pair 4 lacks arm"):
         sweeps.arms_table(_running(sweep_table(), 4))
+    # pooled over two studies, pairs are named study/pair; the last is pair 11, not pair 9
+    l2 = sweep_table()[lambda t: t[FACTOR] == "l2"]
+    second = _running(l2.assign(study="sweep-l2-seed1"), L2_PAIRS - 1)
+    _, running = sweeps.split_running_pairs(sweeps.arms_table(pd.concat([l2, second], ignore_index=True)))
+    assert [r["pair"] for r in running] == [f"sweep-l2-seed1/{L2_PAIRS - 1}"]
 
 
 def test_a_factor_swept_by_two_studies_pools_their_pairs():
