@@ -137,7 +137,8 @@ def publish(experiment: str, tracking_uri: str, storage: str, out: Path, n_boot:
         raise AnalysisInputError(f"--storage {storage}: no such Optuna journal")
     table = export([experiment], tracking_uri, out / EXPORT_NAME)
     if is_sweep(table.columns):
-        return publish_sweep(experiment, table, out, n_boot)
+        times = [study_times(storage, str(name)) for name in table["study"].unique()]
+        return publish_sweep(experiment, table, times, out, n_boot)
     studies = table["study"].unique()
     if len(studies) != 1:
         raise AnalysisInputError(f"--experiment {experiment}: {len(studies)} studies; a campaign is one study")
@@ -175,7 +176,16 @@ def _interval(effect: dict) -> str:
     return f"{effect['difference']:+.3f} {ci}"
 
 
-def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, flags: str) -> str:
+def _sweep_hours(times: list[dict]) -> str:
+    starts = [t["first_start"] for t in times if t["first_start"]]
+    ends = [t["last_end"] for t in times if t["last_end"]]
+    span = (max(ends) - min(starts)).total_seconds() / 3600 if starts else 0.0
+    return (f"{span:.2f} h from the first trial's start to the last one's end, pauses between runs included "
+            f"({sum(t['trial_hours'] for t in times):.2f} trial-hours)")
+
+
+def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, flags: str,
+                 times: list[dict]) -> str:
     rel = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
     sweep = summary["sweep"]
     trials = table.drop_duplicates(["study", "trial"])
@@ -183,7 +193,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
     factors = [f"- `{f['factor']}`: reference {f['reference_level']}, treatment(s) {', '.join(f['levels'])}; "
                f"{f['pairs']} complete pairs{' with an A/A replicate' if f['replicate'] else ''}"
                for f in sweep["factors"]]
-    running = [f"- still training, left out: {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
+    running = [f"- left out, lacking arms (still to be trained): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]
     return "\n".join([
         f"# Sweep `{experiment}`", "",
@@ -197,6 +207,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
         "## What was run", "",
         f"- Set-up: {_setup(table)}.",
         f"- Trials: {len(trials)} ({states}).", *factors, *running,
+        f"- Wall time: {_sweep_hours(times)}.",
         f"- Machine: {machine()}.", "",
         "## Numbers (from summary.json; the val_loss rule; differences are treatment − reference, paired)", "",
         *_sweep_numbers(summary), "",
@@ -205,8 +216,9 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
         "Read `report.md` for both rules, every outcome and the figures.", ""])
 
 
-def publish_sweep(experiment: str, table: pd.DataFrame, out: Path, n_boot: int) -> Path:
-    """CSV-mode report and README for a sweep experiment already exported into `out`."""
+def publish_sweep(experiment: str, table: pd.DataFrame, times: list[dict], out: Path, n_boot: int) -> Path:
+    """CSV-mode report and README for a sweep experiment already exported into `out`
+    (`times`: `study_times` of each of its studies)."""
     import json
     import shlex
 
@@ -219,5 +231,5 @@ def publish_sweep(experiment: str, table: pd.DataFrame, out: Path, n_boot: int) 
     if code != 0:
         raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
     summary = json.loads((out / "summary.json").read_text())
-    (out / "README.md").write_text(sweep_readme(experiment, out, table, summary, flags))
+    (out / "README.md").write_text(sweep_readme(experiment, out, table, summary, flags, times))
     return out

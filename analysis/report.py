@@ -754,8 +754,8 @@ def _sweep(doc: Doc, summary: dict) -> None:
     if sweep["pairs_running"]:
         named = "; ".join(f"{r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                           for r in sweep["pairs_running"])
-        doc.p(f"Left out, still being trained (the last pair of its study, some arms not yet run): "
-              f"{literal(named)}. Re-run the sweep to finish it.")
+        doc.p(f"Left out, pairs lacking arms (a sweep still running trains them later: the current "
+              f"pair, and arms cut before they logged): {literal(named)}. Re-run the sweep to finish them.")
     if sweep["trials_not_analysed"]:
         doc.p(f"{len(sweep['trials_not_analysed'])} trials of the sweep have no usable epochs (see "
               "Exclusions) and are left out of every difference they belong to; the pairs column "

@@ -113,7 +113,8 @@ def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "tr
 
 def _check_factor(factor: str, rows: pd.DataFrame) -> None:
     """Every pair has one reference at the factor's one reference level, the replicate (if any
-    pair has it) at that level, and one treatment at every other level."""
+    pair has it) at that level, and one treatment at every other level; every study of the
+    factor has every arm (a pair lacking some is a pair still running: `split_running_pairs`)."""
     slots = rows.groupby([PAIR, ARM, LEVEL]).size()
     if (slots > 1).any():
         pair, arm, level = slots[slots > 1].index[0]
@@ -136,11 +137,12 @@ def _check_factor(factor: str, rows: pd.DataFrame) -> None:
                                  f"{reference}, a treatment does not)")
     if not (rows[ARM] == ARM_TREATMENT).any():
         raise AnalysisInputError(f"factor {factor!r} has no treatment arm: nothing to compare")
-    running = set(_last_pairs(rows))
-    for pair, lacking in _lacking_arms(rows).items():
-        if pair not in running:
-            names = ", ".join(f"{arm} {level}" for arm, level in sorted(lacking))
-            raise AnalysisInputError(f"factor {factor!r} pair {pair} lacks arm(s) {names}: every pair "
+    expected = set(zip(rows[ARM], rows[LEVEL]))
+    for study, group in rows.groupby("study", sort=True):
+        absent = expected - set(zip(group[ARM], group[LEVEL]))
+        if absent:
+            names = ", ".join(f"{arm} {level}" for arm, level in sorted(absent))
+            raise AnalysisInputError(f"factor {factor!r} study {study!r} has no arm {names}: every study "
                                      "of a factor needs the same arms")
 
 
@@ -151,24 +153,25 @@ def _lacking_arms(rows: pd.DataFrame) -> dict[str, set[tuple[str, str]]]:
     return {pair: missing for pair, missing in lacking.items() if missing}
 
 
-def _last_pairs(rows: pd.DataFrame) -> list[str]:
-    """The highest pair of each study: a sweep trains its pairs in order, arm after arm, so
-    while it runs only that pair may lack arms. Pooled pairs are named study/pair: the number
-    after the slash orders them (as text, pair 9 would come after pair 10)."""
-    return [max(group[PAIR], key=lambda pair: _natural(pair.rsplit("/", 1)[-1])) for _, group in rows.groupby("study")]
-
-
 def split_running_pairs(arms: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """The checked `arms_table` without the pairs a sweep is still training (a study's last
-    pair, lacking arms), and those pairs with the arms they lack, for the report to name."""
+    """The checked `arms_table` without the pairs that lack arms, and those pairs with the
+    arms they lack, for the report to name. A running sweep has them: the pair it is
+    training, and pairs whose arm was cut before it logged (the sweep re-queues that arm
+    after its other pairs)."""
     running = []
     for factor, rows in arms.groupby(FACTOR, sort=True):
-        for pair, lacking in _lacking_arms(rows).items():
+        for pair, lacking in sorted(_lacking_arms(rows).items(), key=lambda item: _pair_order(item[0])):
             running.append({"factor": str(factor), "pair": str(pair),
                             "lacking": [f"{arm} {level}" for arm, level in sorted(lacking)]})
     dropped = {(r["factor"], r["pair"]) for r in running}
     keep = [(factor, pair) not in dropped for factor, pair in zip(arms[FACTOR], arms[PAIR])]
     return arms[keep].reset_index(drop=True), running
+
+
+def _pair_order(pair: str) -> tuple:
+    """Pairs by study, then by number (a pooled pair is named study/pair)."""
+    study, _, number = pair.rpartition("/")
+    return study, _natural(number)
 
 
 def _natural(value: str):

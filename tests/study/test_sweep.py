@@ -302,7 +302,7 @@ def test_publish_writes_a_sweeps_export_paired_report_and_readme(swept: dict, tm
     readme = (out / "README.md").read_text()
     assert readme.startswith("# Sweep `sweep-digits-smoke`")
     assert "- `dropout`: reference 0, treatment(s) 0.3; 2 complete pairs with an A/A replicate" in readme
-    assert "- Trials: 6 (6 COMPLETE)." in readme
+    assert "- Trials: 6 (6 COMPLETE)." in readme and "trial-hours)." in readme
     # 2 pairs, fewer than k = 10: no P(disagree | k) difference, shown as a dash
     assert "| dropout: 0.3 vs 0 | disagree_at_k | 2 | – | – | no |" in readme
 
