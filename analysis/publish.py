@@ -47,6 +47,12 @@ def study_times(storage: str, study_name: str) -> dict:
             "trial_hours": seconds / 3600, "first_start": first, "last_end": last}
 
 
+def wall_hours(first_start: datetime | None, last_end: datetime | None) -> float:
+    """Hours from the first trial's start to the last one's end (pauses between runs included);
+    0 before any trial has run."""
+    return (last_end - first_start).total_seconds() / 3600 if first_start else 0.0
+
+
 def git_commit() -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     return proc.stdout.strip() or "unknown"
@@ -103,7 +109,7 @@ def numbers_table(summary: dict) -> list[str]:
 
 def readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, times: dict, flags: str) -> str:
     states = ", ".join(f"{count} {state}" for state, count in sorted(times["states"].items()))
-    span = (times["last_end"] - times["first_start"]).total_seconds() / 3600 if times["first_start"] else 0.0
+    span = wall_hours(times["first_start"], times["last_end"])
     rel = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
     return "\n".join([
         f"# Campaign `{experiment}`", "",
@@ -179,7 +185,7 @@ def _interval(effect: dict) -> str:
 def _sweep_hours(times: list[dict]) -> str:
     starts = [t["first_start"] for t in times if t["first_start"]]
     ends = [t["last_end"] for t in times if t["last_end"]]
-    span = (max(ends) - min(starts)).total_seconds() / 3600 if starts else 0.0
+    span = wall_hours(min(starts), max(ends)) if starts else 0.0
     return (f"{span:.2f} h from the first trial's start to the last one's end, pauses between runs included "
             f"({sum(t['trial_hours'] for t in times):.2f} trial-hours)")
 
