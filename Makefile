@@ -159,10 +159,10 @@ publish: setup ## A campaign's results/campaign-$(REGIME)/: its export, report a
 	$(show_urls)
 	@$(PY) -m analysis publish --experiment campaign-$(REGIME)
 
-publish-sweep: setup ## The sweeps' results/sweep/: their export, the paired report and README.md (after `make sweep`; a running sweep's last pairs left out)
+publish-sweep: setup ## The sweeps' results/sweeps/: their export, the paired report and README.md (after `make sweep`; a running sweep's last pairs left out)
 	$(call banner,publish sweep)
 	$(show_urls)
-	@$(PY) -m analysis publish --experiment sweep
+	@$(PY) -m analysis publish --experiment sweep --out results/sweeps
 
 compare: setup ## The published regimes side by side, each difference tested, into results/regimes/ (after `make publish`)
 	$(call banner,compare $(REGIMES))
