@@ -41,6 +41,7 @@ from typing import Any
 
 from benchmarks.common import (DEFAULT_SPACE, Options, Row, environment, load_space, load_splits, markdown_table,
                                quiet, read_result, write_results)
+from benchmarks.hardware import gemm_peak_gflops
 
 NAME = "search_efficiency"
 SEARCHERS = ("default_study", "tpe_no_pruning", "kerastuner_hyperband")
@@ -304,7 +305,10 @@ def measure_efficiency(quick: bool = False, seeds: int = SEEDS, budget: float | 
             if done is not None:
                 print(f"search_efficiency: {searcher} seed {seed}: kept from the last run", flush=True)
             else:
-                done = {"seed": seed, **one_run(searcher, seed, space, splits, Watch(targets, budget), max_epochs)}
+                # the budget is absolute, so each run records how fast the shared machine was then
+                speed = round(gemm_peak_gflops(), 1)
+                done = {"seed": seed, "gemm_gflops_at_start": speed,
+                        **one_run(searcher, seed, space, splits, Watch(targets, budget), max_epochs)}
                 print(f"search_efficiency: {searcher} seed {seed}: {done}", flush=True)
             runs[searcher].append(done)
             payload = payload_of(quick, protocol, runs, seeds, splits, targets, budget)
@@ -346,7 +350,15 @@ def table_of(payload: dict[str, Any]) -> str:
         table += f"\nSpeed-up of the default study to {target}: {text or 'not computed'}.\n"
     return table + (f"\nCold start (no enqueued trial for any searcher), {len(payload['runs'].get('default_study', []))}"
                     f" of {payload['seeds']} seeds done, budget {budget:.0f} s, {STOP_RULE}; a miss counts as the "
-                    f"budget.\n")
+                    f"budget.\n") + machine_speed_line(payload["runs"])
+
+
+def machine_speed_line(runs: dict[str, list[dict[str, Any]]]) -> str:
+    speeds = [run["gemm_gflops_at_start"] for items in runs.values() for run in items if "gemm_gflops_at_start" in run]
+    if not speeds:
+        return ""
+    return (f"Machine speed at each run's start (float32 GEMM, as in `hardware`): {min(speeds)}-{max(speeds)} "
+            f"GFLOP/s, median {statistics.median(speeds)}.\n")
 
 
 def run(options: Options) -> dict[str, Any]:
