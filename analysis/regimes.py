@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import combinations
 from typing import NamedTuple
+from zlib import crc32
 
 import numpy as np
 import pandas as pd
@@ -134,15 +135,15 @@ def compare(pools: Sequence[RegimePool], *, n_boot: int, n_perm: int, seed: int,
     """Each pool on its own, then each pair (a later regime against an earlier one, the
     first given being the reference of the others)."""
     usable = usable_ks(pools, ks)
-    rng = np.random.default_rng(seed)
     points = {pool.name: pd.Series(statistics(pool, usable)) for pool in pools}
-    draws = {pool.name: _draws(pool, usable, n_boot, rng) for pool in pools}
+    draws = {pool.name: _draws(pool, usable, n_boot, _stream(seed, pool.name)) for pool in pools}
     rows = [{"regime": pool.name, "trials": size(pool), "statistic": name, "value": value,
              **dict(zip(("lo", "hi"), _interval(draws[pool.name][name]) if n_boot else (np.nan, np.nan)))}
             for pool in pools for name, value in points[pool.name].items()]
     pairs = []
     for reference, other in combinations(pools, 2):
-        p_values = permutation_p(other, reference, usable, n_perm, rng) if n_perm else {}
+        p_values = permutation_p(other, reference, usable, n_perm, _stream(seed, reference.name, other.name)) \
+            if n_perm else {}
         for name in points[other.name].index:
             spread = draws[other.name][name] - draws[reference.name][name] if n_boot else pd.Series(dtype=float)
             low, high = _interval(spread) if n_boot else (np.nan, np.nan)
@@ -153,6 +154,12 @@ def compare(pools: Sequence[RegimePool], *, n_boot: int, n_perm: int, seed: int,
                                                "p_value"])
     differences["p_holm"] = differences.groupby("statistic")["p_value"].transform(_holm)
     return Comparison(pd.DataFrame(rows), differences, usable)
+
+
+def _stream(seed: int, *names: str) -> np.random.Generator:
+    """One random stream per regime (and per pair), so that a regime's interval does not
+    move when another regime gains trials or the regimes are given in another order."""
+    return np.random.default_rng([seed, *(crc32(name.encode()) for name in names)])
 
 
 def _holm(p_values: pd.Series) -> pd.Series:

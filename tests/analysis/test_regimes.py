@@ -93,6 +93,24 @@ def test_intervals_cover_the_point_and_one_pool_has_no_spread():
     assert comparison.differences["p_value"].isna().all()  # no permutations asked for
 
 
+def test_a_regimes_interval_does_not_depend_on_the_other_regimes():
+    """Each regime resamples from its own stream: adding trials to one regime, or giving
+    the regimes in another order, leaves the other's interval as it was."""
+    # 12 trials with distinct values, so resamples give many different rates
+    split = pool_of("split", loss=[0.1 * i for i in range(1, 13)], accuracy=[0.5, 0.9, 0.7, 0.6, 0.8, 0.4] * 2)
+    small = pool_of("agree", **AGREE)
+    larger = pool_of("agree", loss=AGREE["loss"] * 3, accuracy=AGREE["accuracy"] * 3)
+
+    def interval(pools):
+        rates = regimes.compare(pools, n_boot=50, n_perm=0, seed=3, ks=(2,)).regimes.set_index(["regime", "statistic"])
+        return tuple(rates.loc[("split", "disagree_val_loss@2"), ["lo", "hi"]])
+
+    first = interval([small, split])
+    assert 0 < first[0] < first[1] < 1  # inside (0, 1), so an equality below is not trivial
+    assert interval([larger, split]) == first
+    assert interval([split, small]) == first
+
+
 def test_holm_matches_statsmodels():
     p_values = pd.Series([0.01, 0.04, 0.03, np.nan])
     expected = multipletests([0.01, 0.04, 0.03], method="holm")[1]
