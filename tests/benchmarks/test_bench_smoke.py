@@ -114,6 +114,7 @@ def test_search_efficiency_is_cold_per_target_and_resumes(tmp_path, capsys) -> N
         assert [r["seed"] for r in runs] == [0], searcher
         assert [r["enqueued_trials"] for r in runs] == [0], searcher  # nobody starts from an enqueued trial
         assert set(runs[0]["time_to_target_s"]) == {"0.00", "0.05"}
+        assert _positive_finite(runs[0]["gemm_gflops_at_start"]), searcher  # the machine's speed at the run
     assert set(second["speedups"]["0.05"]) == {"kerastuner_hyperband", "tpe_no_pruning"}
     assert _positive_finite(second["speedups"]["0.00"]["kerastuner_hyperband"]["value"])
     rows = search_efficiency.summary_rows(second)
