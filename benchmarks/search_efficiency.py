@@ -6,15 +6,19 @@ per-epoch test metrics), at most 9 epochs per trial, 900 s budget per run, targe
 0.90 validation accuracy, >= 3 seeds. Searchers:
 
 - `default_study`: this project's default study through `study.search.run_search` (the
-  sampler and pruner that `SearchConfig` defaults to, today TPE + Hyperband; MLflow into a
-  temporary sqlite store, per-epoch test evaluation included), but **cold**: the space's
-  `baseline:` is emptied, so no trial is enqueued. If the default changes, this searcher
-  follows it and the two anchors below stay;
-- `tpe_no_pruning`: the same with `--pruner none`;
+  sampler and pruner that `SearchConfig` defaults to, today TPE + Hyperband, and the default
+  space's cost cap `train.max_cost`; MLflow into a temporary sqlite store, per-epoch test
+  evaluation included), but **cold**: `baseline=False`, so no trial is enqueued. If the
+  default changes, this searcher follows it and the two anchors below stay;
+- `tpe_no_pruning`: TPE with `--pruner none` on the space without a cost cap;
 - `kerastuner_hyperband`: KerasTuner Hyperband (max_epochs=9, factor=3) on our own
   `study.model.build_model`, wrapped as a `keras_tuner.HyperModel` over the same YAML space
-  (conditional knobs via `hp.conditional_scope`, same LR schedules, optimizers, augmentation
-  in tf.data, batch size as a hyperparameter, validation every epoch at batch 1024).
+  without a cost cap (conditional knobs via `hp.conditional_scope`, same LR schedules,
+  optimizers, augmentation in tf.data, batch size as a hyperparameter, validation every
+  epoch at batch 1024).
+
+Each run records its searcher's settings; a re-run keeps a stored run only while they are
+unchanged, so a new default redoes the default study's seeds and keeps the anchors'.
 
 No searcher gets an enqueued trial (`warm_start: false` in the JSON; every Optuna run
 records how many enqueued trials its study held: 0). Time to a target = wall time from the
@@ -93,21 +97,27 @@ def target_key(target: float) -> str:
     return f"{target:.2f}"
 
 
-def cold(space):
-    """The space without its `baseline:`: `create_study` then enqueues nothing."""
-    return space.model_copy(update={"baseline": {}})
+def uncapped(space):
+    """The space without a cost cap: the anchors search it as they always did, so a change of
+    the default (cnn.yaml's `train.max_cost`) is measured against the same two anchors."""
+    return space.model_copy(update={"train": space.train.model_copy(update={"max_cost": None})})
 
 
-def optuna_settings(searcher: str) -> dict[str, str]:
-    """The default study's sampler and pruner are the product's defaults; the anchor is fixed."""
+def searcher_settings(searcher: str, space) -> dict[str, Any]:
+    """What defines a searcher's runs: a stored run is reused only while these are unchanged.
+    The default study follows the product's defaults (sampler, pruner, the space's cost cap);
+    the anchors are fixed."""
     from study.config import SearchConfig
 
     if searcher == "default_study":
-        return {name: SearchConfig.model_fields[name].default for name in ("sampler", "pruner")}
-    return {"sampler": "tpe", "pruner": "none"}
+        return {**{name: SearchConfig.model_fields[name].default for name in ("sampler", "pruner")},
+                "max_cost": space.train.max_cost}
+    if searcher == "tpe_no_pruning":
+        return {"sampler": "tpe", "pruner": "none", "max_cost": None}
+    return {"tuner": "hyperband", "factor": 3, "max_cost": None}
 
 
-def run_optuna(settings: dict[str, str], seed: int, space, splits, folder: Path, watch: Watch) -> dict[str, Any]:
+def run_optuna(settings: dict[str, Any], seed: int, space, splits, folder: Path, watch: Watch) -> dict[str, Any]:
     import optuna
 
     from study.config import SearchConfig
@@ -122,9 +132,11 @@ def run_optuna(settings: dict[str, str], seed: int, space, splits, folder: Path,
     tracker = Tracker(tracking_uri)
     tracker.client.search_experiments(max_results=1)  # schema creation is not search time
     name = f"efficiency-{settings['sampler']}-{settings['pruner']}-seed{seed}"
+    # cold: baseline=False enqueues nothing (the space keeps its baseline as the cost cap's unit)
     config = SearchConfig(space_file=str(DEFAULT_SPACE), space=space, trials=None, timeout=watch.budget + 5,
                           experiment="bench-efficiency", study_name=name, seed=seed, objective="val_accuracy",
-                          storage=storage, tracking_uri=tracking_uri, **settings)
+                          storage=storage, tracking_uri=tracking_uri, baseline=False,
+                          sampler=settings["sampler"], pruner=settings["pruner"])
     prepared = [PreparedStudy(name, seed, open_storage(storage))]
     hooks = TrialHooks(on_epoch=lambda trial, epoch, row: watch.epoch(row["val_accuracy"], trial))
     watch.start = time.monotonic()
@@ -263,24 +275,29 @@ def summarize(runs: dict[str, list[dict[str, Any]]], targets: tuple[float, ...],
 
 
 def protocol_of(targets: tuple[float, ...], budget: float, max_epochs: int, space, splits) -> dict[str, Any]:
-    """What must match for a stored seed to be reused by a later run."""
+    """What every searcher's runs share; a stored run is reused only under the same protocol
+    (and its searcher's unchanged settings, `reusable`)."""
     return {"targets": [target_key(t) for t in targets], "budget_s": budget, "max_epochs": max_epochs,
-            "data": splits.sizes(), "warm_start": False, "stop_rule": STOP_RULE, "space_sha": space.sha(),
-            "default_study": optuna_settings("default_study")}
+            "data": splits.sizes(), "warm_start": False, "stop_rule": STOP_RULE,
+            "space_sha": uncapped(space).sha()}
 
 
-def stored_runs(protocol: dict[str, Any], results_dir) -> dict[str, list[dict[str, Any]]]:
-    stored = read_result(NAME, results_dir)
+def reusable(stored: dict[str, Any], protocol: dict[str, Any], settings: dict[str, dict[str, Any]]
+             ) -> dict[str, list[dict[str, Any]]]:
+    """The stored runs a new run keeps: same protocol, and each run's searcher settings as
+    they are now (a changed default redoes the default study's seeds, not the anchors')."""
     if stored.get("protocol") != protocol:
         return {}
-    return stored.get("runs", {})
+    return {searcher: [run for run in runs if run.get("settings") == settings.get(searcher)]
+            for searcher, runs in stored.get("runs", {}).items()}
 
 
 def one_run(searcher: str, seed: int, space, splits, watch: Watch, max_epochs: int) -> dict[str, Any]:
+    searched = space if searcher == "default_study" else uncapped(space)
     with tempfile.TemporaryDirectory(prefix=f"bench-{searcher}-") as folder:
         if searcher == "kerastuner_hyperband":
-            return run_kerastuner(seed, space, splits, Path(folder), watch, max_epochs)
-        return run_optuna(optuna_settings(searcher), seed, space, splits, Path(folder), watch)
+            return run_kerastuner(seed, searched, splits, Path(folder), watch, max_epochs)
+        return run_optuna(searcher_settings(searcher, space), seed, searched, splits, Path(folder), watch)
 
 
 def measure_efficiency(quick: bool = False, seeds: int = SEEDS, budget: float | None = None,
@@ -294,11 +311,15 @@ def measure_efficiency(quick: bool = False, seeds: int = SEEDS, budget: float | 
     overrides = [f"data.train_size={train_size}", f"data.val_size={val_size}", f"train.epochs={max_epochs}"]
     if test_size:  # smoke tests only: the protocol keeps the official test set
         overrides.append(f"data.test_size={test_size}")
-    space = cold(load_space(overrides))
+    space = load_space(overrides)
     splits = load_splits(space)
     protocol = protocol_of(targets, budget, max_epochs, space, splits)
-    previous = stored_runs(protocol, results_dir)
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in searchers}
+    settings = {searcher: searcher_settings(searcher, space) for searcher in SEARCHERS}
+    previous = reusable(read_result(NAME, results_dir), protocol, settings)
+    # a searcher not run this time keeps its stored seeds, so runs can be split across calls
+    runs: dict[str, list[dict[str, Any]]] = {
+        name: [] if name in searchers else [r for r in previous.get(name, []) if r["seed"] < seeds]
+        for name in SEARCHERS}
     for seed in range(seeds):
         for searcher in searchers:
             done = next((r for r in previous.get(searcher, []) if r["seed"] == seed), None)
@@ -307,7 +328,7 @@ def measure_efficiency(quick: bool = False, seeds: int = SEEDS, budget: float | 
             else:
                 # the budget is absolute, so each run records how fast the shared machine was then
                 speed = round(gemm_peak_gflops(), 1)
-                done = {"seed": seed, "gemm_gflops_at_start": speed,
+                done = {"seed": seed, "settings": settings[searcher], "gemm_gflops_at_start": speed,
                         **one_run(searcher, seed, space, splits, Watch(targets, budget), max_epochs)}
                 print(f"search_efficiency: {searcher} seed {seed}: {done}", flush=True)
             runs[searcher].append(done)

@@ -178,3 +178,21 @@ def test_a_missed_seed_counts_as_the_budget_and_makes_the_speedup_a_lower_bound(
     assert shown["speed-up to 0.90 vs tpe_no_pruning (median, 3/3 seeds, cold)"] == (
         "≥ 3.0", "meets goal (lower bound: the anchor missed)")
     assert shown["default study best val acc in 900 s (median)"] == (0.905, "meets goal")
+
+
+def test_a_changed_default_redoes_its_own_seeds_and_keeps_the_anchors() -> None:
+    """A stored run is kept only under the same protocol and its searcher's settings as they
+    are now: a new default study (here a cost cap) is measured again, the anchors are not."""
+    from benchmarks.search_efficiency import reusable
+
+    old_default = {"sampler": "tpe", "pruner": "hyperband", "max_cost": None}
+    new_default = {**old_default, "max_cost": 6.0}
+    anchor = {"sampler": "tpe", "pruner": "none", "max_cost": None}
+    stored = {"protocol": {"budget_s": 900.0},
+              "runs": {"default_study": [{"seed": 0, "settings": old_default}],
+                       "tpe_no_pruning": [{"seed": 0, "settings": anchor}, {"seed": 1}]}}  # seed 1: no record
+    kept = reusable(stored, {"budget_s": 900.0}, {"default_study": new_default, "tpe_no_pruning": anchor})
+    assert kept == {"default_study": [], "tpe_no_pruning": [{"seed": 0, "settings": anchor}]}
+    same = reusable(stored, {"budget_s": 900.0}, {"default_study": old_default, "tpe_no_pruning": anchor})
+    assert same["default_study"] == [{"seed": 0, "settings": old_default}]
+    assert reusable(stored, {"budget_s": 300.0}, {"default_study": old_default}) == {}  # another protocol

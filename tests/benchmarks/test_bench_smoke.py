@@ -95,7 +95,8 @@ def test_search_efficiency_is_cold_per_target_and_resumes(tmp_path, capsys) -> N
 
     _efficiency(tmp_path, seeds=1, searchers=("default_study",))
     first = json.loads((tmp_path / "search_efficiency.json").read_text())
-    assert first["finished_seeds"] == {"default_study": 1}
+    assert first["finished_seeds"] == {"default_study": 1, "tpe_no_pruning": 0, "kerastuner_hyperband": 0}
+    assert first["complete"] is False
     capsys.readouterr()
 
     _efficiency(tmp_path, seeds=1)  # all three searchers now: default_study's seed 0 is there already
@@ -108,8 +109,9 @@ def test_search_efficiency_is_cold_per_target_and_resumes(tmp_path, capsys) -> N
     assert second["targets"] == ["0.00", "0.05"]
     from study.config import SearchConfig  # the default study follows the product's defaults
 
-    assert second["protocol"]["default_study"] == {name: SearchConfig.model_fields[name].default
-                                                   for name in ("sampler", "pruner")}
+    assert second["runs"]["default_study"][0]["settings"] == {  # the product's defaults, cnn.yaml's cap
+        **{name: SearchConfig.model_fields[name].default for name in ("sampler", "pruner")}, "max_cost": 6.0}
+    assert second["runs"]["tpe_no_pruning"][0]["settings"]["max_cost"] is None  # the anchors: no cap
     for searcher, runs in second["runs"].items():
         assert [r["seed"] for r in runs] == [0], searcher
         assert [r["enqueued_trials"] for r in runs] == [0], searcher  # nobody starts from an enqueued trial

@@ -51,8 +51,11 @@ def test_relative_cost_worked_by_hand() -> None:
 
 
 def test_a_space_without_a_cap_keeps_its_hash_so_its_studies_resume() -> None:
-    assert load_space(CNN).sha() == "0d1fe7e1a8024bd8"  # the hash before the cap existed
-    assert load_space(CNN, ["train.max_cost=6"]).sha() != load_space(CNN).sha()
+    uncapped = load_space(CNN, ["train.max_cost=null"])
+    assert uncapped.train.max_cost is None
+    assert uncapped.sha() == "0d1fe7e1a8024bd8"  # cnn.yaml's hash before the cap existed
+    assert load_space(CNN).train.max_cost == 6.0  # the default search is capped since 2026-11-26
+    assert load_space(CNN).sha() == "12cabe4c2a32bf13" != uncapped.sha()
 
 
 def test_a_cap_needs_a_positive_value_and_a_baseline_net(tmp_path: Path) -> None:
