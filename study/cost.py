@@ -1,7 +1,7 @@
 """What a sampled CNN costs to train, from its hyperparameters alone (no Keras).
 
-A campaign may cap the cost of the nets it trains (`train.max_cost`): the costliest fifth of
-`cnn.yaml`'s draws took 69% of the compute (issue 10). The unit is the baseline net's cost,
+A space may cap the cost of the nets it trains (`train.max_cost`; `cnn.yaml` and every
+campaign use 6): the costliest fifth of `cnn.yaml`'s draws took 69% of the compute (issue 10). The unit is the baseline net's cost,
 so a cap reads the same on every data set; conclusions are then conditional on the cap.
 """
 
