@@ -89,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
                           "carry data.n_val, and this fills in only where a run lacks it)")
     tab.add_argument("--state-col", default=None,
                      help="column with COMPLETE/PRUNED/FAIL (default: all rows COMPLETE)")
+    tab.add_argument("--one-pool", action="store_true",
+                     help="the studies are segments of one pool of i.i.d. trials (a campaign continued "
+                          "on several stores): analyse them as one study, trials named study/trial")
     tab.add_argument("--explain-col", action="append", default=[], metavar="COL",
                      help="numeric column to relate to disagreement; repeatable")
     r.add_argument("--out", type=Path, default=None,
@@ -166,6 +169,8 @@ def report(args: argparse.Namespace) -> int:
     if args.val_size is not None and args.val_size < 1:
         raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
                                  "must be >= 1")
+    if args.one_pool and args.csv is None:
+        raise AnalysisInputError("--one-pool reads a table: give --csv")
     sources.arrow_allocates_with_malloc()
     if args.csv is not None:
         if args.experiment:
@@ -175,7 +180,7 @@ def report(args: argparse.Namespace) -> int:
                                 test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
                                 crossentropy_col=args.crossentropy_col,
                                 explain_cols=args.explain_col, include_pruned=args.include_pruned,
-                                state_col=args.state_col, epochs=args.epochs)
+                                state_col=args.state_col, epochs=args.epochs, one_pool=args.one_pool)
         tracking_uri = None
     else:
         experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]

@@ -17,6 +17,7 @@ import platform
 import subprocess
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -25,10 +26,20 @@ from analysis.sweeps import is_sweep
 from study.paths import PROJECT_ROOT
 
 EXPORT_NAME = "epochs.csv.gz"
+# Each study's counts and hours (`study_times`), so that a later publish from another store
+# can carry them: the Optuna journal that knew them stays on the machine that ran the study.
+STUDIES_NAME = "studies.json"
+# The conditions a pool's numbers hold under (the export's own columns); studies carried
+# into one pool must agree on the ones their table has.
+SETUP_KEYS = ("data.n_train", "data.n_val", "data.n_test", "train.epochs", "train.max_cost", "sampler", "pruner",
+              "data.class_imbalance", "data.label_noise", "space_name")
+# A sweep's data factors vary these by arm, so a sweep's studies are not held to them.
+ARM_KEYS = ("data.class_imbalance", "data.label_noise")
 
 
 def study_times(storage: str, study_name: str) -> dict:
-    """Counts by state, the draws skipped by the cost cap, and the wall time, from Optuna."""
+    """Counts by state, the draws skipped by the cost cap, the trial-hours and the wall
+    hours (first trial's start to the last one's end, pauses included), from Optuna."""
     import optuna
 
     from study.cost import skipped_over_cap
@@ -44,13 +55,125 @@ def study_times(storage: str, study_name: str) -> dict:
     first = min((t.datetime_start for t in trained), default=None)
     last = max((t.datetime_complete for t in trained), default=None)
     return {"states": states, "skipped_over_cap": len(skipped), "draws": len(trials),
-            "trial_hours": seconds / 3600, "first_start": first, "last_end": last}
+            "trial_hours": seconds / 3600, "wall_hours": wall_hours(first, last)}
 
 
 def wall_hours(first_start: datetime | None, last_end: datetime | None) -> float:
     """Hours from the first trial's start to the last one's end (pauses between runs included);
     0 before any trial has run."""
     return (last_end - first_start).total_seconds() / 3600 if first_start else 0.0
+
+
+def total_times(records: list[dict]) -> dict:
+    """Several studies' `study_times` summed (each study's wall time is its own span, so
+    studies run on different machines or days add their running time, not the gap)."""
+    states: dict[str, int] = {}
+    for record in records:
+        for state, count in record["states"].items():
+            states[state] = states.get(state, 0) + count
+    def total(key: str) -> float | None:  # unknown (None) when a carried record never said
+        values = [record.get(key) for record in records]
+        return None if any(value is None for value in values) else sum(values)
+
+    return {"states": states, **{key: total(key) for key in ("skipped_over_cap", "draws", "trial_hours", "wall_hours")}}
+
+
+# ------------------------------------------------------------ studies published from other stores
+
+class Published(NamedTuple):
+    """What a results folder already holds: its export (None before the first publish), and
+    the README it came with (the counts of a folder published before studies.json existed)."""
+
+    table: pd.DataFrame | None
+    studies: dict[str, dict]
+    readme: str
+
+
+def read_published(out: Path) -> Published:
+    import json
+
+    export = out / EXPORT_NAME
+    if not export.exists():
+        return Published(None, {}, "")
+    try:
+        # As text, so that carried rows are written back exactly as published (a level "0" read
+        # as a number would come back "0.0", another level than the fresh export's "0").
+        table = pd.read_csv(export, dtype=str, keep_default_na=False)
+    except (ValueError, OSError, EOFError) as exc:  # a truncated gzip
+        raise AnalysisInputError(f"--out {out}: its {EXPORT_NAME} cannot be read ({exc})") from None
+    record = out / STUDIES_NAME
+    studies = json.loads(record.read_text()) if record.exists() else {}
+    readme = (out / "README.md").read_text() if (out / "README.md").exists() else ""
+    return Published(table, studies, readme)
+
+
+def legacy_record(readme: str, trials: pd.DataFrame) -> dict | None:
+    """One study's `study_times` from a README written before studies.json: states from the
+    export, the rest from the README's "What was run" lines (a sweep's never gave the draws)."""
+    import re
+
+    wall = re.search(r"Wall time: ([\d.]+) h", readme)
+    inside = re.search(r"\(([\d.]+) (?:h inside trials|trial-hours)", readme)
+    if not (wall and inside):
+        return None
+    draws = re.search(r"cost cap \(no training, no MLflow run\): (\d+) of (\d+)", readme)
+    return {"states": {str(k): int(v) for k, v in trials["state"].value_counts().items()},
+            "skipped_over_cap": int(draws.group(1)) if draws else None,
+            "draws": int(draws.group(2)) if draws else None,
+            "trial_hours": float(inside.group(1)), "wall_hours": float(wall.group(1))}
+
+
+def _trial_counts(table: pd.DataFrame) -> pd.Series:
+    trials = table.drop_duplicates(["study", "trial"])
+    return trials.groupby(trials["study"].astype(str)).size()
+
+
+def _setup_problem(carried: pd.DataFrame, table: pd.DataFrame) -> str | None:
+    keys = [key for key in SETUP_KEYS if key in carried and key in table
+            and not (is_sweep(table.columns) and key in ARM_KEYS)]
+    for key in keys:
+        published = set(carried[key].dropna().astype(str))
+        here = set(table[key].dropna().astype(str))
+        if published != here:
+            return f"{key} is {', '.join(sorted(published))} in the published studies and {', '.join(sorted(here))} here"
+    return None
+
+
+def with_published(table: pd.DataFrame, studies: dict[str, dict], published: Published,
+                   out: Path) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The fresh export with the published studies this store lacks, and every study's record;
+    raises AnalysisInputError where publishing would lose published trials or mix set-ups."""
+    if published.table is None:
+        return table, studies
+    experiments = set(published.table.get("experiment", pd.Series(dtype=str)).dropna().astype(str))
+    if experiments and experiments != set(table["experiment"].dropna().astype(str)):
+        raise AnalysisInputError(f"--out {out}: it holds experiment {', '.join(sorted(experiments))}; publish "
+                                 "into another --out")
+    before, here = _trial_counts(published.table), _trial_counts(table)
+    for study, count in before.items():
+        if study in here and here[study] < count:
+            raise AnalysisInputError(f"--out {out}: study {study} has {count} published trials and {here[study]} in "
+                                     f"this store; publishing would lose {count - here[study]}: publish from the "
+                                     "store that holds them, or into another --out")
+    carried = published.table[~published.table["study"].astype(str).isin(here.index)]
+    if carried.empty:
+        return table, studies
+    problem = _setup_problem(carried, table)
+    if problem:
+        raise AnalysisInputError(f"--out {out}: the published studies are another set-up ({problem}); "
+                                 "publish into another --out")
+    records = {}
+    for study, rows in carried.groupby(carried["study"].astype(str)):
+        records[study] = published.studies.get(study) or (
+            legacy_record(published.readme, rows.drop_duplicates(["study", "trial"]))
+            if carried["study"].nunique() == 1 else None)
+        if records[study] is None:
+            raise AnalysisInputError(f"--out {out}: no record of published study {study}'s counts and hours "
+                                     f"({STUDIES_NAME} lacks it)")
+    merged = pd.concat([carried, table], ignore_index=True).sort_values(
+        ["study", "trial", "epoch"], kind="stable",
+        key=lambda column: column.astype(str) if column.name == "study" else pd.to_numeric(column, errors="coerce"))
+    return merged.reset_index(drop=True), {**records, **studies}
 
 
 def git_commit() -> str:
@@ -67,9 +190,7 @@ def machine() -> str:
 def _setup(table: pd.DataFrame) -> str:
     """The conditions the numbers hold under, from the export's own columns."""
     first = table.iloc[0]
-    keys = ("data.n_train", "data.n_val", "data.n_test", "train.epochs", "train.max_cost", "sampler", "pruner",
-            "data.class_imbalance", "data.label_noise", "space_name")
-    return ", ".join(f"{key} = {first[key]}" for key in keys if key in table)
+    return ", ".join(f"{key} = {first[key]}" for key in SETUP_KEYS if key in table)
 
 
 def _pp(value: float) -> str:
@@ -107,16 +228,19 @@ def numbers_table(summary: dict) -> list[str]:
     return lines
 
 
-def readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, times: dict, flags: str) -> str:
+def readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, studies: dict[str, dict],
+           flags: str) -> str:
+    times = total_times(list(studies.values()))
     states = ", ".join(f"{count} {state}" for state, count in sorted(times["states"].items()))
-    span = wall_hours(times["first_start"], times["last_end"])
+    span = times["wall_hours"]
     rel = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
     return "\n".join([
         f"# Campaign `{experiment}`", "",
         f"Published {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from commit `{git_commit()}`; "
         "every file here but this one is written by the commands below, none by hand.", "",
         "## Regenerate", "", "```",
-        f"make campaign REGIME={experiment.removeprefix('campaign-')}        # resumes the pool (Optuna journal + MLflow store)",
+        f"make campaign REGIME={experiment.removeprefix('campaign-')}        # resumes the pool (Optuna journal + MLflow store), "
+        "or continues it in a new study on a store without it",
         f"python -m analysis publish --experiment {experiment} --out {rel}", "```", "",
         "Check the export against this report (CSV mode agrees with the MLflow-mode summary.json):", "", "```",
         f"python -m analysis report --csv {rel}/{EXPORT_NAME} {flags} --out /tmp/check", "```", "",
@@ -126,14 +250,29 @@ def readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, times
         f"(no training, no MLflow run): {times['skipped_over_cap']} of {times['draws']}.",
         f"- Wall time: {span:.2f} h from the first trial's start to the last one's end "
         f"({times['trial_hours']:.2f} trial-hours, summed over the worker processes that trained side by side; "
-        "pauses between runs count in the wall time, not in the trial-hours).",
+        "pauses between runs count in the wall time, not in the trial-hours)"
+        f"{'; each study its own span, summed' if len(studies) > 1 else ''}.",
+        *_segments(studies),
         f"- Machine: {machine()}.", "",
         "## Numbers (from summary.json; 95% CIs)", "", *numbers_table(summary), "",
         "Read `report.md` (or `index.html`) for every statistic, its definition and the figures.", ""])
 
 
+def _segments(studies: dict[str, dict]) -> list[str]:
+    """One line per study where the pool spans several (a campaign continued on new stores)."""
+    if len(studies) < 2:
+        return []
+    return ["- Studies, one pool of i.i.d. trials continued on several stores (each its own seed):",
+            *(f"  - `{name}`: {sum(record['states'].values())} trained, {record['wall_hours']:.2f} h"
+              for name, record in studies.items())]
+
+
 def publish(experiment: str, tracking_uri: str, storage: str, out: Path, n_boot: int) -> Path:
-    """Export, report and README for one campaign (or sweep) experiment; returns the folder."""
+    """Export, report and README for one campaign (or sweep) experiment; returns the folder.
+
+    Published studies that this store lacks (a campaign or sweep continued on a new machine)
+    are carried over from the folder's export and `studies.json`; a study this store holds
+    with fewer trials than its published export is refused, so that nothing published is lost."""
     import json
 
     from analysis.cli import main as analysis_main
@@ -141,21 +280,55 @@ def publish(experiment: str, tracking_uri: str, storage: str, out: Path, n_boot:
 
     if not Path(storage).exists():
         raise AnalysisInputError(f"--storage {storage}: no such Optuna journal")
-    table = export([experiment], tracking_uri, out / EXPORT_NAME)
+    published = read_published(out)
+    fresh = out / f"{EXPORT_NAME}.new.csv.gz"  # the published export stays whole until the checks pass
+    try:
+        table = export([experiment], tracking_uri, fresh)
+        studies = {str(name): study_times(storage, str(name)) for name in table["study"].unique()}
+        table, studies = with_published(table, studies, published, out)
+        table.to_csv(fresh, index=False)
+        record = out / f"{STUDIES_NAME}.new"
+        record.write_text(json.dumps(studies, indent=1, sort_keys=True) + "\n")
+        os.replace(fresh, out / EXPORT_NAME)  # whole files only: an interrupted publish loses nothing
+        os.replace(record, out / STUDIES_NAME)
+    finally:
+        fresh.unlink(missing_ok=True)
     if is_sweep(table.columns):
-        times = [study_times(storage, str(name)) for name in table["study"].unique()]
-        return publish_sweep(experiment, table, times, out, n_boot)
-    studies = table["study"].unique()
-    if len(studies) != 1:
-        raise AnalysisInputError(f"--experiment {experiment}: {len(studies)} studies; a campaign is one study")
-    times = study_times(storage, str(studies[0]))
+        return publish_sweep(experiment, table, list(studies.values()), out, n_boot)
+    if len(studies) > 1:
+        return _publish_pool(experiment, table, studies, out, n_boot)
     code = analysis_main(["report", "--experiment", experiment, "--tracking-uri", tracking_uri, "--no-log",
                           "--out", str(out), "--bootstrap", str(n_boot)])
     if code != 0:
         raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
     summary = json.loads((out / "summary.json").read_text())
-    (out / "README.md").write_text(readme(experiment, out, table, summary, times, csv_flags(table)))
+    (out / "README.md").write_text(readme(experiment, out, table, summary, studies, csv_flags(table)))
     return out
+
+
+def _publish_pool(experiment: str, table: pd.DataFrame, studies: dict[str, dict], out: Path, n_boot: int) -> Path:
+    """A campaign whose pool spans several studies: the CSV-mode report of the export, read
+    as one pool (the MLflow store holds only this store's study)."""
+    from analysis.export import csv_flags
+
+    flags = f"{csv_flags(table)} --one-pool"
+    summary = csv_report(experiment, flags, out, n_boot)
+    (out / "README.md").write_text(readme(experiment, out, table, summary, studies, flags))
+    return out
+
+
+def csv_report(experiment: str, flags: str, out: Path, n_boot: int) -> dict:
+    """`analysis report --csv` on the folder's export, into the folder; its summary."""
+    import json
+    import shlex
+
+    from analysis.cli import main as analysis_main
+
+    code = analysis_main(["report", "--csv", str(out / EXPORT_NAME), *shlex.split(flags), "--out", str(out),
+                          "--bootstrap", str(n_boot)])
+    if code != 0:
+        raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
+    return json.loads((out / "summary.json").read_text())
 
 
 # ------------------------------------------------------------------ a sweep
@@ -183,11 +356,10 @@ def _interval(effect: dict) -> str:
 
 
 def _sweep_hours(times: list[dict]) -> str:
-    starts = [t["first_start"] for t in times if t["first_start"]]
-    ends = [t["last_end"] for t in times if t["last_end"]]
-    span = wall_hours(min(starts), max(ends)) if starts else 0.0
-    return (f"{span:.2f} h from the first trial's start to the last one's end, pauses between runs included "
-            f"({sum(t['trial_hours'] for t in times):.2f} trial-hours)")
+    total = total_times(times)
+    return (f"{total['wall_hours']:.2f} h from the first trial's start to the last one's end, pauses between "
+            f"runs included{', each study its own span, summed' if len(times) > 1 else ''} "
+            f"({total['trial_hours']:.2f} trial-hours)")
 
 
 def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, flags: str,
@@ -225,17 +397,9 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
 def publish_sweep(experiment: str, table: pd.DataFrame, times: list[dict], out: Path, n_boot: int) -> Path:
     """CSV-mode report and README for a sweep experiment already exported into `out`
     (`times`: `study_times` of each of its studies)."""
-    import json
-    import shlex
-
-    from analysis.cli import main as analysis_main
     from analysis.export import csv_flags
 
     flags = csv_flags(table)
-    code = analysis_main(["report", "--csv", str(out / EXPORT_NAME), *shlex.split(flags), "--out", str(out),
-                          "--bootstrap", str(n_boot)])
-    if code != 0:
-        raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = csv_report(experiment, flags, out, n_boot)
     (out / "README.md").write_text(sweep_readme(experiment, out, table, summary, flags, times))
     return out

@@ -28,23 +28,21 @@ REGIME_NOTES = {
 
 
 def load_regime(path: Path) -> tuple[regimes.RegimePool, dict]:
-    """One campaign's pool from its export, and where it came from; one study per file."""
+    """One campaign's pool from its export, and where it came from. A pool continued on
+    several stores has a study per store (analysis/publish.py): their trials are one pool."""
     from analysis.picks import epoch_picks, scored_trials
     from analysis.sources import load_table
 
     dataset = load_table(path, study_col="study", trial_col="trial", loss_col="val_loss",
                          accuracy_col="val_accuracy", test_accuracy_col="test_accuracy", epoch_col="epoch",
-                         state_col="state", crossentropy_col="val_crossentropy")
-    studies = dataset.trials["study"].unique()
-    if len(studies) != 1:
-        raise AnalysisInputError(f"--csv {path}: {len(studies)} studies; a regime is one campaign's "
-                                 "pool (one study)")
+                         state_col="state", crossentropy_col="val_crossentropy", one_pool=True)
+    studies = sorted(map(str, pd.read_csv(path, usecols=["study"])["study"].unique()))
     scored = scored_trials(dataset, "best")
     if len(scored) < 2:
         raise AnalysisInputError(f"--csv {path}: {len(scored)} scored trial(s); a pool needs at least 2")
     raw = pd.read_csv(path, usecols=lambda column: column in {"experiment", "git_commit"})
     name = str(raw["experiment"].iloc[0]) if "experiment" in raw and len(raw) else Path(path).parent.name
-    source = {"regime": name, "file": str(path), "study": str(studies[0]),
+    source = {"regime": name, "file": str(path), "study": ", ".join(studies),
               "commits": sorted(map(str, raw["git_commit"].dropna().unique())) if "git_commit" in raw else []}
     return regimes.regime_pool(name, scored, epoch_picks(dataset.epochs, scored, "val_loss")), source
 

@@ -101,8 +101,12 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
                test_accuracy_col: str | None = None, epoch_col: str | None = None,
                explain_cols: Sequence[str] = (), include_pruned: bool = False,
                state_col: str | None = None, epochs: int | None = None,
-               crossentropy_col: str | None = None) -> Dataset:
+               crossentropy_col: str | None = None, one_pool: bool = False) -> Dataset:
     """Read a generic table of trials (or of epochs, with `epoch_col`).
+
+    `one_pool`: the table's studies are segments of one pool of i.i.d. trials (a campaign
+    continued on several stores, `analysis.publish`), read as one study whose trials are
+    named `study/trial`.
 
     `epochs` is the epoch budget of every trial; without it a study's budget is its
     largest epoch count. Rows with a blank id, an impossible value or a fractional epoch
@@ -143,6 +147,10 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
                          "name": path.name, "sha256": _sha256(path), "rows": int(len(raw)),
                          "columns": {k.lstrip("-"): v for k, v in named.items() if v}})
     raw = _without_blank_ids(ds, raw, study_col, trial_col)
+    if one_pool:
+        pooled = raw[study_col].astype(str)
+        raw[trial_col] = pooled + "/" + raw[trial_col].astype(str)
+        raw[study_col] = f"one pool of {pooled.nunique()} studies"
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",
                    test_accuracy_col: "test_accuracy", epoch_col: "epoch",

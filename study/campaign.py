@@ -11,6 +11,7 @@ images), so its experiment is named `...-smoke` and its banner says it is no cam
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from study.paths import PROJECT_ROOT
@@ -102,3 +103,68 @@ def banner(regime: str, data: str, trials: int) -> str:
                 f"{COST_CAP:g} baseline nets' FLOPs; re-run to resume")
     return (f"campaign {regime} on {data}: a SMOKE RUN below the campaign floors ({FLOORS.train}/{FLOORS.val}/"
             f"{FLOORS.test} images x {FLOORS.epochs} epochs); its numbers are not a campaign's answer")
+
+
+# ------------------------------------------------------------ a pool run on several stores
+# A published campaign (results/<experiment>/epochs.csv.gz) may hold studies that this
+# machine's store lacks: a campaign continued on a fresh machine, or on several. The same
+# seed would draw the same nets again (the sampler's seed mixes the study seed, the worker
+# and the trials already in *this* store's study), so a continuation takes the next seed
+# none of those studies used, and its target counts the trials they already finished.
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # as `study.driver.finished_count` counts
+
+
+class Continuation(NamedTuple):
+    """Where this store's study stands in the published pool."""
+
+    seed: int
+    trials: int                 # this store's study's target: --trials less the carried ones
+    carried: dict[str, int]     # published studies this store lacks -> their finished trials
+
+
+def published_folder(experiment: str) -> Path:
+    return PROJECT_ROOT / "results" / experiment
+
+
+def published_studies(folder: Path) -> dict[str, int]:
+    """study -> finished trials in a published export; {} where nothing is published."""
+    import pandas as pd
+
+    export = folder / "epochs.csv.gz"
+    if not export.exists():
+        return {}
+    try:
+        table = pd.read_csv(export, usecols=["study", "trial", "state"])
+    except (ValueError, OSError, EOFError) as exc:  # a truncated gzip, a foreign table
+        raise CampaignError(f"--published {folder}: {export.name} is not a campaign export ({exc})") from None
+    trials = table.drop_duplicates(["study", "trial"])
+    finished = trials["state"].isin(FINISHED).groupby(trials["study"].astype(str)).sum()
+    return {study: int(count) for study, count in finished.items()}
+
+
+def continuation(prefix: str, seed: int | None, trials: int, published: dict[str, int],
+                 local: set[str]) -> Continuation:
+    """The seed and target of this store's study `<prefix>-seed<n>`, given the published studies
+    and the ones this store holds (a study in both resumes here; its published trials are this
+    store's). Studies of other prefixes (a sweep's other factors) are not this pool's."""
+    import re
+
+    mine = re.compile(rf"^{re.escape(prefix)}-seed(\d+)$")
+    carried = {study: count for study, count in published.items() if mine.match(study) and study not in local}
+    held = sorted(int(match.group(1)) for match in map(mine.match, local) if match)
+    free = next(n for n in range(len(carried) + 1) if f"{prefix}-seed{n}" not in carried)
+    if seed is None:
+        seed = held[0] if held else free
+    elif f"{prefix}-seed{seed}" in carried:
+        raise CampaignError(f"--seed {seed}: {prefix}-seed{seed} is published from another store and this "
+                            f"store lacks it; the same seed would draw the same nets again: omit --seed "
+                            f"(the next free seed is {free})")
+    return Continuation(seed, trials - sum(carried.values()), carried)
+
+
+def continuation_line(experiment: str, plan: Continuation) -> str | None:
+    if not plan.carried:
+        return None
+    studies = ", ".join(f"{study} ({count})" for study, count in sorted(plan.carried.items()))
+    return (f"campaign: continues the published pool: {sum(plan.carried.values())} finished trials of {studies} "
+            f"are from another store; this store's study {experiment}-seed{plan.seed} runs to {max(plan.trials, 0)}")

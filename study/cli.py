@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from study.exit_codes import ExitCode
-from study.paths import (DEFAULT_SPACE, default_storage, default_tracking_uri, local_store_path,
+from study.paths import (DEFAULT_SPACE, PROJECT_ROOT, default_storage, default_tracking_uri, local_store_path,
                          tracking_uri_problem)
 
 if TYPE_CHECKING:  # pydantic and PyYAML load only once the arguments parse
+    from study.campaign import Continuation
     from study.config import SearchConfig
-    from study.sweep import Factor
+    from study.sweep import Factor, SweepPlan
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -95,7 +97,10 @@ def add_campaign_arguments(campaign: argparse.ArgumentParser) -> None:
     campaign.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="finished trials to reach; re-runs resume")
     campaign.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
     campaign.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
-    campaign.add_argument("--seed", type=non_negative_int, default=0)
+    campaign.add_argument("--seed", type=non_negative_int, default=None,
+                          help="default: the seed of this store's study, else the next one no published study used")
+    campaign.add_argument("--published", default=None, metavar="DIR",
+                          help="the published pool it continues (default results/<experiment>)")
     campaign.add_argument("--storage", default=None)
     campaign.add_argument("--tracking-uri", default=None)
     campaign.add_argument("--data-dir", default=None)
@@ -114,7 +119,11 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--data", choices=tuple(SPACES), default="fashion_mnist",
                        help="digits: a smoke run below the floors (CI, demos)")
     sweep.add_argument("--timeout", type=float, default=None, help="seconds for this invocation")
-    sweep.add_argument("--seed", type=non_negative_int, default=0, help="draws the bases and the pairs' seeds")
+    sweep.add_argument("--seed", type=non_negative_int, default=None,
+                       help="draws the bases and the pairs' seeds; default: the seed of this store's study of "
+                            "the factor, else the next one no published study of it used")
+    sweep.add_argument("--published", default=None, metavar="DIR",
+                       help="the published sweeps it continues (default results/sweeps)")
     sweep.add_argument("--storage", default=None)
     sweep.add_argument("--tracking-uri", default=None)
     sweep.add_argument("--data-dir", default=None)
@@ -134,18 +143,11 @@ def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
     for name in names:
         if names.count(name) > 1:
             raise SweepError(f"--factor {name}: given twice; one --factor per knob, with all its levels")
-    passthrough: list[str] = []
-    for flag, value in (("--timeout", args.timeout), ("--storage", args.storage),
-                        ("--tracking-uri", args.tracking_uri), ("--data-dir", args.data_dir)):
-        if value is not None:
-            passthrough += [flag, str(value)]
     plans = []
     for name, levels in parsed:
         factor = check_data_factor(name, levels) if name in DATA_FACTORS else Factor(name, levels, levels)
         check_overrides(name, args.overrides, None)
-        search_args = build_parser().parse_args(
-            search_argv(factor, args.data, args.pairs, args.seed, args.overrides, passthrough))
-        config = search_config(search_args)
+        config = sweep_search_config(args, factor, args.seed or 0, args.pairs)
         check_config(config, 0)
         if not factor.changes_data:
             factor = check_knob_factor(name, levels, config.space, config.space_file)
@@ -158,16 +160,96 @@ def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
     return plans
 
 
-def campaign_search_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The campaign as the `search` it is (study/campaign.py); raises CampaignError."""
-    from study.campaign import search_argv
-
-    passthrough = ["--workers", str(args.workers), "--seed", str(args.seed)]
+def store_passthrough(args: argparse.Namespace) -> list[str]:
+    """The flags a campaign or sweep hands on to the `search` it is, as given."""
+    passthrough: list[str] = []
     for flag, value in (("--timeout", args.timeout), ("--storage", args.storage),
                         ("--tracking-uri", args.tracking_uri), ("--data-dir", args.data_dir)):
         if value is not None:
             passthrough += [flag, str(value)]
-    return build_parser().parse_args(search_argv(args.regime, args.data, args.trials, args.overrides, passthrough))
+    return passthrough
+
+
+def sweep_search_config(args: argparse.Namespace, factor: Factor, seed: int, pairs: int) -> SearchConfig:
+    """The config of the `search` one factor's study is (study/sweep.py)."""
+    from study.sweep import search_argv
+
+    return search_config(build_parser().parse_args(
+        search_argv(factor, args.data, pairs, seed, args.overrides, store_passthrough(args))))
+
+
+def sweep_continuations(args: argparse.Namespace,
+                        plans: list[tuple[SearchConfig, Factor]]) -> "list[SweepPlan] | int":
+    """Each factor's study where it stands in the published sweeps (study/campaign.py's
+    continuation, counted in pairs), the factors with nothing left to run left out; or the
+    exit code of bad input (2) or of nothing to run (0)."""
+    from study.campaign import CampaignError, continuation
+    from study.storage import StorageError, study_names
+    from study.sweep import SweepError, SweepPlan, experiment_name, published_pairs, study_prefix
+
+    folder = Path(args.published) if args.published else PROJECT_ROOT / "results" / (
+        "sweeps" if args.data == "fashion_mnist" else experiment_name(args.data))
+    try:
+        if args.published and not folder.is_dir():
+            raise CampaignError(f"--published {folder}: no such folder")
+        published, local = published_pairs(folder), study_names(storage_spec(args))
+        continued = [(config, factor, continuation(study_prefix(factor), args.seed, args.pairs, published, local))
+                     for config, factor in plans]
+    except (CampaignError, SweepError, StorageError) as exc:
+        print(fast_error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out = []
+    for config, factor, plan in continued:
+        if plan.carried:
+            studies = ", ".join(f"{study} ({count})" for study, count in sorted(plan.carried.items()))
+            print(f"sweep {factor.text}: continues the published pairs of {studies}, from another store; this "
+                  f"store's study {study_prefix(factor)}-seed{plan.seed} runs to {max(plan.trials, 0)} pairs", flush=True)
+        if plan.trials > 0:
+            out.append(SweepPlan(sweep_search_config(args, factor, plan.seed, plan.trials), factor, plan.trials))
+    return out or 0
+
+
+def campaign_search_args(args: argparse.Namespace, plan: "Continuation") -> argparse.Namespace:
+    """The campaign as the `search` it is (study/campaign.py); raises CampaignError."""
+    from study.campaign import search_argv
+
+    passthrough = ["--workers", str(args.workers), "--seed", str(plan.seed), *store_passthrough(args)]
+    return build_parser().parse_args(search_argv(args.regime, args.data, plan.trials, args.overrides, passthrough))
+
+
+def campaign_plan(args: argparse.Namespace) -> "Continuation | int":
+    """Where this store's study stands in the published pool, with the banner printed; or
+    the exit code when there is nothing to run (0) or the input is bad (2)."""
+    from study.campaign import CampaignError, banner, continuation_line, experiment_name
+    from study.storage import StorageError
+
+    try:
+        plan = campaign_continuation(args)
+    except (CampaignError, StorageError) as exc:
+        print(fast_error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    line = continuation_line(experiment_name(args.data, args.regime), plan)
+    if plan.trials <= 0:
+        print(f"{line}: nothing to run", flush=True)
+        return 0
+    print(banner(args.regime, args.data, args.trials), flush=True)
+    if line:
+        print(line, flush=True)
+    return plan
+
+
+def campaign_continuation(args: argparse.Namespace) -> "Continuation":
+    """This store's study in the published pool (study/campaign.py); raises CampaignError or
+    StorageError. Reads the storage, so it runs after the arguments parse."""
+    from study.campaign import CampaignError, continuation, experiment_name, published_folder, published_studies
+    from study.storage import study_names
+
+    experiment = experiment_name(args.data, args.regime)
+    folder = Path(args.published) if args.published else published_folder(experiment)
+    if args.published and not folder.is_dir():
+        raise CampaignError(f"--published {folder}: no such folder")
+    local = {name for name in study_names(storage_spec(args)) if name.startswith(f"{experiment}-seed")}
+    return continuation(experiment, args.seed, args.trials, published_studies(folder), local)
 
 
 def positive_int(text: str) -> int:
@@ -239,11 +321,11 @@ def cmd_search(args: argparse.Namespace, config: SearchConfig) -> int:
     return run_search(config, checked, args.worker_index)
 
 
-def cmd_sweep(args: argparse.Namespace, plans: list[tuple[SearchConfig, Factor]]) -> int:
+def cmd_sweep(args: argparse.Namespace, plans: list[SweepPlan]) -> int:
     _quiet_libraries()
     from study.sweep_runner import run_sweep
 
-    return run_sweep(plans, args.pairs, args.data)
+    return run_sweep(plans, args.data)
 
 
 def cmd_worker(args: argparse.Namespace, config: SearchConfig) -> int:
@@ -333,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
-    from study.campaign import CampaignError, banner, floor_problem
+    from study.campaign import CampaignError, Continuation, floor_problem
     from study.config import ConfigError
     from study.space import SpaceError
     from study.sweep import SweepError
@@ -344,11 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         except (SpaceError, ConfigError, ValidationError, SweepError) as exc:
             print(fast_error_line(exc), file=sys.stderr)
             return EXIT_BAD_INPUT
-        return run_command(args, plans)
+        continued = sweep_continuations(args, plans)
+        return continued if isinstance(continued, int) else run_command(args, continued)
     campaign = args if args.command == "campaign" else None
     try:
-        if campaign is not None:
-            args = campaign_search_args(campaign)
+        if campaign is not None:  # checked first as given; where it stands in the pool comes next
+            args = campaign_search_args(campaign, Continuation(campaign.seed or 0, campaign.trials, {}))
         config = check_fast(args)
         problem = floor_problem(config.space) if campaign and campaign.data == "fashion_mnist" else None
         if problem:
@@ -357,11 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         print(fast_error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     if campaign is not None:
-        print(banner(campaign.regime, campaign.data, campaign.trials), flush=True)
+        plan = campaign_plan(campaign)
+        if isinstance(plan, int):
+            return plan
+        args = campaign_search_args(campaign, plan)
+        config = check_fast(args)
     return run_command(args, config)
 
 
-def run_command(args: argparse.Namespace, config: SearchConfig | list[tuple[SearchConfig, Factor]] | None) -> int:
+def run_command(args: argparse.Namespace, config: SearchConfig | list[SweepPlan] | None) -> int:
     """The command itself, after the fast checks (a sweep's are its plans); the heavy
     libraries load from here on."""
     from study.data import DataError

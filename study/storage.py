@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from study.contract import FAILURE_REASON
+from study.paths import sqlite_file
 from study.secrets import mask_secrets
 
 # STUDY_HOST overrides the host name where several containers share one (docker --net=host)
@@ -234,6 +235,15 @@ def open_storage(spec: str, heartbeat_interval: int = 30, grace_period: int = 90
     except Exception as exc:  # sqlalchemy raises many types; all mean "cannot open"
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"--storage {mask_secrets(given)}: cannot open ({mask_secrets(detail)})") from None
+
+
+def study_names(spec: str) -> set[str]:
+    """The studies a storage holds; a journal or SQLite file that does not exist yet holds
+    none (and is not created here)."""
+    file = sqlite_file(spec) if is_rdb(spec) else Path(spec)
+    if file is not None and not file.exists():
+        return set()
+    return {summary.study_name for summary in open_storage(spec).get_all_studies()}
 
 
 def process_alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -27,6 +28,7 @@ from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, SWEEP_A
                             SWEEP_PAIR)
 
 if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
+    from study.config import SearchConfig
     from study.space import SearchSpace
 
 # Settings that change the data, not the net: their arms share base and seed, not the data.
@@ -277,9 +279,40 @@ def experiment_name(data: str) -> str:
     return "sweep" if data == "fashion_mnist" else f"sweep-{data}-smoke"
 
 
+def study_prefix(factor: Factor) -> str:
+    return f"sweep-{factor.text}"
+
+
 def study_name(factor: Factor, seed: int) -> str:
     """One study per factor and levels: a re-run of the same sweep resumes it."""
-    return f"sweep-{factor.text}-seed{seed}"
+    return f"{study_prefix(factor)}-seed{seed}"
+
+
+class SweepPlan(NamedTuple):
+    """One factor's study as it runs: its config, the factor, and the pairs it runs to (the
+    sweep's --pairs less those of the factor's published studies this store lacks)."""
+
+    config: SearchConfig
+    factor: Factor
+    pairs: int
+
+
+def published_pairs(folder: Path) -> dict[str, int]:
+    """study -> its pairs with a trial of every arm, in a published sweep export
+    (results/sweeps/epochs.csv.gz); {} where nothing is published."""
+    import pandas as pd
+
+    export = folder / "epochs.csv.gz"
+    if not export.exists():
+        return {}
+    try:
+        table = pd.read_csv(export, usecols=["study", "trial", "pair", "arm"]).drop_duplicates(["study", "trial"])
+    except (ValueError, OSError, EOFError) as exc:  # a truncated gzip, a campaign's table
+        raise SweepError(f"--published {folder}: {export.name} is not a sweep export ({exc})") from None
+    table["study"] = table["study"].astype(str)
+    arms = table.groupby(["study", "pair"])["arm"].nunique()
+    whole = arms[arms == arms.groupby(level="study").transform("max")]
+    return {study: int(count) for study, count in whole.groupby(level="study").size().items()}
 
 
 def search_argv(factor: Factor, data: str, pairs: int, seed: int, user_overrides: list[str],

@@ -26,7 +26,7 @@ from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
 from study.space import SearchSpace
-from study.sweep import (Factor, SweepArm, arm_of, arms_of_pair, banner, condition_switch, level_params,
+from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
                          study_seed)
 
 # A space whose draws are nearly all over the cost cap (or infeasible) should stop, not spin.
@@ -190,12 +190,12 @@ def data_levels(config: SearchConfig, factor: Factor) -> dict[str, tuple[SearchC
     return levels
 
 
-def run_sweep(plans: list[tuple[SearchConfig, Factor]], pairs: int, data: str) -> int:
+def run_sweep(plans: list[SweepPlan], data: str) -> int:
     """Every factor's study in turn, after every factor's inputs (each data level's too) passed."""
-    level_inputs = [data_levels(config, factor) for config, factor in plans]  # before any store opens
-    checked = [check_inputs(config) for config, _ in plans]
-    deadline = time.monotonic() + plans[0][0].timeout if plans[0][0].timeout else None
-    for (config, factor), inputs, levels in zip(plans, checked, level_inputs):
+    level_inputs = [data_levels(plan.config, plan.factor) for plan in plans]  # before any store opens
+    checked = [check_inputs(plan.config) for plan in plans]
+    deadline = time.monotonic() + plans[0].config.timeout if plans[0].config.timeout else None
+    for (config, factor, pairs), inputs, levels in zip(plans, checked, level_inputs):
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -207,3 +207,121 @@ def test_publish_without_the_journal_is_exit_2_and_creates_nothing(tmp_path: Pat
                    "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--out", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no.journal" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the same pool continued on a fresh store (a new machine) ------------------------------
+
+@pytest.fixture(scope="module")
+def continued(smoke: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The published smoke pool (seed0, 4 trials) continued to 6 on an empty store, then
+    published into the same folder; then republished from the first store."""
+    import shutil
+
+    folder, copies = tmp_path_factory.mktemp("continued"), tmp_path_factory.mktemp("copies")
+    published = shutil.copytree(smoke["published"], copies / "published")  # the smoke tests read the original
+    store = ["--storage", str(folder / "optuna.journal"), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    flags = ["--regime", "balanced", "--data", "digits", "--set", "train.epochs=2", "--published",
+             str(published), *store]
+    same_seed = run_cli("study", "campaign", *flags, "--seed", "0", "--trials", str(TRIALS + 3))
+    files_after_refusal = sorted(p.name for p in folder.iterdir())
+    run = run_cli("study", "campaign", *flags, "--trials", str(TRIALS + 3), timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    nothing = run_cli("study", "campaign", *flags, "--trials", str(TRIALS + 1))
+    before = pd.read_csv(published / "epochs.csv.gz")
+    publish = run_cli("analysis", "publish", "--experiment", SMOKE, *store, "--out", str(published),
+                      "--bootstrap", "200")
+    assert publish.returncode == 0, publish.stderr[-3000:]
+    merged = pd.read_csv(published / "epochs.csv.gz")
+    again = run_cli("analysis", "publish", "--experiment", SMOKE, "--tracking-uri", smoke["tracking"], "--storage",
+                    str(smoke["journal"]), "--out", str(published), "--bootstrap", "200")
+    assert again.returncode == 0, again.stderr[-3000:]
+    return {"same_seed": same_seed, "files_after_refusal": files_after_refusal, "run": run.stdout,
+            "nothing": nothing, "before": before, "merged": merged,
+            "again": pd.read_csv(published / "epochs.csv.gz"), "published": published}
+
+
+@pytest.mark.slow
+def test_a_published_seed_missing_from_this_store_is_refused_before_anything_is_created(continued: dict) -> None:
+    proc = continued["same_seed"]
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"--seed 0: {SMOKE}-seed0 is published from another store" in proc.stderr and "seed is 1" in proc.stderr
+    assert continued["files_after_refusal"] == []
+
+
+@pytest.mark.slow
+def test_a_fresh_store_continues_the_pool_with_the_next_seed_up_to_the_total(continued: dict) -> None:
+    assert (f"continues the published pool: {TRIALS + 1} finished trials of {SMOKE}-seed0 ({TRIALS + 1}) are "
+            f"from another store; this store's study {SMOKE}-seed1 runs to 2") in continued["run"]
+    assert len(re.findall(r"trial \d+ (?:COMPLETE|FAIL)", continued["run"])) == 2
+    # Asking for fewer trials than the pool already has runs nothing.
+    assert continued["nothing"].returncode == 0 and "nothing to run" in continued["nothing"].stdout
+
+
+@pytest.mark.slow
+def test_publishing_the_continuation_carries_the_published_study_and_reads_one_pool(continued: dict) -> None:
+    merged, before = continued["merged"], continued["before"]
+    trials = merged.drop_duplicates(["study", "trial"])
+    assert trials["study"].value_counts().to_dict() == {f"{SMOKE}-seed0": TRIALS + 1, f"{SMOKE}-seed1": 2}
+    # The carried rows are the published ones, unchanged; the new seed drew other nets.
+    carried = merged[merged["study"] == f"{SMOKE}-seed0"].reset_index(drop=True)
+    assert carried[before.columns].drop(columns=["git_commit"]).equals(before.drop(columns=["git_commit"]))
+    assert not set(trials["learning_rate"].round(12)[trials["study"].str.endswith("seed1")]) & set(
+        before["learning_rate"].round(12))
+    summary = json.loads((continued["published"] / "summary.json").read_text())
+    assert summary["pool"]["trials"] == int((trials["state"] == "COMPLETE").sum())
+    studies = json.loads((continued["published"] / "studies.json").read_text())
+    assert sorted(studies) == [f"{SMOKE}-seed0", f"{SMOKE}-seed1"]
+    readme = (continued["published"] / "README.md").read_text()
+    assert f"Trials trained: {TRIALS + 3} " in readme and f"`{SMOKE}-seed1`: 2 trained" in readme
+    assert "--one-pool" in readme
+    # Republishing from the first store keeps the second store's study.
+    assert len(continued["again"]) == len(merged)
+    assert set(continued["again"]["study"]) == set(merged["study"])
+
+
+def test_publishing_a_store_with_fewer_trials_of_a_published_study_is_refused(tmp_path: Path) -> None:
+    from analysis.errors import AnalysisInputError
+    from analysis.publish import Published, with_published
+
+    def rows(study: str, trials: range) -> pd.DataFrame:
+        return pd.DataFrame({"study": study, "trial": list(trials), "epoch": 0, "state": "COMPLETE",
+                             "data.n_train": 3000, "train.epochs": 5})
+
+    record = {"states": {"COMPLETE": 3}, "skipped_over_cap": 0, "draws": 3, "trial_hours": 0.1, "wall_hours": 0.2}
+    published = Published(pd.concat([rows("a", range(3)), rows("b", range(2))]), {"a": record, "b": record}, "")
+    with pytest.raises(AnalysisInputError, match="study a has 3 published trials and 2 in this store"):
+        with_published(rows("a", range(2)), {"a": record}, published, tmp_path)
+    table, studies = with_published(rows("a", range(4)), {"a": record}, published, tmp_path)
+    assert table.groupby("study").size().to_dict() == {"a": 4, "b": 2} and sorted(studies) == ["a", "b"]
+    other = rows("c", range(2)).assign(**{"train.epochs": 9})
+    with pytest.raises(AnalysisInputError, match="train.epochs is 5 in the published studies and 9 here"):
+        with_published(other, {"c": record}, published, tmp_path)
+
+
+def test_continuation_takes_the_lowest_seed_no_carried_study_used_and_counts_their_trials() -> None:
+    from study.campaign import CampaignError, continuation
+
+    published = {"x-seed0": 70, "x-seed2": 5}
+    assert continuation("x", None, 500, published, set()) == (1, 425, published)
+    # A study this store holds resumes here: its published trials are this store's own.
+    assert continuation("x", None, 500, published, {"x-seed0"}) == (0, 495, {"x-seed2": 5})
+    assert continuation("x", 3, 500, published, set()).seed == 3
+    with pytest.raises(CampaignError, match="--seed 2: x-seed2 is published from another store.*seed is 1"):
+        continuation("x", 2, 500, published, set())
+
+
+def test_a_folder_published_before_studies_json_gives_its_counts_from_its_readme() -> None:
+    from analysis.publish import legacy_record
+
+    trials = pd.DataFrame({"state": ["COMPLETE"] * 3 + ["FAIL"]})
+    # As results/campaign-balanced/README.md said when first published (2026-11-24).
+    readme = ("- Trials trained: 73 (71 COMPLETE, 2 FAIL); draws skipped by the cost cap (no training, no MLflow "
+              "run): 64 of 137.\n- Wall time: 1.79 h from the first trial's start to the last one's end (2.29 h "
+              "inside trials; runs paused and resumed in between count in the first).\n")
+    record = legacy_record(readme, trials)
+    assert record == {"states": {"COMPLETE": 3, "FAIL": 1}, "skipped_over_cap": 64, "draws": 137,
+                      "trial_hours": 2.29, "wall_hours": 1.79}
+    sweep = legacy_record("- Wall time: 2.34 h from the first trial's start to the last one's end, pauses between "
+                          "runs included (1.92 trial-hours).", trials)
+    assert (sweep["wall_hours"], sweep["trial_hours"], sweep["draws"]) == (2.34, 1.92, None)
+    assert legacy_record("no such lines", trials) is None

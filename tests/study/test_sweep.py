@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from study.cli import main
@@ -80,9 +81,11 @@ def test_a_data_level_the_data_cannot_give_is_refused_before_any_store(tmp_path:
     from study.inputs import BadInput
     from study.sweep_runner import run_sweep
 
+    from study.sweep import SweepPlan
+
     plans = sweep_plans_of(["--factor", "dropout=0,0.3", "--factor", "data.class_imbalance=1,100"], tmp_path)
     with pytest.raises(BadInput, match=r"^--factor data.class_imbalance=1,100: level 100: data.val_size"):
-        run_sweep(plans, 1, "digits")
+        run_sweep([SweepPlan(config, factor, 1) for config, factor in plans], "digits")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -305,6 +308,32 @@ def test_publish_writes_a_sweeps_export_paired_report_and_readme(swept: dict, tm
     assert "- Trials: 6 (6 COMPLETE)." in readme and "trial-hours)." in readme
     # 2 pairs, fewer than k = 10: no P(disagree | k) difference, shown as a dash
     assert "| dropout: 0.3 vs 0 | disagree_at_k | 2 | – | – | no |" in readme
+
+
+@pytest.mark.slow
+def test_a_fresh_store_continues_the_published_pairs_with_the_next_seed(swept: dict, tmp_path: Path) -> None:
+    """Published from the first store (2 pairs of seed0), the sweep continued to 3 pairs on an
+    empty store (a new machine) and published into the same folder: one pair of seed1 joins."""
+    folder, out, fresh = swept["folder"], tmp_path / "published", tmp_path / "fresh"
+    publish = ["analysis", "publish", "--experiment", "sweep-digits-smoke", "--out", str(out), "--bootstrap", "50"]
+    first = run_cli(*publish, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--storage",
+                    str(folder / "optuna.journal"), timeout=300)
+    assert first.returncode == 0, first.stderr
+    stores = ["--storage", str(fresh / "optuna.journal"), "--tracking-uri", f"sqlite:///{fresh / 'mlflow.db'}"]
+    flags = [*SMOKE[:4], "--pairs", "3", *SMOKE[-4:], "--published", str(out), *stores]
+    refused = run_cli("study", "sweep", *flags, "--seed", "0", timeout=300)
+    assert refused.returncode == 2 and "--seed 0: sweep-dropout=0,0.3-seed0 is published" in refused.stderr
+    assert not fresh.exists()
+    run = run_cli("study", "sweep", *flags, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert ("continues the published pairs of sweep-dropout=0,0.3-seed0 (2), from another store; this store's "
+            "study sweep-dropout=0,0.3-seed1 runs to 1 pairs") in run.stdout
+    second = run_cli(*publish, *stores, timeout=300)
+    assert second.returncode == 0, second.stderr
+    table = pd.read_csv(out / "epochs.csv.gz").drop_duplicates(["study", "trial"])
+    assert table["study"].value_counts().to_dict() == {STUDY: 6, "sweep-dropout=0,0.3-seed1": 3}
+    sweep = json.loads((out / "summary.json").read_text())["sweep"]
+    assert [(f["factor"], f["pairs"]) for f in sweep["factors"]] == [("dropout", 3)]
 
 
 @pytest.mark.slow
