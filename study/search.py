@@ -54,7 +54,7 @@ def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
     if config.trials is not None:
         callbacks.insert(0, TrialTarget(config.trials))
     study.optimize(Objective(context), timeout=timeout, callbacks=callbacks, catch=(TrialFailed,),
-                   gc_after_trial=True)
+                   gc_after_trial=False)  # train_trial collects
     return failures
 
 

@@ -169,7 +169,8 @@ class SweepRunner(TrialsHere):
         finished = finished_count(study)  # cut arms count here too, and are trained again
         progress = Progress(study.study_name, finished + waiting, timeout, finished)
         study.optimize(ArmObjective(self.objectives(session)), n_trials=waiting, timeout=timeout,
-                       callbacks=[self.failures, progress], catch=(TrialFailed,), gc_after_trial=True)
+                       callbacks=[self.failures, progress], catch=(TrialFailed,),
+                       gc_after_trial=False)  # train_trial collects
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
 
 

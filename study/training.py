@@ -6,6 +6,7 @@ Knows nothing of Optuna or MLflow: callers pass extra Keras callbacks (pruning) 
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import warnings
@@ -224,12 +225,21 @@ def class_weights(hp: Mapping[str, Any], labels: np.ndarray) -> dict[int, float]
     return {int(c): len(labels) / (len(present) * float(counts[c])) for c in present}
 
 
+def free_previous_trial() -> None:
+    """Free the previous trial's graph and memory. The first call also moves the ~470k objects
+    of the imports and loaded data into gc's permanent generation (gc.freeze), so that this
+    and every later collection walks only what trials create: a full walk cost ~0.4 s a trial."""
+    keras.backend.clear_session()  # its gc.collect() is the only per-trial collection (gc_after_trial=False)
+    if not gc.get_freeze_count():
+        gc.freeze()
+
+
 def train_trial(hp: Mapping[str, Any], splits: Splits, train_config: TrainConfig, seed: int,
                 evaluator: EpochEvaluator, callbacks: list[keras.callbacks.Callback] = (),
                 init_seed: int | None = None) -> keras.Model:
     """Build, compile and fit; the evaluator keeps the record even if fitting raises.
     `init_seed` (sweeps only): each Conv2D/Dense layer's initial weights from a seed of its own."""
-    keras.backend.clear_session()  # free the previous trial's graph and memory
+    free_previous_trial()
     keras.utils.set_random_seed(seed)
     model = build_model(hp, splits.input_shape, splits.num_classes)
     if init_seed is not None:
