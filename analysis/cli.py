@@ -242,6 +242,9 @@ def _sweep_input(args: argparse.Namespace, ds):
     columns = _table_columns(args.csv)
     if not sweeps.is_sweep(columns):
         return None
+    if args.one_pool:
+        raise AnalysisInputError(f"--one-pool: {args.csv} is a sweep table, whose trials are paired arms within "
+                                 "their studies, not one pool of i.i.d. trials; drop --one-pool")
     if ds.epochs is None:
         raise AnalysisInputError(f"{args.csv}: a sweep table (columns {', '.join(sweeps.ARM_COLUMNS)}) "
                                  "needs --epoch-col: its verdicts are per epoch")

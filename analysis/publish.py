@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -99,10 +100,15 @@ def read_published(out: Path) -> Published:
         # As text, so that carried rows are written back exactly as published (a level "0" read
         # as a number would come back "0.0", another level than the fresh export's "0").
         table = pd.read_csv(export, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, EOFError) as exc:  # a truncated gzip
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt gzip
         raise AnalysisInputError(f"--out {out}: its {EXPORT_NAME} cannot be read ({exc})") from None
     record = out / STUDIES_NAME
-    studies = json.loads(record.read_text()) if record.exists() else {}
+    try:
+        studies = json.loads(record.read_text()) if record.exists() else {}
+    except (ValueError, OSError) as exc:  # JSONDecodeError is a ValueError
+        raise AnalysisInputError(f"--out {out}: its {STUDIES_NAME} cannot be read ({exc})") from None
+    if not isinstance(studies, dict) or not all(isinstance(r, dict) and "states" in r for r in studies.values()):
+        raise AnalysisInputError(f"--out {out}: its {STUDIES_NAME} is not a study -> counts record")
     readme = (out / "README.md").read_text() if (out / "README.md").exists() else ""
     return Published(table, studies, readme)
 
@@ -293,6 +299,8 @@ def publish(experiment: str, tracking_uri: str, storage: str, out: Path, n_boot:
         os.replace(record, out / STUDIES_NAME)
     finally:
         fresh.unlink(missing_ok=True)
+    for figure in out.glob("*.png"):  # the report draws every figure anew; none may outlive its data
+        figure.unlink()
     if is_sweep(table.columns):
         return publish_sweep(experiment, table, list(studies.values()), out, n_boot)
     if len(studies) > 1:

@@ -394,12 +394,22 @@ def level_rows(values: pd.DataFrame, factor: str, arms: Arms, loss: str, *, n_bo
     return rows
 
 
+def complete_pairs(arms: pd.DataFrame, unused: pd.DataFrame, factor: str) -> int:
+    """A factor's pairs whose every arm is analysed: a pair with a failed (or otherwise
+    unusable) arm still serves the comparisons it has both arms of, but is not complete."""
+    pairs = set(arms.loc[arms[FACTOR] == factor, PAIR])
+    return len(pairs - set(unused.loc[unused[FACTOR] == factor, PAIR]))
+
+
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,
                   k: int = K, running: list[dict] = ()) -> dict:
     """The `sweep` block of summary.json: the factors, every effect beside its A/A floor,
     the per-level means, the trials the analysis could not use, and the pairs left out
     because the sweep is still training them (`running`, from `split_running_pairs`)."""
     losses = [loss for loss in LOSSES if loss in epochs and epochs[loss].notna().any()]
+    usable = epochs[KEY].drop_duplicates()
+    unused = arms.merge(usable, on=KEY, how="left", indicator=True)
+    unused = unused[unused["_merge"] == "left_only"]
     factors, comparisons, levels = [], [], []
     for loss in losses:
         outcomes = trial_outcomes(epochs, loss)
@@ -410,11 +420,8 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
             if loss == losses[0]:
                 factors.append({"factor": factor, "reference_level": factor_arm.reference[1],
                                 "levels": [level for _, level in factor_arm.treatments],
-                                "pairs": int(arms.loc[arms[FACTOR] == factor, PAIR].nunique()),
+                                "pairs": complete_pairs(arms, unused, factor),
                                 "replicate": factor_arm.replicate is not None})
-    usable = epochs[KEY].drop_duplicates()
-    unused = arms.merge(usable, on=KEY, how="left", indicator=True)
-    unused = unused[unused["_merge"] == "left_only"]
     absent = sorted({o.needs for o in OUTCOMES} - set(epochs.columns))
     return {"factors": factors, "losses": losses, "k": k,
             "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "pair"},

@@ -162,9 +162,12 @@ def continuation(prefix: str, seed: int | None, trials: int, published: dict[str
     return Continuation(seed, trials - sum(carried.values()), carried)
 
 
-def continuation_line(experiment: str, plan: Continuation) -> str | None:
+def continuation_line(label: str, prefix: str, plan: Continuation, unit: str) -> str | None:
+    """What a run continues, when part of its pool is published from another store: e.g.
+    "campaign: continues the published pool: 72 finished trials of X-seed0 (72) are from another
+    store; this store's study X-seed1 runs to 428 finished trials"."""
     if not plan.carried:
         return None
     studies = ", ".join(f"{study} ({count})" for study, count in sorted(plan.carried.items()))
-    return (f"campaign: continues the published pool: {sum(plan.carried.values())} finished trials of {studies} "
-            f"are from another store; this store's study {experiment}-seed{plan.seed} runs to {max(plan.trials, 0)}")
+    return (f"{label}: continues the published pool: {sum(plan.carried.values())} {unit} of {studies} are from "
+            f"another store; this store's study {prefix}-seed{plan.seed} runs to {max(plan.trials, 0)} {unit}")

@@ -183,7 +183,7 @@ def sweep_continuations(args: argparse.Namespace,
     """Each factor's study where it stands in the published sweeps (study/campaign.py's
     continuation, counted in pairs), the factors with nothing left to run left out; or the
     exit code of bad input (2) or of nothing to run (0)."""
-    from study.campaign import CampaignError, continuation
+    from study.campaign import CampaignError, continuation, continuation_line
     from study.storage import StorageError, study_names
     from study.sweep import SweepError, SweepPlan, experiment_name, published_pairs, study_prefix
 
@@ -200,10 +200,9 @@ def sweep_continuations(args: argparse.Namespace,
         return EXIT_BAD_INPUT
     out = []
     for config, factor, plan in continued:
-        if plan.carried:
-            studies = ", ".join(f"{study} ({count})" for study, count in sorted(plan.carried.items()))
-            print(f"sweep {factor.text}: continues the published pairs of {studies}, from another store; this "
-                  f"store's study {study_prefix(factor)}-seed{plan.seed} runs to {max(plan.trials, 0)} pairs", flush=True)
+        line = continuation_line(f"sweep {factor.text}", study_prefix(factor), plan, "complete pairs")
+        if line:
+            print(line, flush=True)
         if plan.trials > 0:
             out.append(SweepPlan(sweep_search_config(args, factor, plan.seed, plan.trials), factor, plan.trials))
     return out or 0
@@ -228,7 +227,7 @@ def campaign_plan(args: argparse.Namespace) -> "Continuation | int":
     except (CampaignError, StorageError) as exc:
         print(fast_error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    line = continuation_line(experiment_name(args.data, args.regime), plan)
+    line = continuation_line("campaign", experiment_name(args.data, args.regime), plan, "finished trials")
     if plan.trials <= 0:
         print(f"{line}: nothing to run", flush=True)
         return 0

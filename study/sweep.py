@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -298,21 +299,24 @@ class SweepPlan(NamedTuple):
 
 
 def published_pairs(folder: Path) -> dict[str, int]:
-    """study -> its pairs with a trial of every arm, in a published sweep export
-    (results/sweeps/epochs.csv.gz); {} where nothing is published."""
+    """study -> its complete pairs in a published sweep export (results/sweeps/epochs.csv.gz):
+    pairs with a COMPLETE trial of every arm, i.e. of each level and of the reference's
+    replicate; a pair with a failed or missing arm is not done. {} where nothing is published."""
     import pandas as pd
 
     export = folder / "epochs.csv.gz"
     if not export.exists():
         return {}
     try:
-        table = pd.read_csv(export, usecols=["study", "trial", "pair", "arm"]).drop_duplicates(["study", "trial"])
-    except (ValueError, OSError, EOFError) as exc:  # a truncated gzip, a campaign's table
+        table = pd.read_csv(export, usecols=["study", "trial", "pair", "arm", "level", "state"],
+                            dtype=str).drop_duplicates(["study", "trial"])
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # a truncated gzip, a campaign's table
         raise SweepError(f"--published {folder}: {export.name} is not a sweep export ({exc})") from None
-    table["study"] = table["study"].astype(str)
-    arms = table.groupby(["study", "pair"])["arm"].nunique()
-    whole = arms[arms == arms.groupby(level="study").transform("max")]
-    return {study: int(count) for study, count in whole.groupby(level="study").size().items()}
+    arms_per_pair = table.groupby("study")["level"].nunique() + 1  # the replicate repeats the reference level
+    done = table[table["state"] == "COMPLETE"]
+    arms = (done["arm"] + "@" + done["level"]).groupby([done["study"], done["pair"]]).nunique()
+    whole = arms[arms.to_numpy() == arms_per_pair.reindex(arms.index.get_level_values("study")).to_numpy()]
+    return {study: int(count) for study, count in whole.groupby(level=0).size().items()}
 
 
 def search_argv(factor: Factor, data: str, pairs: int, seed: int, user_overrides: list[str],

@@ -376,6 +376,17 @@ def test_cli_bad_sweep_exits_2_with_one_line_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+
+def test_cli_one_pool_on_a_sweep_table_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    path = tmp_path / "sweep.csv"
+    sweep_table().to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(path), *EXPORT_FLAGS, "--one-pool", "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: --one-pool: {path} is a sweep table, whose trials are paired arms within their "
+                           "studies, not one pool of i.i.d. trials; drop --one-pool\n")
+    assert not out.exists()
+
 # ------------------------------------------------------------------ the export
 
 def test_export_names_the_sweep_params_as_the_last_columns(synthetic_store, tmp_path):
@@ -419,3 +430,5 @@ def test_a_trial_without_epochs_leaves_its_pair_out_of_its_differences_only():
     assert effect["pairs"] == 11 and effect["difference"] == pytest.approx(4 / 11)
     assert effect["ci95_missing"] == "no resamples (--bootstrap 0)"
     assert _row(sweep, "l2", "1e-2", "val_loss", "epoch_disagree")["effect"]["pairs"] == 12
+    # 12 pairs, pair 7 lacking one arm's epochs: 11 complete (what the README counts)
+    assert [(f["factor"], f["pairs"]) for f in sweep["factors"] if f["factor"] == "l2"] == [("l2", 11)]

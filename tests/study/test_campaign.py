@@ -228,15 +228,17 @@ def continued(smoke: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     nothing = run_cli("study", "campaign", *flags, "--trials", str(TRIALS + 1))
     before = pd.read_csv(published / "epochs.csv.gz")
+    (published / "axis_of_an_older_report.png").write_bytes(b"")  # a figure today's report does not draw
     publish = run_cli("analysis", "publish", "--experiment", SMOKE, *store, "--out", str(published),
                       "--bootstrap", "200")
     assert publish.returncode == 0, publish.stderr[-3000:]
     merged = pd.read_csv(published / "epochs.csv.gz")
+    figures = sorted(figure.name for figure in published.glob("*.png"))
     again = run_cli("analysis", "publish", "--experiment", SMOKE, "--tracking-uri", smoke["tracking"], "--storage",
                     str(smoke["journal"]), "--out", str(published), "--bootstrap", "200")
     assert again.returncode == 0, again.stderr[-3000:]
     return {"same_seed": same_seed, "files_after_refusal": files_after_refusal, "run": run.stdout,
-            "nothing": nothing, "before": before, "merged": merged,
+            "nothing": nothing, "before": before, "merged": merged, "figures": figures,
             "again": pd.read_csv(published / "epochs.csv.gz"), "published": published}
 
 
@@ -274,6 +276,8 @@ def test_publishing_the_continuation_carries_the_published_study_and_reads_one_p
     readme = (continued["published"] / "README.md").read_text()
     assert f"Trials trained: {TRIALS + 3} " in readme and f"`{SMOKE}-seed1`: 2 trained" in readme
     assert "--one-pool" in readme
+    # The folder's figures are the pool report's own: an older report's are gone.
+    assert "pool_vs_k.png" in continued["figures"] and "axis_of_an_older_report.png" not in continued["figures"]
     # Republishing from the first store keeps the second store's study.
     assert len(continued["again"]) == len(merged)
     assert set(continued["again"]["study"]) == set(merged["study"])
@@ -325,3 +329,18 @@ def test_a_folder_published_before_studies_json_gives_its_counts_from_its_readme
                           "runs included (1.92 trial-hours).", trials)
     assert (sweep["wall_hours"], sweep["trial_hours"], sweep["draws"]) == (2.34, 1.92, None)
     assert legacy_record("no such lines", trials) is None
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("studies.json", b"{not json", "its studies.json cannot be read"),
+    ("studies.json", b'{"campaign-balanced-seed0": 72}', "its studies.json is not a study -> counts record"),
+    ("epochs.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage", "its epochs.csv.gz cannot be read"),
+])
+def test_a_corrupt_published_folder_is_one_clear_error(name: str, content: bytes, problem: str, tmp_path: Path) -> None:
+    from analysis.errors import AnalysisInputError
+    from analysis.publish import read_published
+
+    pd.DataFrame({"study": ["a"], "trial": [0], "epoch": [0]}).to_csv(tmp_path / "epochs.csv.gz", index=False)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(AnalysisInputError, match=problem):
+        read_published(tmp_path)

@@ -16,7 +16,8 @@ from study.cli import main
 from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, FAILURE_REASON, SWEEP_ARM,
                             SWEEP_BATCH_HASH, SWEEP_FACTOR, SWEEP_INIT_HASH, SWEEP_LEVEL, SWEEP_PAIR)
 from study.space import load_space
-from study.sweep import Factor, arms_of_pair, check_knob_factor, level_params, pair_seed, study_name
+from study.sweep import (Factor, SweepError, arms_of_pair, check_knob_factor, level_params, pair_seed,
+                         published_pairs, study_name)
 from tests.conftest import PROJECT_ROOT, run_cli
 
 CNN = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
@@ -326,14 +327,53 @@ def test_a_fresh_store_continues_the_published_pairs_with_the_next_seed(swept: d
     assert not fresh.exists()
     run = run_cli("study", "sweep", *flags, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert ("continues the published pairs of sweep-dropout=0,0.3-seed0 (2), from another store; this store's "
-            "study sweep-dropout=0,0.3-seed1 runs to 1 pairs") in run.stdout
+    assert ("sweep dropout=0,0.3: continues the published pool: 2 complete pairs of sweep-dropout=0,0.3-seed0 (2) "
+            "are from another store; this store's study sweep-dropout=0,0.3-seed1 runs to 1 complete pairs") in run.stdout
     second = run_cli(*publish, *stores, timeout=300)
     assert second.returncode == 0, second.stderr
     table = pd.read_csv(out / "epochs.csv.gz").drop_duplicates(["study", "trial"])
     assert table["study"].value_counts().to_dict() == {STUDY: 6, "sweep-dropout=0,0.3-seed1": 3}
     sweep = json.loads((out / "summary.json").read_text())["sweep"]
     assert [(f["factor"], f["pairs"]) for f in sweep["factors"]] == [("dropout", 3)]
+
+
+def export_of_arms(rows: list[tuple[str, int, str, str, str]], folder: Path) -> Path:
+    """A sweep export's identifying columns, two epochs a trial, from (study, pair, arm, level, state)."""
+    trials = [{"study": study, "trial": number, "epoch": epoch, "pair": pair, "arm": arm, "level": level,
+               "state": state, "val_loss": 1.0}
+              for number, (study, pair, arm, level, state) in enumerate(rows) for epoch in (1, 2)]
+    folder.mkdir()
+    pd.DataFrame(trials).to_csv(folder / "epochs.csv.gz", index=False)
+    return folder
+
+
+def test_a_published_pair_counts_only_when_every_arm_and_level_completed(tmp_path: Path) -> None:
+    """Two studies, counted by hand. l2 (two levels, 3 arms a pair): pair 0 whole; pair 1 has a
+    FAILED replicate; pair 2 lacks its treatment. A dose sweep (three levels, 4 arms a pair):
+    pair 0 whole; pair 1 has all three arm names but lacks level 1e-3: 1 and 1 complete pairs."""
+    two, dose = "sweep-l2=0,1e-3-seed0", "sweep-l2=0,1e-4,1e-3-seed0"
+    ok, failed = "COMPLETE", "FAIL"
+    rows = [(two, 0, ARM_REFERENCE, "0", ok), (two, 0, ARM_TREATMENT, "1e-3", ok), (two, 0, ARM_REPLICATE, "0", ok),
+            (two, 1, ARM_REFERENCE, "0", ok), (two, 1, ARM_TREATMENT, "1e-3", ok), (two, 1, ARM_REPLICATE, "0", failed),
+            (two, 2, ARM_REFERENCE, "0", ok), (two, 2, ARM_REPLICATE, "0", ok),
+            (dose, 0, ARM_REFERENCE, "0", ok), (dose, 0, ARM_TREATMENT, "1e-4", ok),
+            (dose, 0, ARM_TREATMENT, "1e-3", ok), (dose, 0, ARM_REPLICATE, "0", ok),
+            (dose, 1, ARM_REFERENCE, "0", ok), (dose, 1, ARM_TREATMENT, "1e-4", ok), (dose, 1, ARM_REPLICATE, "0", ok)]
+    assert published_pairs(export_of_arms(rows, tmp_path / "sweeps")) == {two: 1, dose: 1}
+    assert published_pairs(tmp_path / "nothing") == {}
+
+
+def test_a_published_folder_that_is_not_a_sweep_export_is_a_sweep_error(tmp_path: Path) -> None:
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    pd.DataFrame({"study": ["a"], "trial": [0], "epoch": [1]}).to_csv(campaign / "epochs.csv.gz", index=False)
+    with pytest.raises(SweepError, match="is not a sweep export"):
+        published_pairs(campaign)
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "epochs.csv.gz").write_bytes((campaign / "epochs.csv.gz").read_bytes()[:30])
+    with pytest.raises(SweepError, match="is not a sweep export"):
+        published_pairs(truncated)
 
 
 @pytest.mark.slow
