@@ -46,8 +46,9 @@ def trial_inputs(rows: pd.DataFrame) -> tuple[list[str], dict, int]:
     # The export prefixes a knob named like a metric (`loss`) with `param.`; a knob it lacks
     # (added to the space after the trial ran) is at its pinned value.
     columns = {name: f"param.{name}" if name in EPOCH_METRICS else name for name in space.params}
-    hp = {name: _value(spec, first[columns[name]]) if columns[name] in first and pd.notna(first[columns[name]])
-          else (spec.value if spec.role == "fixed" else spec.default)
+    hp = {name: spec.value if spec.role == "fixed" else  # a fixed knob is pinned, whatever was logged
+          _value(spec, first[columns[name]]) if columns[name] in first and pd.notna(first[columns[name]])
+          else spec.default
           for name, spec in space.params.items()}
     return overrides, hp, int(first["seed"]) * 10007 + int(first["trial"])
 
@@ -61,7 +62,7 @@ def cheapest_trials(table: pd.DataFrame, count: int) -> list[pd.DataFrame]:
     "Reproducibility"): a trial stuck near chance matched to 0.1 pp for 2 epochs, then drifted
     by 13 pp; an augmented one was 13 pp off after its first epoch (random ops in tf.data)."""
     complete = table[(table["state"] == "COMPLETE") & (table["augment"].astype(str) == "False")]
-    trials = [rows for _, rows in complete.groupby("trial")
+    trials = [rows for _, rows in complete.groupby(["study", "trial"])  # a pool may span studies
               if rows.sort_values("epoch")["val_accuracy"].iloc[-1] >= LEARNED]
     space = load_space(SPACE_FILE)
 
