@@ -97,6 +97,16 @@ def _maybe_numeric(values: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------- CSV / Parquet
 
+def _sortable_trial_ids(trials: pd.Series) -> pd.Series:
+    """Trial ids as text that sorts as they count: integer ids zero-padded to one width
+    ("s/007" before "s/010"), so a pooled table lists each study's trials in their own order,
+    the order a one-study table has (the bootstrap draws rows by position)."""
+    text = trials.astype(str)
+    if text.str.fullmatch(r"\d+").all():
+        return text.str.zfill(int(text.str.len().max()))
+    return text
+
+
 def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, accuracy_col: str,
                test_accuracy_col: str | None = None, epoch_col: str | None = None,
                explain_cols: Sequence[str] = (), include_pruned: bool = False,
@@ -149,7 +159,7 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
     raw = _without_blank_ids(ds, raw, study_col, trial_col)
     if one_pool:
         pooled = raw[study_col].astype(str)
-        raw[trial_col] = pooled + "/" + raw[trial_col].astype(str)
+        raw[trial_col] = pooled + "/" + _sortable_trial_ids(raw[trial_col])
         raw[study_col] = f"one pool of {pooled.nunique()} studies"
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",

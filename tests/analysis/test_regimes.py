@@ -138,6 +138,27 @@ def epochs_csv(path: Path, experiment: str, accuracy: list[float]) -> Path:
     return path
 
 
+def test_a_pool_lists_each_studys_trials_in_counting_order(tmp_path):
+    """The bootstrap draws trials by position, so a one-study export read as a pool must
+    list its trials as a one-study table does (0, 1, 2, ..., 10, 11), not as text sorts
+    them (0, 1, 10, 11, 2, ...); a second study's trials follow the first's."""
+    from analysis.picks import scored_trials
+    from analysis.regimes_report import load_regime
+    from analysis.sources import load_table
+
+    accuracy = [0.5 + 0.03 * trial for trial in range(12)]  # distinct: the order is visible
+    path = epochs_csv(tmp_path / "a.csv", "campaign-balanced", accuracy)
+    pool, _ = load_regime(path)
+    assert list(pool.columns.accuracy) == pytest.approx(accuracy)
+    second = pd.read_csv(path).query("trial < 3").assign(study="campaign-balanced-seed1")
+    pd.concat([pd.read_csv(path), second]).to_csv(tmp_path / "two.csv", index=False)
+    pooled = load_table(tmp_path / "two.csv", study_col="study", trial_col="trial", loss_col="val_loss",
+                        accuracy_col="val_accuracy", epoch_col="epoch", one_pool=True)
+    assert list(scored_trials(pooled, "best")["trial"]) == (
+        [f"campaign-balanced-seed0/{trial:02d}" for trial in range(12)]
+        + [f"campaign-balanced-seed1/{trial:02d}" for trial in range(3)])
+
+
 def run_compare(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analysis", "compare", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
