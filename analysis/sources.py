@@ -97,6 +97,34 @@ def _maybe_numeric(values: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------- CSV / Parquet
 
+def _check_table(path: Path, raw: pd.DataFrame, named: dict[str, str | None], epochs: int | None) -> None:
+    """Bad input of a table as a whole: named columns it lacks, no rows, an epoch budget
+    under 1, accuracies in percent."""
+    missing = [f"{flag}={col}" for flag, col in named.items() if col and col not in raw.columns]
+    if missing:
+        raise AnalysisInputError(f"{path}: missing column(s) {', '.join(missing)}; "
+                                 f"columns are {', '.join(map(str, raw.columns))}")
+    if raw.empty:
+        raise AnalysisInputError(f"{path}: the table has no rows")
+    if epochs is not None and epochs < 1:
+        raise AnalysisInputError(f"--epochs {epochs}: the epoch budget must be >= 1")
+    for flag in ("--accuracy-col", "--test-accuracy-col"):
+        column = named[flag]
+        if column and checks.looks_like_percent(pd.to_numeric(raw[column], errors="coerce")):
+            raise AnalysisInputError(
+                f"{path}: {flag}={column} looks like percent (values up to "
+                f"{pd.to_numeric(raw[column], errors='coerce').max():g}); give accuracies as "
+                "fractions in [0, 1]")
+
+
+def _as_one_pool(raw: pd.DataFrame, study_col: str, trial_col: str) -> pd.DataFrame:
+    """The studies as one study, each trial named `study/trial`."""
+    pooled = raw[study_col].astype(str)
+    raw[trial_col] = pooled + "/" + _sortable_trial_ids(raw[trial_col])
+    raw[study_col] = f"one pool of {pooled.nunique()} studies"
+    return raw
+
+
 def _sortable_trial_ids(trials: pd.Series) -> pd.Series:
     """Trial ids as text that sorts as they count: integer ids zero-padded to one width
     ("s/007" before "s/010"), so a pooled table lists each study's trials in their own order,
@@ -128,21 +156,7 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
              "--accuracy-col": accuracy_col, "--test-accuracy-col": test_accuracy_col,
              "--epoch-col": epoch_col, "--state-col": state_col, "--crossentropy-col": crossentropy_col}
     named.update({f"--explain-col {c}": c for c in explain_cols})
-    missing = [f"{flag}={col}" for flag, col in named.items() if col and col not in raw.columns]
-    if missing:
-        raise AnalysisInputError(f"{path}: missing column(s) {', '.join(missing)}; "
-                                 f"columns are {', '.join(map(str, raw.columns))}")
-    if raw.empty:
-        raise AnalysisInputError(f"{path}: the table has no rows")
-    if epochs is not None and epochs < 1:
-        raise AnalysisInputError(f"--epochs {epochs}: the epoch budget must be >= 1")
-    for flag in ("--accuracy-col", "--test-accuracy-col"):
-        column = named[flag]
-        if column and checks.looks_like_percent(pd.to_numeric(raw[column], errors="coerce")):
-            raise AnalysisInputError(
-                f"{path}: {flag}={column} looks like percent (values up to "
-                f"{pd.to_numeric(raw[column], errors='coerce').max():g}); give accuracies as "
-                "fractions in [0, 1]")
+    _check_table(path, raw, named, epochs)
 
     # Metric columns the selection rules read, carried under their contract names.
     from analysis.rules import TABLE_METRICS
@@ -158,9 +172,7 @@ def load_table(path: Path, *, study_col: str, trial_col: str, loss_col: str, acc
                          "columns": {k.lstrip("-"): v for k, v in named.items() if v}})
     raw = _without_blank_ids(ds, raw, study_col, trial_col)
     if one_pool:
-        pooled = raw[study_col].astype(str)
-        raw[trial_col] = pooled + "/" + _sortable_trial_ids(raw[trial_col])
-        raw[study_col] = f"one pool of {pooled.nunique()} studies"
+        raw = _as_one_pool(raw, study_col, trial_col)
     table = _tidy(raw, experiment, study_col, trial_col, state_col,
                   {loss_col: "val_loss", accuracy_col: "val_accuracy",
                    test_accuracy_col: "test_accuracy", epoch_col: "epoch",
