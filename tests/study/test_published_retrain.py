@@ -22,12 +22,13 @@ import pytest
 from study.contract import EPOCH_METRICS
 from study.cost import relative_cost
 from study.space import DataConfig, TrainConfig, load_space
+from study.workers import THREAD_VARS
 from tests.conftest import PROJECT_ROOT, require
 
 RESULTS = PROJECT_ROOT / "results"
 TOLERANCE = 0.005  # 0.5 pp: a pool may hold trials trained with other thread counts
 # How a campaign worker trains when two share 2 cores (study/workers.py worker_env).
-ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+ONE_THREAD = {var: "1" for var in (*THREAD_VARS, "OMP_NUM_THREADS")}
 SPACE_FILE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
 
 
