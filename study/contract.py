@@ -21,6 +21,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# --- Params of every trial run besides its knobs and the search config ----------------
+# TensorFlow's thread counts change a trial's numbers in the last bits, which a few epochs
+# can grow: a trial trained with 1 thread, retrained with 2, drifted 0.5 pp. So a trial says
+# what it trained with, and a retrain can use the same.
+TF_INTRA_OP_THREADS = "tf_intra_op_threads"
+TF_INTER_OP_THREADS = "tf_inter_op_threads"
+
+
 # --- Tags on MLflow runs -------------------------------------------------------------
 # PARENT_RUN_ID: MLflow's `mlflow.parentRunId`, see `__getattr__` above.
 # The UI opens on GenAI unless an experiment says it holds model development.

@@ -84,6 +84,14 @@ class TrialContext:
     hooks: TrialHooks = field(default_factory=installed_hooks)
 
 
+def shared_trial_params(config: SearchConfig, splits: Splits) -> dict[str, Any]:
+    """The MLflow params every trial run of a study carries besides its knobs: the search's
+    config, the data's sizes and source, and the threads it trains with."""
+    from study.workers import tf_thread_params
+
+    return {**config.flat(), **splits.sizes(), "data.source": splits.source, **tf_thread_params()}
+
+
 def objective_value(config: SearchConfig, summary: dict[str, float]) -> float | tuple[float, float]:
     """Best-over-epochs scoring, the same rule the analysis uses."""
     if config.objective == "val_loss":

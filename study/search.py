@@ -81,13 +81,12 @@ class TrialsHere:
                 f"tracking {mask_secrets(self.config.tracking_uri)}")
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
-        from study.objective import TrialContext
+        from study.objective import TrialContext, shared_trial_params
 
         config, splits = session.config, session.splits
         context = TrialContext(config, splits, session.tracker, session.experiment_id, session.run_id,
                                session.item.name, session.item.seed,
-                               base_params={**config.flat(), **splits.sizes(), "data.source": splits.source,
-                                            **self.extra_trial_params})
+                               base_params={**shared_trial_params(config, splits), **self.extra_trial_params})
         self.failures = optimize(config, session.study, context, timeout)
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
 

@@ -142,12 +142,12 @@ class SweepRunner(TrialsHere):
 
     def objectives(self, session: StudySession) -> dict[str, Any]:
         """Objective per level: one shared by a knob's levels, one per level of a data factor."""
-        from study.objective import Objective, TrialContext
+        from study.objective import Objective, TrialContext, shared_trial_params
 
         def objective(config: SearchConfig, splits: Splits) -> Objective:
             return Objective(TrialContext(
                 config, splits, session.tracker, session.experiment_id, session.run_id, session.item.name,
-                session.item.seed, base_params={**config.flat(), **splits.sizes(), "data.source": splits.source}))
+                session.item.seed, base_params=shared_trial_params(config, splits)))
 
         if not self.factor.changes_data:
             shared = objective(session.config, session.splits)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from study.config import SearchConfig
+from study.contract import TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from study.data import Splits
 from study.driver import ExitCode, StudySession, drive
 from study.inputs import PreparedStudy
@@ -55,6 +56,20 @@ def configure_threads() -> tuple[int, int] | None:
     except RuntimeError:  # already initialised: the environment variables have done it
         pass
     return intra, inter
+
+
+def tf_thread_params() -> dict[str, int]:
+    """The threads TensorFlow trains this process's trials with, as trial params.
+
+    The environment variables win (TensorFlow reads them when it starts), then tf.config;
+    TensorFlow's default for both pools is every core this process may use."""
+    import tensorflow as tf
+
+    cores = available_cores()
+    configured = (tf.config.threading.get_intra_op_parallelism_threads(),
+                  tf.config.threading.get_inter_op_parallelism_threads())
+    return {name: int(os.environ.get(var) or from_config or cores)
+            for name, var, from_config in zip((TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS), THREAD_VARS, configured)}
 
 
 class WorkerTrials:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from study.contract import FAILURE_REASON
+from study.contract import FAILURE_REASON, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from tests.conftest import run_cli
 from tests.scale.conftest import assert_consistent, search_args, study_runs, trial_runs
 
@@ -46,6 +46,9 @@ def test_four_workers_eight_trials_on_the_journal(stores: dict[str, str]) -> Non
     (study_run,) = study_runs(stores["tracking_uri"], "scale4")
     assert study_run.info.status == "FINISHED" and study_run.data.tags["workers"] == "4"
     assert {r[0].data.params["worker_index"] for r in runs.values()} == {"0", "1", "2", "3"}
+    # Four workers on 2 cores: one thread each (study/workers.thread_split), and each trial says so.
+    assert {(r[0].data.params[TF_INTRA_OP_THREADS], r[0].data.params[TF_INTER_OP_THREADS])
+            for r in runs.values()} == {("1", "1")}
     per_pid = sorted(sum(t.user_attrs["pid"] == pid for t in finished) for pid in {t.user_attrs["pid"] for t in finished})
     print(f"{WORKERS} workers x {TRIALS} trials: {time.monotonic() - started:.0f} s, trials per worker {per_pid}")
 

@@ -2,8 +2,8 @@
 from their logged parameters and seed on real Fashion-MNIST, match their logged
 validation-accuracy curves within 0.5 pp at every epoch (issue 10).
 
-They retrain in a process of their own with one TensorFlow thread, as a campaign's workers
-train (`WORKERS=2` on 2 cores: study/workers.py). With that, the two cheapest trials of the
+They retrain in a process of their own with the TensorFlow threads the trial logged, or
+one, as a campaign's workers trained before trials logged it (`WORKERS=2` on 2 cores). With that, the two cheapest trials of the
 balanced pool retrained bit for bit (2026-11-27); with TensorFlow's default two threads,
 one of them drifted to 0.5 pp by its last epoch (float sums in another order)."""
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.contract import EPOCH_METRICS
+from study.contract import EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from study.cost import relative_cost
 from study.space import DataConfig, TrainConfig, load_space
 from study.workers import THREAD_VARS
@@ -27,9 +27,17 @@ from tests.conftest import PROJECT_ROOT, require
 
 RESULTS = PROJECT_ROOT / "results"
 TOLERANCE = 0.005  # 0.5 pp: a pool may hold trials trained with other thread counts
-# How a campaign worker trains when two share 2 cores (study/workers.py worker_env).
-ONE_THREAD = {var: "1" for var in (*THREAD_VARS, "OMP_NUM_THREADS")}
+# How a campaign worker trains when two share 2 cores (study/workers.py worker_env): the
+# threads of a trial exported before trials logged theirs.
+CAMPAIGN_THREADS = (1, 1)
 SPACE_FILE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
+
+
+def thread_env(rows: pd.DataFrame) -> dict[str, str]:
+    """The TensorFlow thread variables a trial trained with, from its logged params."""
+    logged = [rows[name].iloc[0] if name in rows else None for name in (TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS)]
+    intra, inter = CAMPAIGN_THREADS if any(pd.isna(count) for count in logged) else map(int, logged)
+    return {THREAD_VARS[0]: str(intra), THREAD_VARS[1]: str(inter), "OMP_NUM_THREADS": str(intra)}
 
 
 def published_exports() -> list[Path]:
@@ -111,7 +119,7 @@ def test_two_published_trials_retrain_to_their_logged_curves() -> None:
         study, trial = str(rows["study"].iloc[0]), int(rows["trial"].iloc[0])
         # A fresh process: TensorFlow takes its thread count when it starts.
         done = subprocess.run([sys.executable, "-m", "tests.study.test_published_retrain", str(exports[0]), study,
-                               str(trial)], cwd=PROJECT_ROOT, env={**os.environ, **ONE_THREAD},
+                               str(trial)], cwd=PROJECT_ROOT, env={**os.environ, **thread_env(rows)},
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
         retrained = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
