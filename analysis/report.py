@@ -352,7 +352,38 @@ def _with_ci(row: dict, name: str, share: bool) -> str:
     return f"{_pp(row[name])} {_ci_pp(pair)}"
 
 
+def _one_pool(summary: dict) -> bool:
+    """The input is one pool of trials (a campaign): rates come from its k-subsets, and any
+    count of studies counts that one pool."""
+    return summary["trial_level"]["studies"] == 1 and bool(_quoted_pool_rows(summary))
+
+
+def _quoted_pool_rows(summary: dict) -> dict[str, dict]:
+    """The pool's rows at the quoted study sizes that have an interval."""
+    return {k: row for k, row in summary.get("pool", {}).get("at_k", {}).items()
+            if not math.isnan(row.get("disagree_val_loss_lo", math.nan))}
+
+
+def _pool_answer(doc: Doc, summary: dict, quoted: dict) -> None:
+    """The answer of one pool: P(disagree) at the quoted study sizes, then the whole pool as
+    the single study of N trials it also is."""
+    trial, at_k = summary["trial_level"], _quoted_pool_rows(summary)
+    rates = "; ".join(f"for a study of {k} trials, {_with_ci(row, 'disagree_val_loss', True)}"
+                      for k, row in at_k.items())
+    whole = "is not" if trial["disagreements"] else "is"
+    doc.p(f"**Answer.** Drawn from this pool, a study's trial of minimal {quoted['loss']} is not "
+          f"among its trials of maximal {quoted['accuracy']} with probability: {rates} (95% "
+          f"bootstrap intervals over the pool's trials; every k in the table above). The whole pool "
+          f"is also one study of {trial['trials']} trials, a single draw at that size: its loss pick "
+          f"{whole} among its trials of maximal accuracy. Sections below that count studies count "
+          "that one study, so their rates are 0 or 1, with wide intervals or none.")
+
+
 def _answer(doc: Doc, summary: dict, quoted: dict) -> None:
+    if _one_pool(summary):
+        _pool_answer(doc, summary, quoted)
+        _epoch_answer(doc, summary, quoted)
+        return
     trial, loss, accuracy = summary["trial_level"], quoted["loss"], quoted["accuracy"]
     doc.p(f"**Answer.** In {_count(trial['disagreements'])} of {trial['studies']} studies "
           f"({_fmt(trial['rate'], True)}; 95% CI: Wilson {_ci(trial['ci95_wilson'])}, bootstrap over "
@@ -360,10 +391,14 @@ def _answer(doc: Doc, summary: dict, quoted: dict) -> None:
           f"trials with maximal {accuracy} (trials scored by their {summary['scoring']} epoch; "
           f"{trial['trials']} trials in all; with ties at minimal loss counted leniently "
           f"{_fmt(trial['rate_lenient'], True)}, strictly {_fmt(trial['rate_strict'], True)}).")
+    _epoch_answer(doc, summary, quoted)
+
+
+def _epoch_answer(doc: Doc, summary: dict, quoted: dict) -> None:
     if "epoch_level" in summary:
         epoch = summary["epoch_level"]
-        doc.p(f"Within trials, the epoch of minimal {loss} was not an epoch of maximal "
-              f"{accuracy} in {epoch['disagreements']} of {epoch['trials']} trials "
+        doc.p(f"Within trials, the epoch of minimal {quoted['loss']} was not an epoch of maximal "
+              f"{quoted['accuracy']} in {epoch['disagreements']} of {epoch['trials']} trials "
               f"({_fmt(epoch['rate'], True)}; 95% CI: Wilson {_ci(epoch['ci95_wilson'])}, cluster "
               f"bootstrap over studies {_boot(epoch)}).")
     doc.p("The terms (*loss pick*, *disagrees*, the intervals) are defined in the *Definitions* "
@@ -393,6 +428,11 @@ def _rule_cost(doc: Doc, summary: dict, quoted: dict) -> None:
           "better (negative favours the rule). Because a tie goes to the first trial here, the "
           "accuracy rule's row can exceed the answer's rate, which counts a study as agreeing "
           "when the loss pick is among the trials tied at maximal accuracy.")
+    if _one_pool(summary):
+        doc.p("This input is one pool, so each row compares the two rules' picks over the whole "
+              f"pool, one study of {summary['trial_level']['trials']} trials: 0 or 1 of 1, and no "
+              "interval over studies. The pool table above gives the loss and accuracy picks' test "
+              "accuracy at every study size k.")
     rows = []
     for name, rule in rules.items():
         if not rule["available"]:
