@@ -168,26 +168,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     summary: dict = {**main, "loss_metric": loss_label, "scoring": scoring,
                      "include_pruned": include_pruned}
 
-    # The val_crossentropy variant: the same statistics without the L2 term in the loss.
-    # Only where val_loss is known to be Keras's (with the penalty): from MLflow, or a table
-    # whose --crossentropy-col says which column is the loss without it; otherwise a table's
-    # val_crossentropy column still feeds its selection rule.
-    summary["variants"] = {}
-    # A table says so with --crossentropy-col (an export of our store does).
-    l2_known = ds.source.get("kind") == "mlflow" or bool(ds.source.get("columns", {}).get("crossentropy-col"))
-    if (l2_known and ds.epochs is not None and "val_crossentropy" in ds.epochs
-            and ds.epochs["val_crossentropy"].notna().any()):
-        variant, xpicks, _, _ = _levels(scored, ds.epochs, "val_crossentropy", ds, scoring, n_boot,
-                                        seed, with_mcnemar=False)
-        summary["variants"]["val_crossentropy"] = variant
-        both = picks.merge(xpicks[["study", "loss_pick"]], on="study", suffixes=("", "_xent"))
-        changed = int((both["loss_pick"] != both["loss_pick_xent"]).sum())
-        summary["l2_changes_loss_pick"] = {
-            "studies": int(len(both)), "changed": changed,
-            "rate": changed / len(both) if len(both) else math.nan,
-            "ci95_wilson": list(wilson(changed, len(both))),
-            "meaning": "studies whose minimal-val_loss trial differs from their "
-                       "minimal-val_crossentropy trial: the L2 penalty alone moved the loss pick"}
+    summary.update(_l2_variant(scored, picks, ds, scoring, n_boot, seed))
 
     summary["by_experiment"] = _by_experiment(scored, ds, main, scoring, n_boot, seed)
     if len(summary["by_experiment"]) > 1:
@@ -202,20 +183,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     summary["warnings"] = warnings
 
     if {"val_ece_loss_pick", "val_ece_accuracy_pick"} <= set(picks):
-        calibration = {}
-        for metric in ("val_ece", "val_confidence"):
-            if f"{metric}_loss_pick" not in picks:
-                continue
-            loss_side, accuracy_side = picks[f"{metric}_loss_pick"], picks[f"{metric}_accuracy_pick"]
-            calibration[f"{metric}_loss_pick_mean"] = _f(loss_side.mean())
-            calibration[f"{metric}_accuracy_pick_mean"] = _f(accuracy_side.mean())
-            # Paired per study: is the accuracy pick worse calibrated (or more confident)?
-            difference = (accuracy_side - loss_side).dropna()
-            calibration[f"{metric}_accuracy_minus_loss_pick"] = {
-                "mean": _f(difference.mean()),
-                "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed)),
-                "ci95_bootstrap_missing": bootstrap_gap(difference, n_boot=n_boot)}
-        summary["calibration_of_picks"] = calibration
+        summary["calibration_of_picks"] = _calibration_of_picks(picks, n_boot, seed)
 
     # Every selection rule on the same trials: pairwise disagreement and held-out cost.
     summary.update(rule_comparison.compare(
@@ -231,14 +199,7 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
         pool_table = pool.pool_table(scored, n_boot=n_boot, seed=seed)
         summary["pool"] = pool.pool_summary(pool_table, n_boot)
 
-    notes = []
-    if len(picks) == 1:
-        notes.append("Only one study: its trial-level rate is 0 or 1 and says nothing about how "
-                     "often the rules disagree; a rate needs replicates (e.g. --replicates 5), or a "
-                     "pool of i.i.d. trials (`make campaign`), read at every study size k in the "
-                     "pool section.")
-    elif len(picks) < 10:
-        notes.append(f"Only {len(picks)} studies: the trial-level intervals are wide; add replicates.")
+    notes = _study_count_notes(len(picks))
     summary["notes"] = notes
     summary["exclusions"] = ds.exclusions
     summary["source"] = {**ds.source, "studies_analysed": int(len(picks)),
@@ -248,6 +209,60 @@ def analyse(ds: Dataset, *, scoring: str = "best", include_pruned: bool = False,
     return Analysis(summary=summary, scored=scored, trial=picks, epoch=ep, ranks=rank_table,
                     size=size_table, epochs=ds.epochs, loss_label=loss_label,
                     hyperparams=ds.hyperparams, notes=notes, warnings=warnings, pool=pool_table)
+
+
+def _l2_variant(scored: pd.DataFrame, picks: pd.DataFrame, ds: Dataset, scoring: str, n_boot: int,
+                seed: int) -> dict:
+    """`variants` (the val_crossentropy levels: the same statistics without the L2 term in
+    the loss) and `l2_changes_loss_pick`. Only where val_loss is known to be Keras's, with the
+    penalty: from MLflow, or a table whose --crossentropy-col says which column is the loss
+    without it (an export of our store does); otherwise a table's val_crossentropy column
+    still feeds its selection rule."""
+    l2_known = ds.source.get("kind") == "mlflow" or bool(ds.source.get("columns", {}).get("crossentropy-col"))
+    if not (l2_known and ds.epochs is not None and "val_crossentropy" in ds.epochs
+            and ds.epochs["val_crossentropy"].notna().any()):
+        return {"variants": {}}
+    variant, xpicks, _, _ = _levels(scored, ds.epochs, "val_crossentropy", ds, scoring, n_boot,
+                                    seed, with_mcnemar=False)
+    both = picks.merge(xpicks[["study", "loss_pick"]], on="study", suffixes=("", "_xent"))
+    changed = int((both["loss_pick"] != both["loss_pick_xent"]).sum())
+    return {"variants": {"val_crossentropy": variant},
+            "l2_changes_loss_pick": {
+                "studies": int(len(both)), "changed": changed,
+                "rate": changed / len(both) if len(both) else math.nan,
+                "ci95_wilson": list(wilson(changed, len(both))),
+                "meaning": "studies whose minimal-val_loss trial differs from their "
+                           "minimal-val_crossentropy trial: the L2 penalty alone moved the loss pick"}}
+
+
+def _calibration_of_picks(picks: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Validation ECE and confidence at each rule's pick, and the paired difference per study:
+    is the accuracy pick worse calibrated (or more confident)?"""
+    calibration = {}
+    for metric in ("val_ece", "val_confidence"):
+        if f"{metric}_loss_pick" not in picks:
+            continue
+        loss_side, accuracy_side = picks[f"{metric}_loss_pick"], picks[f"{metric}_accuracy_pick"]
+        calibration[f"{metric}_loss_pick_mean"] = _f(loss_side.mean())
+        calibration[f"{metric}_accuracy_pick_mean"] = _f(accuracy_side.mean())
+        difference = (accuracy_side - loss_side).dropna()
+        calibration[f"{metric}_accuracy_minus_loss_pick"] = {
+            "mean": _f(difference.mean()),
+            "ci95_bootstrap": list(bootstrap_mean(difference, n_boot=n_boot, seed=seed)),
+            "ci95_bootstrap_missing": bootstrap_gap(difference, n_boot=n_boot)}
+    return calibration
+
+
+def _study_count_notes(studies: int) -> list[str]:
+    """What the number of studies allows the trial-level rate to say."""
+    if studies == 1:
+        return ["Only one study: its trial-level rate is 0 or 1 and says nothing about how "
+                "often the rules disagree; a rate needs replicates (e.g. --replicates 5), or a "
+                "pool of i.i.d. trials (`make campaign`), read at every study size k in the "
+                "pool section."]
+    if studies < 10:
+        return [f"Only {studies} studies: the trial-level intervals are wide; add replicates."]
+    return []
 
 
 def _by_experiment(scored: pd.DataFrame, ds: Dataset, main: dict, scoring: str, n_boot: int,
