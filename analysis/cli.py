@@ -12,11 +12,15 @@ import hashlib
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.errors import AnalysisInputError
 from study.contract import ROLE_REPORT, RUN_ROLE
 from study.paths import PROJECT_ROOT, default_tracking_uri, tracking_server_problem
 from study.secrets import mask_secrets
+
+if TYPE_CHECKING:  # importing sources loads pandas: not before the input is checked
+    from analysis.sources import Dataset
 
 DEFAULT_SPACE = PROJECT_ROOT / "search_spaces" / "cnn.yaml"
 REPORTS_DIR = PROJECT_ROOT / "reports"
@@ -159,36 +163,8 @@ def _log_report(tracking_uri: str, experiment: str, out: Path, summary: dict) ->
 def report(args: argparse.Namespace) -> int:
     # Plotting and statistics load only after the input is known to be good, so bad input
     # is answered quickly.
-    from analysis import sources
-
-    if args.bootstrap < 0:
-        raise AnalysisInputError("--bootstrap must be >= 0")
-    if args.noise_replicates < 0 or args.noise_replicates == 1:
-        raise AnalysisInputError(f"--noise-replicates {args.noise_replicates}: give 0 (skip) or "
-                                 "at least 2 (a standard error needs two replicates)")
-    if args.val_size is not None and args.val_size < 1:
-        raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
-                                 "must be >= 1")
-    if args.one_pool and args.csv is None:
-        raise AnalysisInputError("--one-pool reads a table: give --csv")
-    sources.arrow_allocates_with_malloc()
-    if args.csv is not None:
-        if args.experiment:
-            raise AnalysisInputError("use either --csv or --experiment, not both")
-        ds = sources.load_table(args.csv, study_col=args.study_col, trial_col=args.trial_col,
-                                loss_col=args.loss_col, accuracy_col=args.accuracy_col,
-                                test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
-                                crossentropy_col=args.crossentropy_col,
-                                explain_cols=args.explain_col, include_pruned=args.include_pruned,
-                                state_col=args.state_col, epochs=args.epochs, one_pool=args.one_pool)
-        tracking_uri = None
-    else:
-        experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]
-        tracking_uri = args.tracking_uri or default_tracking_uri()
-        problem = tracking_server_problem(tracking_uri)
-        if problem:
-            raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
-        ds = sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned)
+    _check_report_args(args)
+    ds, tracking_uri = _report_input(args)
     # A sweep's arms are checked before anything is computed or written.
     sweep = _sweep_input(args, ds) if args.csv is not None else None
     from analysis import figures, report as report_doc
@@ -219,6 +195,42 @@ def report(args: argparse.Namespace) -> int:
         run_id = _log_report(tracking_uri, ds.experiments[0], out, analysis.summary)
         print(f"logged to run {run_id} ({RUN_ROLE}={ROLE_REPORT}) in experiment {ds.experiments[0]!r}")
     return 0
+
+
+def _check_report_args(args: argparse.Namespace) -> None:
+    """The flags' own limits, before any input is read."""
+    if args.bootstrap < 0:
+        raise AnalysisInputError("--bootstrap must be >= 0")
+    if args.noise_replicates < 0 or args.noise_replicates == 1:
+        raise AnalysisInputError(f"--noise-replicates {args.noise_replicates}: give 0 (skip) or "
+                                 "at least 2 (a standard error needs two replicates)")
+    if args.val_size is not None and args.val_size < 1:
+        raise AnalysisInputError(f"--val-size {args.val_size}: the number of validation images "
+                                 "must be >= 1")
+    if args.one_pool and args.csv is None:
+        raise AnalysisInputError("--one-pool reads a table: give --csv")
+    if args.csv is not None and args.experiment:
+        raise AnalysisInputError("use either --csv or --experiment, not both")
+
+
+def _report_input(args: argparse.Namespace) -> tuple[Dataset, str | None]:
+    """The dataset from --csv or the MLflow store, and the store's URI (None for a table)."""
+    from analysis import sources
+
+    sources.arrow_allocates_with_malloc()
+    if args.csv is not None:
+        return sources.load_table(args.csv, study_col=args.study_col, trial_col=args.trial_col,
+                                  loss_col=args.loss_col, accuracy_col=args.accuracy_col,
+                                  test_accuracy_col=args.test_accuracy_col, epoch_col=args.epoch_col,
+                                  crossentropy_col=args.crossentropy_col,
+                                  explain_cols=args.explain_col, include_pruned=args.include_pruned,
+                                  state_col=args.state_col, epochs=args.epochs, one_pool=args.one_pool), None
+    experiments = list(dict.fromkeys(args.experiment)) or [default_experiment()]
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    problem = tracking_server_problem(tracking_uri)
+    if problem:
+        raise AnalysisInputError(f"--tracking-uri {tracking_uri}: {problem}")
+    return sources.load_mlflow(experiments, tracking_uri, include_pruned=args.include_pruned), tracking_uri
 
 
 def _table_columns(path: Path) -> list[str]:
