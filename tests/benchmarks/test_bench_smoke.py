@@ -175,3 +175,27 @@ def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
     assert result["sleep"]["trials_per_worker"] == 2
     assert any("2 workers, postgresql" in row.figure for row in scale.summary_rows(stored))
     assert "overhead = 1 - trials/s(W) / (W x trials/s(1))" in (tmp_path / "scale.md").read_text()
+    for figure in stored["sleep"]["figures"]:  # the steady figure: the same formula on the steady rates
+        own = [r for r in runs if (r["storage"], r["workers"]) == (figure["storage"], figure["workers"])]
+        ones = {r["repeat"]: r["steady_trials_per_s"] for r in runs
+                if r["storage"] == figure["storage"] and r["workers"] == 1}
+        expected = statistics.median(1 - r["steady_trials_per_s"] / (r["workers"] * ones[r["repeat"]]) for r in own)
+        assert figure["steady_overhead"]["median"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_scale_steady_rate_by_hand() -> None:
+    """Worker 1 starts trials at 0, 3.5 and 7 s (two cycles of 3.5 s), worker 2 at 0.2 and
+    4.2 s (one of 4 s): 1/3.5 + 1/4 = 0.5357 trials/s. A worker with one trial has no cycle."""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from benchmarks.scale import steady_trials_per_s
+
+    zero = datetime(2026, 11, 27)
+
+    def trial(pid: int, start: float) -> SimpleNamespace:
+        return SimpleNamespace(user_attrs={"pid": pid}, datetime_start=zero + timedelta(seconds=start))
+
+    trials = [trial(1, 7.0), trial(2, 0.2), trial(1, 0.0), trial(2, 4.2), trial(1, 3.5)]
+    assert steady_trials_per_s(trials) == pytest.approx(1 / 3.5 + 1 / 4, abs=1e-4)
+    assert steady_trials_per_s([*trials, trial(3, 1.0)]) is None
