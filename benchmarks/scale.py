@@ -7,7 +7,9 @@ and run id; every knob of cnn.yaml suggested through `study.sampling.suggest_par
 report and pruning check per epoch; the runner's callbacks: `MaxTrialsCallback` and a
 progress read of every trial) but sleeps a known time instead of training, so the cores are
 not the limit and what is left is coordination. All workers import and open the study first,
-then start together. Per storage and W, >= 3 repeats (W interleaved within each repeat):
+then start together, and run until the study holds 48 trials, at every W: a trial's reads
+grow with the study, so the comparison holds the study's size fixed and varies only W.
+Per storage and W, >= 3 repeats (W interleaved within each repeat):
 
     trials/s(W)  = finished trials / (last trial's end - first trial's start)
     overhead(W)  = 1 - trials/s(W) / (W x trials/s(1))       (same repeat's 1-worker figure)
@@ -72,6 +74,11 @@ GOAL_OVERHEAD = 0.05
 GOAL = (f"coordination overhead 1 - trials/s(8) / (8 x trials/s(1)) <= {GOAL_OVERHEAD:.0%} at 8 workers on "
         "PostgreSQL (sleep objective, >= 3 repeats)")
 MIN_REPEATS = 3
+# Every W runs a study of the same size: a trial's storage reads grow with the study (the
+# runner's progress line reads every trial), so a study of 6 trials per worker made the
+# 8-worker study 8x larger than the 1-worker one, and charged that growth to coordination.
+STUDY_TRIALS = 48       # 6 trials per worker at W = 8; 144 s of sleep at W = 1
+QUICK_STUDY_TRIALS = 8
 TINY = ["--sampler", "random", "--pruner", "none", "--set", "data.train_size=256", "--set", "data.val_size=128",
         "--set", "data.test_size=128", "--set", "train.epochs=1", "--set", "params.n_conv_blocks=1",
         "--set", "params.filters=16", "--set", "params.convs_per_block=1", "--set", "params.kernel_size=3",
@@ -358,9 +365,10 @@ def _storage_ops(storage_kind: str, storage: str) -> int:
     return sum(1 for _ in open(storage, "rb"))
 
 
-def sleep_config(storage_kind: str, storage: str, workers: int, trials_per_worker: int, seconds: float,
+def sleep_config(storage_kind: str, storage: str, workers: int, total: int, seconds: float,
                  epochs: int, sampler: str) -> dict[str, Any]:
-    """W workers on a fresh study in `storage`: throughput, CPU share and storage ops per trial."""
+    """W workers on a fresh study in `storage` until it holds `total` finished trials:
+    throughput, CPU share and storage ops per trial."""
     import optuna
 
     from study.storage import open_storage
@@ -370,7 +378,6 @@ def sleep_config(storage_kind: str, storage: str, workers: int, trials_per_worke
     before = _storage_ops(storage_kind, storage)
     context = mp.get_context("spawn")
     ready, start, queue = context.Queue(), context.Event(), context.Queue()
-    total = workers * trials_per_worker
     processes = [context.Process(target=sleep_worker, args=(storage, name, index, seconds, epochs, total, sampler,
                                                             ready, start, queue)) for index in range(workers)]
     for process in processes:
@@ -459,7 +466,7 @@ def postgres_admin(skipped: dict[str, str]):
 
 
 def sleep_series(pg_admin: str | None, folder: Path, worker_counts: tuple[int, ...], repeats: int,
-                 seconds: float, epochs: int, trials_per_worker: int, sampler: str) -> list[dict[str, Any]]:
+                 seconds: float, epochs: int, study_trials: int, sampler: str) -> list[dict[str, Any]]:
     """Every (storage, W) once per repeat, on a fresh journal file or a fresh database."""
     runs = []
     for repeat in range(repeats):
@@ -467,7 +474,7 @@ def sleep_series(pg_admin: str | None, folder: Path, worker_counts: tuple[int, .
             for workers in worker_counts:
                 storage = (str(folder / f"sleep-w{workers}-r{repeat}.journal") if kind == "journal"
                            else _pg_new_database(pg_admin, f"sleep_w{workers}_r{repeat}"))
-                row = sleep_config(kind, storage, workers, trials_per_worker, seconds, epochs, sampler)
+                row = sleep_config(kind, storage, workers, study_trials, seconds, epochs, sampler)
                 runs.append({**row, "repeat": repeat})
                 print(f"scale: sleep {runs[-1]}", flush=True)
     return runs
@@ -500,22 +507,22 @@ def mlflow_sqlite_series(quick: bool) -> list[dict[str, Any]]:
 
 
 def measure_scale(quick: bool = False, worker_counts: tuple[int, ...] = WORKER_COUNTS, repeats: int = MIN_REPEATS,
-                  seconds: float | None = None, epochs: int = 3, trials_per_worker: int | None = None,
+                  seconds: float | None = None, epochs: int = 3, study_trials: int | None = None,
                   sampler: str = "random", real_trials: bool = False, mlflow_sqlite: bool = True,
                   results_dir: Path | None = None) -> dict[str, Any]:
     """The benchmark with every knob; `run` is it with the defaults."""
     quiet()
     seconds = seconds or (1.0 if quick else 3.0)
-    trials_per_worker = trials_per_worker or (4 if quick else 6)
+    study_trials = study_trials or (QUICK_STUDY_TRIALS if quick else STUDY_TRIALS)
     payload: dict[str, Any] = {
         "name": NAME, "mode": "quick" if quick else "full", "environment": environment(),
-        "sleep": {"seconds_per_trial": seconds, "epochs_per_trial": epochs, "trials_per_worker": trials_per_worker,
+        "sleep": {"seconds_per_trial": seconds, "epochs_per_trial": epochs, "study_trials": study_trials,
                   "sampler": sampler, "repeats": repeats, "worker_counts": list(worker_counts)},
         "goal": GOAL_OVERHEAD}
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp, postgres_admin(payload) as pg_admin:
         if pg_admin is not None:
             payload["postgresql"] = pg_profile(pg_admin)
-        runs = sleep_series(pg_admin, Path(tmp), worker_counts, repeats, seconds, epochs, trials_per_worker, sampler)
+        runs = sleep_series(pg_admin, Path(tmp), worker_counts, repeats, seconds, epochs, study_trials, sampler)
         payload["sleep"].update(runs=runs, figures=overhead_figures(runs))
         if real_trials:
             real = real_trial_series(pg_admin, Path(tmp), worker_counts)
@@ -537,7 +544,7 @@ def _spread(figure: dict[str, Any]) -> str:
 def table_of(payload: dict[str, Any]) -> str:
     sleep = payload["sleep"]
     table = (f"Sleep objective ({sleep['seconds_per_trial']:g} s per trial in {sleep['epochs_per_trial']} epochs, "
-             f"{sleep['trials_per_worker']} trials per worker, {sleep['sampler']} sampler, {sleep['repeats']} repeats; "
+             f"a study of {sleep['study_trials']} trials at every W, {sleep['sampler']} sampler, {sleep['repeats']} repeats; "
              "overhead = 1 - trials/s(W) / (W x trials/s(1)), median (min to max) over repeats; *steady*: the "
              "same with the rate all W workers sustain while running, the sum of 1 / each worker's mean cycle, "
              "without the start and the tail):\n\n")
@@ -614,11 +621,12 @@ def summary_rows(result: dict[str, Any]) -> list[Row]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 s trials, 4 per worker")
+    parser.add_argument("--quick", action="store_true", help=f"1 s trials, a study of {QUICK_STUDY_TRIALS}")
     parser.add_argument("--workers", type=int, nargs="+", default=list(WORKER_COUNTS))
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     parser.add_argument("--seconds", type=float, help="sleep per trial (default 3, quick 1)")
-    parser.add_argument("--trials-per-worker", type=int)
+    parser.add_argument("--study-trials", type=int, help=f"trials per study at every W (default {STUDY_TRIALS}; "
+                        "a multiple of each W)")
     parser.add_argument("--real-trials", action="store_true", help="also the real runner with a minimal trial")
     parser.add_argument("--no-mlflow-sqlite", action="store_true")
     parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
@@ -627,6 +635,10 @@ if __name__ == "__main__":
         parser.error(f"--repeats {args.repeats}: at least {MIN_REPEATS}")
     if 1 not in args.workers:
         parser.error("--workers: 1 must be among them (the overhead is relative to one worker)")
+    study_trials = args.study_trials or (QUICK_STUDY_TRIALS if args.quick else STUDY_TRIALS)
+    if any(study_trials % workers or study_trials < 2 * workers for workers in args.workers):
+        parser.error(f"--study-trials {study_trials}: must be a multiple of every --workers count and give each "
+                     "worker at least 2 trials (a steady rate needs one cycle per worker)")
     measure_scale(args.quick, tuple(sorted(set(args.workers))), args.repeats, args.seconds,
-                  trials_per_worker=args.trials_per_worker, real_trials=args.real_trials,
+                  study_trials=args.study_trials, real_trials=args.real_trials,
                   mlflow_sqlite=not args.no_mlflow_sqlite, results_dir=args.results)

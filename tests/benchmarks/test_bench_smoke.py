@@ -156,7 +156,7 @@ def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
     require(bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")), "Debian's postgresql is not installed")
     from benchmarks import scale
 
-    result = scale.measure_scale(True, worker_counts=(1, 2), repeats=2, seconds=0.2, trials_per_worker=2,
+    result = scale.measure_scale(True, worker_counts=(1, 2), repeats=2, seconds=0.2, study_trials=4,
                                  mlflow_sqlite=False, results_dir=tmp_path)
     stored = json.loads((tmp_path / "scale.json").read_text())
     assert "postgresql_skipped" not in stored
@@ -172,7 +172,8 @@ def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
         assert figure["overhead"]["min"] <= figure["overhead"]["median"] <= figure["overhead"]["max"]
         assert _positive_finite(figure["storage_ops_per_trial"])
     assert stored["meets_goal"] is None  # no 8-worker row in this small run: no verdict
-    assert result["sleep"]["trials_per_worker"] == 2
+    assert result["sleep"]["study_trials"] == 4
+    assert all(4 <= r["trials"] <= 4 + r["workers"] - 1 for r in runs)  # one study size at every W
     assert any("2 workers, postgresql" in row.figure for row in scale.summary_rows(stored))
     assert "overhead = 1 - trials/s(W) / (W x trials/s(1))" in (tmp_path / "scale.md").read_text()
     for figure in stored["sleep"]["figures"]:  # the steady figure: the same formula on the steady rates
