@@ -373,7 +373,8 @@ def _pool_answer(doc: Doc, summary: dict, quoted: dict) -> None:
     whole = "is not" if trial["disagreements"] else "is"
     doc.p(f"**Answer.** Drawn from this pool, a study's trial of minimal {quoted['loss']} is not "
           f"among its trials of maximal {quoted['accuracy']} with probability: {rates} (95% "
-          f"bootstrap intervals over the pool's trials; every k in the table above). The whole pool "
+          f"bootstrap intervals over the pool's trials; every k in the table above; rates only if the "
+          f"trials are i.i.d. draws, as a campaign's are). The whole pool "
           f"is also one study of {trial['trials']} trials, a single draw at that size: its loss pick "
           f"{whole} among its trials of maximal accuracy. Sections below that count studies count "
           "that one study, so their rates are 0 or 1, with wide intervals or none.")
