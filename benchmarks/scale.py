@@ -202,13 +202,8 @@ def _run_config(storage_kind: str, storage: str, workers: int, trials: int, fold
     finished = [t for t in study.trials if t.state.is_finished() and t.datetime_start and t.datetime_complete]
     span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished]
-    gaps = []
-    by_pid: dict[Any, list] = {}
-    for t in finished:
-        by_pid.setdefault(t.user_attrs.get("pid"), []).append(t)
-    for own in by_pid.values():
-        own.sort(key=lambda t: t.datetime_start)
-        gaps += [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in zip(own, own[1:])]
+    per_worker = trials_by_worker(finished)
+    gaps = [(b.datetime_start - a.datetime_complete).total_seconds() for own in per_worker for a, b in zip(own, own[1:])]
     if storage_kind == "postgresql":
         time.sleep(1.5)  # backends flush their statistics when they exit
         ops = _pg_transactions(storage) - before
@@ -219,7 +214,7 @@ def _run_config(storage_kind: str, storage: str, workers: int, trials: int, fold
             "trial_s": round(sum(durations) / len(durations), 3),
             "gap_s": round(sum(gaps) / len(gaps), 4) if gaps else None,
             "storage_ops_per_trial": round(ops / len(finished), 1),
-            "processes": len(by_pid)}
+            "processes": len(per_worker)}
 
 
 # --- MLflow on SQLite from several processes ---------------------------------------------
@@ -402,17 +397,22 @@ def sleep_config(storage_kind: str, storage: str, workers: int, total: int, seco
             "load_average_1min": round(os.getloadavg()[0], 2)}  # other users' load: why a run may be slow
 
 
+def trials_by_worker(trials: list[Any]) -> list[list[Any]]:
+    """The trials of each worker process (user attribute `pid`), each list in start order."""
+    by_pid: dict[Any, list] = {}
+    for trial in trials:
+        by_pid.setdefault(trial.user_attrs.get("pid"), []).append(trial)
+    return [sorted(own, key=lambda trial: trial.datetime_start) for own in by_pid.values()]
+
+
 def steady_trials_per_s(trials: list[Any]) -> float | None:
     """The rate W workers sustain while all of them run: the sum over workers of 1 / their mean
     cycle (one trial's start to the same worker's next start: the trial, then ask, sampler
     and callbacks). Unlike finished trials / span, it leaves out the start and the tail, where
     workers that are done wait for the last trial, a cost of the run's length, not of
     coordination. None when a worker ran fewer than two trials (no cycle)."""
-    starts: dict[Any, list] = {}
-    for trial in trials:
-        starts.setdefault(trial.user_attrs.get("pid"), []).append(trial.datetime_start)
-    cycles = [[(later - earlier).total_seconds() for earlier, later in zip(own, own[1:])]
-              for own in (sorted(times) for times in starts.values())]
+    cycles = [[(later.datetime_start - earlier.datetime_start).total_seconds() for earlier, later in zip(own, own[1:])]
+              for own in trials_by_worker(trials)]
     if not cycles or not all(cycles):
         return None
     return round(sum(len(own) / sum(own) for own in cycles), 4)
