@@ -80,11 +80,24 @@ def test_trials_missing_a_score_leave_the_pool_and_intervals_exist_only_at_ci_ks
     assert block["at_k"]["10"]["disagree_val_loss"] == result.loc[result["k"] == 10, "disagree_val_loss"].item()
 
 
+def pool_report_answer(pool: pd.DataFrame, tmp_path) -> str:
+    """The **Answer** line of `analysis report --one-pool` on one epoch per trial."""
+    from tests.analysis.conftest import run_analysis
+
+    rng = np.random.default_rng(0)
+    table = pool[["val_loss", "val_crossentropy", "val_accuracy"]].assign(
+        study="campaign-seed0", trial=range(len(pool)), epoch=1, test_accuracy=rng.random(len(pool)).round(3))
+    path, out = tmp_path / "epochs.csv", tmp_path / "report"
+    table.to_csv(path, index=False)
+    proc = run_analysis("report", "--csv", str(path), "--epoch-col", "epoch", "--test-accuracy-col", "test_accuracy",
+                        "--crossentropy-col", "val_crossentropy", "--one-pool", "--bootstrap", "50", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("**Answer.**"))
+
+
 def test_a_one_pool_report_answers_with_the_pool_rates_not_one_study(tmp_path) -> None:
     """A campaign's report leads with P(disagree | k) of its pool, worked out here over every
     10-subset, and says the whole pool is one study, instead of "0 of 1 studies"."""
-    from tests.analysis.conftest import run_analysis
-
     rng = np.random.default_rng(7)
     n = 12
     pool = pd.DataFrame({"val_loss": rng.permutation(n) / n + 0.5, "val_crossentropy": rng.permutation(n) / n + 0.4,
@@ -93,14 +106,20 @@ def test_a_one_pool_report_answers_with_the_pool_rates_not_one_study(tmp_path) -
         pool[f"test_accuracy_at_{rule}"] = 0.5  # one epoch: every rule's pick is scored on the same row
     expected = brute_force(pool, 10)["disagree_val_loss"]
     whole_pool_disagrees = brute_force(pool, n)["disagree_val_loss"] == 1.0
-    table = pool[["val_loss", "val_crossentropy", "val_accuracy"]].assign(
-        study="campaign-seed0", trial=range(n), epoch=1, test_accuracy=rng.random(n).round(3))
-    path, out = tmp_path / "epochs.csv", tmp_path / "report"
-    table.to_csv(path, index=False)
-    proc = run_analysis("report", "--csv", str(path), "--epoch-col", "epoch", "--test-accuracy-col", "test_accuracy",
-                        "--crossentropy-col", "val_crossentropy", "--one-pool", "--bootstrap", "50", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    answer = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("**Answer.**"))
+    answer = pool_report_answer(pool, tmp_path)
     assert f"for a study of 10 trials, {100 * expected:.1f}% [" in answer, (expected, answer)
     assert "one study of 12 trials" in answer and " of 1 studies" not in answer
     assert ("its loss pick is not among" in answer) == whole_pool_disagrees
+
+
+def test_a_whole_pool_tied_at_minimal_loss_reports_the_share_not_a_verdict(tmp_path) -> None:
+    """Trials 0 and 1 tie at minimal val_loss; only trial 0 has the maximal accuracy, so half
+    the tie falls on a trial outside the accuracy picks: neither "is" nor "is not"."""
+    n = 12
+    pool = pd.DataFrame({"val_loss": [0.1, 0.1, *np.linspace(0.2, 0.9, n - 2)],
+                         "val_crossentropy": np.linspace(0.1, 0.9, n),
+                         "val_accuracy": [0.9, 0.5, *np.linspace(0.6, 0.8, n - 2)]})
+    assert brute_force(pool.assign(**{f"test_accuracy_at_{r}": 0.5 for r in RULES}), n)["disagree_val_loss"] == 0.5
+    answer = pool_report_answer(pool, tmp_path)
+    assert "ties with other trials at minimal loss, and 50% of the tie" in answer, answer
+    assert "its loss pick is not among" not in answer and "its loss pick is among" not in answer
