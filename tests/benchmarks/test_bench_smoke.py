@@ -151,8 +151,8 @@ def test_kerastuner_hypermodel_covers_the_space() -> None:
 
 def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
     """1 and 2 workers on the journal and on a real PostgreSQL, 2 repeats (the fewest that
-    have a median and a spread; `make bench` runs at least 3), the overhead per repeat
-    against the same repeat's one-worker rate."""
+    have a median and a spread; `make bench` runs at least 3), 2 workers starting together and
+    at random phases, the overhead per repeat against the same repeat's one-worker rate."""
     require(bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")), "Debian's postgresql is not installed")
     from benchmarks import scale
 
@@ -161,27 +161,67 @@ def test_scale_sleep_objective_overhead_with_repeats(tmp_path) -> None:
     stored = json.loads((tmp_path / "scale.json").read_text())
     assert "postgresql_skipped" not in stored
     runs = stored["sleep"]["runs"]
-    assert {(r["storage"], r["workers"]) for r in runs} == {(s, w) for s in ("journal", "postgresql") for w in (1, 2)}
+    assert {(r["storage"], r["workers"], r["start"]) for r in runs} == {
+        (storage, workers, start) for storage in ("journal", "postgresql")
+        for workers, start in ((1, "together"), (2, "together"), (2, "random"))}
     for figure in stored["sleep"]["figures"]:
-        own = [r for r in runs if (r["storage"], r["workers"]) == (figure["storage"], figure["workers"])]
+        own = [r for r in runs if (r["storage"], r["workers"], r["start"]) ==
+               (figure["storage"], figure["workers"], figure["start"])]
         assert figure["repeats"] == 2 == len(own)
-        ones = {r["repeat"]: r["trials_per_s"] for r in runs
-                if r["storage"] == figure["storage"] and r["workers"] == 1}
-        expected = statistics.median(1 - r["trials_per_s"] / (r["workers"] * ones[r["repeat"]]) for r in own)
-        assert figure["overhead"]["median"] == pytest.approx(expected, abs=1e-3)
+        ones = {r["repeat"]: r for r in runs if r["storage"] == figure["storage"] and r["workers"] == 1}
+        steady = statistics.median(1 - r["steady_trials_per_s"] / (r["workers"] * ones[r["repeat"]]["steady_trials_per_s"])
+                                   for r in own)
+        assert figure["steady_overhead"]["median"] == pytest.approx(steady, abs=1e-3)
+        if figure["start"] == "random":  # its span holds the start delays: no span figure
+            assert "overhead" not in figure
+            continue
+        span = statistics.median(1 - r["trials_per_s"] / (r["workers"] * ones[r["repeat"]]["trials_per_s"]) for r in own)
+        assert figure["overhead"]["median"] == pytest.approx(span, abs=1e-3)
         assert figure["overhead"]["min"] <= figure["overhead"]["median"] <= figure["overhead"]["max"]
         assert _positive_finite(figure["storage_ops_per_trial"])
+    for run in runs:  # the workers' first trials start as far apart as their drawn delays
+        delays = scale.start_delays(run["start"], run["workers"], 0.2, run["repeat"]) or (0.0,) * run["workers"]
+        assert run["first_starts_s"][-1] == pytest.approx(max(delays) - min(delays), abs=0.15), run
     assert stored["meets_goal"] is None  # no 8-worker row in this small run: no verdict
     assert result["sleep"]["study_trials"] == 4
     assert all(4 <= r["trials"] <= 4 + r["workers"] - 1 for r in runs)  # one study size at every W
-    assert any("2 workers, postgresql" in row.figure for row in scale.summary_rows(stored))
+    assert any("2 workers, postgresql, starting random" in row.figure for row in scale.summary_rows(stored))
     assert "overhead = 1 - trials/s(W) / (W x trials/s(1))" in (tmp_path / "scale.md").read_text()
-    for figure in stored["sleep"]["figures"]:  # the steady figure: the same formula on the steady rates
-        own = [r for r in runs if (r["storage"], r["workers"]) == (figure["storage"], figure["workers"])]
-        ones = {r["repeat"]: r["steady_trials_per_s"] for r in runs
-                if r["storage"] == figure["storage"] and r["workers"] == 1}
-        expected = statistics.median(1 - r["steady_trials_per_s"] / (r["workers"] * ones[r["repeat"]]) for r in own)
-        assert figure["steady_overhead"]["median"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_scale_random_phases_are_seeded_delays_within_one_trial() -> None:
+    from benchmarks.scale import RANDOM, TOGETHER, start_delays
+
+    delays = start_delays(RANDOM, 8, 3.0, 1)
+    assert len(delays) == 8 and all(0.0 <= delay < 3.0 for delay in delays) and len(set(delays)) == 8
+    assert start_delays(RANDOM, 8, 3.0, 1) == delays != start_delays(RANDOM, 8, 3.0, 2)
+    assert start_delays(TOGETHER, 8, 3.0, 1) == ()
+
+
+def test_scale_goal_is_judged_on_random_phases_with_lockstep_beside() -> None:
+    """By hand: the verdict reads the 8-worker PostgreSQL random-phase steady median (0.04 and
+    0.06 against 5%), never the lockstep figures; an old result without it is stale."""
+    from benchmarks.scale import GOAL_OVERHEAD, goal_figures, summary_rows
+
+    def figures(random_median: float) -> list[dict]:
+        def spread(median: float) -> dict:
+            return {"median": median, "min": median - 0.01, "max": median + 0.01, "n": 3}
+        return [{"storage": "postgresql", "workers": 8, "start": "together", "repeats": 3, "overhead": spread(0.15),
+                 "steady_overhead": spread(0.10)},
+                {"storage": "postgresql", "workers": 8, "start": "random", "repeats": 3,
+                 "steady_overhead": spread(random_median)}]
+
+    assert GOAL_OVERHEAD == 0.05
+    met, missed = goal_figures(figures(0.04)), goal_figures(figures(0.06))
+    assert met["meets_goal"] is True and missed["meets_goal"] is False
+    assert met["overhead_8_workers_postgresql"]["median"] == 0.15
+    assert met["steady_overhead_8_workers_postgresql"]["median"] == 0.10
+    verdicts = {row.figure.split(" (")[0]: row.verdict for row in summary_rows({"sleep": {"figures": figures(0.04)}})}
+    assert verdicts == {"overhead, 8 workers, postgresql, starting together": "reported",
+                        "steady overhead, 8 workers, postgresql, starting together": "reported: the start and the tail left out",
+                        "steady overhead, 8 workers, postgresql, starting random": "meets goal"}
+    old = {"sleep": {"figures": [{k: v for k, v in figures(0.04)[0].items() if k != "start"}]}}
+    assert any(row.verdict.startswith("stale") for row in summary_rows(old))
 
 
 def test_scale_steady_rate_by_hand() -> None:
