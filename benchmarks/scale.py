@@ -88,15 +88,6 @@ GOAL = (f"coordination overhead 1 - trials/s(8) / (8 x trials/s(1)) <= {GOAL_OVE
 # a real cluster's workers (bursts still collide, by chance).
 TOGETHER, RANDOM = "together", "random"
 STARTS = (TOGETHER, RANDOM)
-
-
-def start_delays(start: str, workers: int, seconds: float, repeat: int) -> tuple[float, ...]:
-    """Each worker's delay after the common start; random phases are seeded by W and repeat,
-    so a re-run draws the same ones."""
-    if start == TOGETHER:
-        return ()
-    draw = random.Random(f"scale-start-{workers}-{repeat}")
-    return tuple(draw.uniform(0.0, seconds) for _ in range(workers))
 MIN_REPEATS = 3
 # Every W runs a study of the same size: a trial's storage reads grow with the study (the
 # runner's progress line reads every trial), so a study of 6 trials per worker made the
@@ -315,6 +306,15 @@ def sqlite_concurrency(processes: int, runs: int, mode: str) -> dict[str, Any]:
 # --- the sleep objective: coordination alone ------------------------------------------------
 
 
+def start_delays(start: str, workers: int, seconds: float, repeat: int) -> tuple[float, ...]:
+    """Each worker's delay after the common start; random phases are seeded by W and repeat,
+    so a re-run draws the same ones."""
+    if start == TOGETHER:
+        return ()
+    draw = random.Random(f"scale-start-{workers}-{repeat}")
+    return tuple(draw.uniform(0.0, seconds) for _ in range(workers))
+
+
 def sleep_objective(space: Any, seconds: float, epochs: int):
     """A trial that talks to the storage as `study.objective.Objective` does, and sleeps
     `seconds` (in `epochs` steps) where the real one trains."""
@@ -419,7 +419,8 @@ def sleep_config(storage_kind: str, storage: str, workers: int, total: int, seco
     trials = [t for t in optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
               if t.state.is_finished() and t.datetime_start and t.datetime_complete]
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    return {"storage": storage_kind, "workers": workers, "first_starts_s": first_starts(trials), "trials": len(trials), "span_s": round(span, 3),
+    return {"storage": storage_kind, "workers": workers, "first_starts_s": first_starts(trials),
+            "trials": len(trials), "span_s": round(span, 3),
             "trials_per_s": round(len(trials) / span, 4), "steady_trials_per_s": steady_trials_per_s(trials),
             "storage_ops_per_trial": round(ops / len(trials), 1),
             "cpu_share": round(sum(r["cpu_s"] for r in reports) / (span * (os.cpu_count() or 1)), 3),
