@@ -370,25 +370,25 @@ def _pool_answer(doc: Doc, summary: dict, quoted: dict) -> None:
     trial, at_k = summary["trial_level"], _quoted_pool_rows(summary)
     rates = "; ".join(f"for a study of {k} trials, {_with_ci(row, 'disagree_val_loss', True)}"
                       for k, row in at_k.items())
-    whole = _whole_pool_verdict(trial["disagreements"])
     doc.p(f"**Answer.** Drawn from this pool, a study's trial of minimal {quoted['loss']} is not "
           f"among its trials of maximal {quoted['accuracy']} with probability: {rates} (95% "
           f"bootstrap intervals over the pool's trials; every k in the table above; rates only if the "
           f"trials are i.i.d. draws, as a campaign's are). The whole pool "
-          f"is also one study of {trial['trials']} trials, a single draw at that size: its loss pick "
-          f"{whole} among its trials of maximal accuracy. Sections below that count studies count "
-          "that one study, so their rates are 0 or 1, with wide intervals or none.")
+          f"is also one study of {trial['trials']} trials, a single draw at that size: "
+          f"{_whole_pool_verdict(trial['disagreements'])}")
 
 
 def _whole_pool_verdict(share: float) -> str:
-    """The whole pool's verdict; a tie at minimal loss shares the pick out evenly among the
-    tied trials, so the count of one study may lie strictly between 0 and 1."""
-    if share == 0:
-        return "is"
-    if share == 1:
-        return "is not"
-    return (f"ties with other trials at minimal loss, and {share:.0%} of the tie (shared out evenly) "
-            "falls on trials not")
+    """The whole pool as one study. A tie at minimal loss makes the loss rule pick uniformly
+    among the tied trials, so its count of disagreements is the share of them outside the
+    accuracy picks, strictly between 0 and 1."""
+    rest = "Sections below that count studies count that one study, so their rates are "
+    if share in (0, 1):
+        return (f"its loss pick {'is not' if share else 'is'} among its trials of maximal accuracy. "
+                f"{rest}0 or 1, with wide intervals or none.")
+    return ("its trials tie at minimal loss, and the loss rule, picking uniformly among them, picks one "
+            f"not among its trials of maximal accuracy with probability {share:.1%}. {rest}that "
+            f"probability ({share:.3g} of 1 study), with wide intervals or none.")
 
 
 def _answer(doc: Doc, summary: dict, quoted: dict) -> None:

@@ -121,5 +121,6 @@ def test_a_whole_pool_tied_at_minimal_loss_reports_the_share_not_a_verdict(tmp_p
                          "val_accuracy": [0.9, 0.5, *np.linspace(0.6, 0.8, n - 2)]})
     assert brute_force(pool.assign(**{f"test_accuracy_at_{r}": 0.5 for r in RULES}), n)["disagree_val_loss"] == 0.5
     answer = pool_report_answer(pool, tmp_path)
-    assert "ties with other trials at minimal loss, and 50% of the tie" in answer, answer
+    assert "picks one not among its trials of maximal accuracy with probability 50.0%" in answer, answer
     assert "its loss pick is not among" not in answer and "its loss pick is among" not in answer
+    assert "their rates are that probability (0.5 of 1 study)" in answer and "0 or 1" not in answer
