@@ -89,6 +89,7 @@ GOAL = (f"coordination overhead 1 - trials/s(8) / (8 x trials/s(1)) <= {GOAL_OVE
 # a real cluster's workers (bursts still collide, by chance).
 TOGETHER, RANDOM = "together", "random"
 STARTS = (TOGETHER, RANDOM)
+GOAL_CONFIGURATION = ("postgresql", 8, RANDOM)  # (storage, workers, start) of the goal's figure
 MIN_REPEATS = 3
 # Every W runs a study of the same size: a trial's storage reads grow with the study (the
 # runner's progress line reads every trial), so a study of 6 trials per worker made the
@@ -670,7 +671,7 @@ def summary_rows(result: dict[str, Any]) -> list[Row]:
                             f"{_spread(figure['overhead'])})", figure["overhead"]["median"], "reported", "reported"))
         if "steady_overhead" in figure:
             steady = figure["steady_overhead"]
-            is_goal = _configuration(figure) == ("postgresql", 8, RANDOM)
+            is_goal = _configuration(figure) == GOAL_CONFIGURATION
             verdict = ("meets goal" if steady["median"] <= GOAL_OVERHEAD else "misses goal") if is_goal else \
                 "reported: the start and the tail left out"
             rows.append(Row(f"steady overhead, {label} (all workers running; spread {_spread(steady)})",
@@ -689,7 +690,7 @@ def goal_missing(result: dict[str, Any]) -> str | None:
         return "not measured: " + result["postgresql_skipped"][:80]
     if not any("start" in run for run in result["sleep"].get("runs", [])):
         return "stale: measured before random-phase starts (the goal's figure); re-run"
-    figure = next((f for f in result["sleep"]["figures"] if _configuration(f) == ("postgresql", 8, RANDOM)), None)
+    figure = next((f for f in result["sleep"]["figures"] if _configuration(f) == GOAL_CONFIGURATION), None)
     if figure is None:
         return "not measured: no 8-worker run"
     if "steady_overhead" not in figure:
