@@ -15,6 +15,9 @@ COST_KNOBS = ("n_conv_blocks", "filters", "filter_growth", "kernel_size", "dense
 # The failure reason of a skipped draw: PRUNED before any training and with no MLflow run, and
 # not counted towards --trials (a campaign's target is nets trained inside the cap).
 OVER_COST_CAP = "over_cost_cap"
+# The failure reason of a trial that a sweep worker asked for just after another worker took the
+# last waiting arm (study/sweep_runner.py): PRUNED untrained, with no MLflow run, and no draw.
+NO_ARM_WAITING = "no_arm_waiting"
 
 
 def block_filters(hp: Mapping[str, Any]) -> list[int]:
@@ -43,6 +46,14 @@ def relative_cost(hp: Mapping[str, Any], baseline: Mapping[str, Any], input_shap
                   num_classes: int) -> float:
     """Training cost per image in units of the baseline net's."""
     return training_flops(hp, input_shape, num_classes) / training_flops(baseline, input_shape, num_classes)
+
+
+def untrained(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a finished Optuna trial (by its user attrs) never trained: a draw the cap
+    skipped, or a sweep worker's ask that found no arm left. Counts and wall times leave it out."""
+    from study.contract import FAILURE_REASON
+
+    return user_attrs.get(FAILURE_REASON) in (OVER_COST_CAP, NO_ARM_WAITING)
 
 
 def skipped_over_cap(user_attrs: Mapping[str, Any]) -> bool:

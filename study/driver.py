@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON, STUDY_NAME
-from study.cost import skipped_over_cap
+from study.cost import untrained
 from study.data import Splits
 from study.exit_codes import ExitCode
 from study.inputs import PreparedStudy
@@ -155,8 +155,8 @@ def open_study_run(session: StudySession) -> str:
 
 
 def finished_count(study: optuna.Study) -> int:
-    """Finished trials towards --trials: a draw skipped by the cost cap is not one."""
-    return sum(not skipped_over_cap(trial.user_attrs)
+    """Finished trials towards --trials: an untrained one (a draw over the cost cap) is not one."""
+    return sum(not untrained(trial.user_attrs)
                for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 

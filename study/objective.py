@@ -16,7 +16,7 @@ from optuna_integration import KerasPruningCallback
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON, LEARNING_CURVES_PNG, RELATIVE_COST, TRIAL_NUMBER
-from study.cost import OVER_COST_CAP, relative_cost, skipped_over_cap
+from study.cost import OVER_COST_CAP, relative_cost, untrained
 from study.curves import plot_learning_curves
 from study.data import Splits
 from study.driver import finished_count
@@ -314,7 +314,7 @@ class Progress:
         self.finished_at_start = finished_at_start
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if not skipped_over_cap(trial.user_attrs):  # a skipped draw took milliseconds
+        if not untrained(trial.user_attrs):  # a skipped draw (or empty ask) took milliseconds
             self.done_here += 1
         finished = finished_count(study)
         value = "" if trial.values is None else " value=" + "/".join(f"{v:.4f}" for v in trial.values)
