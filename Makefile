@@ -147,8 +147,8 @@ campaign: setup ## One regime's pool of i.i.d. unpruned trials (REGIME=balanced|
 # digits.yaml fixes augment (digits are not flip- or rotation-invariant): its smoke run skips it.
 sweep_factors = $(if $(filter digits,$(DATA)),$(filter-out augment=%,$(SWEEP_FACTORS)),$(SWEEP_FACTORS))
 sweep_flags = --data $(DATA) $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
-  $(foreach kv,$(SET),--set $(kv))
-sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, then the L2 dose-response at DOSE_PAIRS=40 (DATA=digits: smoke); resumes
+  $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(foreach kv,$(SET),--set $(kv))
+sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, then the L2 dose-response at DOSE_PAIRS=40 (WORKERS, DATA=digits: smoke); resumes
 	$(call banner,sweep $(sweep_factors) on $(DATA))
 	$(show_urls)
 	@$(PY) -m study sweep $(foreach f,$(sweep_factors),--factor $(f)) --pairs $(PAIRS) $(sweep_flags)

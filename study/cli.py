@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="paired single-factor experiments: each base at every level (resumes)")
     add_sweep_arguments(sweep)
+    sweep.add_argument("--workers", type=positive_int, default=1,
+                       help="worker processes sharing each factor's arms (a supervisor starts them)")
+
+    # Started by the supervisor of `sweep --workers N`, one factor at a time.
+    sweep_worker = commands.add_parser("sweep-worker", help="one worker of a sweep factor's study (started by "
+                                       "sweep --workers)")
+    add_sweep_arguments(sweep_worker)
+    sweep_worker.add_argument("--worker-index", type=non_negative_int, required=True)
 
     reconcile = commands.add_parser("reconcile", help="repair MLflow from Optuna (ends runs of finished or lost trials)")
     reconcile.add_argument("--study-name", default=None, help="default: every study in the storage")
@@ -158,6 +166,19 @@ def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
             raise SweepError(problem)
         plans.append((config, factor))
     return plans
+
+
+def worker_plan(args: argparse.Namespace, plans: list[tuple[SearchConfig, Factor]]) -> SweepPlan:
+    """A sweep worker joins one factor's study as its supervisor named it: by seed and pairs,
+    not by where the published sweeps stand (the supervisor worked that out); raises SweepError."""
+    from study.sweep import SweepError, SweepPlan
+
+    if len(plans) != 1:
+        raise SweepError(f"--factor: a sweep worker trains one factor's study, not {len(plans)}")
+    if args.seed is None:
+        raise SweepError("--seed: a sweep worker needs the seed of the study it joins")
+    config, factor = plans[0]
+    return SweepPlan(config, factor, args.pairs)
 
 
 def store_passthrough(args: argparse.Namespace) -> list[str]:
@@ -324,7 +345,17 @@ def cmd_sweep(args: argparse.Namespace, plans: list[SweepPlan]) -> int:
     _quiet_libraries()
     from study.sweep_runner import run_sweep
 
-    return run_sweep(plans, args.data)
+    return run_sweep(plans, args)
+
+
+def cmd_sweep_worker(args: argparse.Namespace, plans: list[SweepPlan]) -> int:
+    from study.workers import configure_threads
+
+    configure_threads()  # before anything imports TensorFlow
+    _quiet_libraries()
+    from study.sweep_runner import run_sweep_worker
+
+    return run_sweep_worker(plans[0], args.data, args.worker_index)
 
 
 def cmd_worker(args: argparse.Namespace, config: SearchConfig) -> int:
@@ -419,9 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     from study.space import SpaceError
     from study.sweep import SweepError
 
-    if args.command == "sweep":
+    if args.command in ("sweep", "sweep-worker"):
         try:
             plans = sweep_plans(args)
+            if args.command == "sweep-worker":
+                return run_command(args, [worker_plan(args, plans)])
         except (SpaceError, ConfigError, ValidationError, SweepError) as exc:
             print(fast_error_line(exc), file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -461,7 +494,8 @@ def run_command(args: argparse.Namespace, config: SearchConfig | list[SweepPlan]
     try:
         if args.command == "reconcile":
             return cmd_reconcile(args)
-        return {"search": cmd_search, "worker": cmd_worker, "sweep": cmd_sweep}[args.command](args, config)
+        return {"search": cmd_search, "worker": cmd_worker, "sweep": cmd_sweep,
+                "sweep-worker": cmd_sweep_worker}[args.command](args, config)
     except handled as exc:
         print(f"study: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

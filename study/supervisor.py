@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+import optuna
+
 from study.config import SearchConfig
 from study.data import Splits
 from study.driver import ExitCode, StudySession, drive, finished_count, interrupted_line, studies_text
@@ -78,11 +80,11 @@ class Supervisor:
 
     reuses_study_run = False
 
-    def __init__(self, config: SearchConfig, args: argparse.Namespace) -> None:
+    def __init__(self, config: SearchConfig, args: argparse.Namespace, worker_index: int = 0) -> None:
         self.config, self.args = config, args
-        self.worker_index = args.worker_index
+        self.worker_index = worker_index
         self.stop_signal: int | None = None
-        self.base_index = args.worker_index * config.workers  # machines x workers never share an index
+        self.base_index = worker_index * config.workers  # machines x workers never share an index
 
     def on_signal(self, signum: int, frame: object) -> None:
         if self.stop_signal is None:
@@ -107,15 +109,30 @@ class Supervisor:
     def spawn(self, item: PreparedStudy, worker_index: int, timeout: float | None) -> subprocess.Popen:
         env = worker_env(self.config.workers)
         env["STUDY_STORAGE"], env["MLFLOW_TRACKING_URI"] = self.config.storage, self.config.tracking_uri
-        return subprocess.Popen(worker_command(self.config, self.args, item, worker_index, timeout),
+        return subprocess.Popen(self.worker_command(item, worker_index, timeout),
                                 cwd=PROJECT_ROOT, env=env, preexec_fn=_die_with_parent)
+
+    def worker_command(self, item: PreparedStudy, worker_index: int, timeout: float | None) -> list[str]:
+        return worker_command(self.config, self.args, item, worker_index, timeout)
+
+    def target_reached(self, study: optuna.Study) -> bool:
+        """Whether a lost worker's place may stay empty: the study has its --trials."""
+        return self.config.trials is not None and finished_count(study) >= self.config.trials
+
+    def after_loss(self, session: StudySession) -> None:
+        """What a lost worker leaves to do besides its FAILed trial: nothing for a search (the
+        sampler draws on); a sweep queues the arm again (study/sweep_runner.py)."""
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
         study, trials = session.study, self.config.trials
-        if trials is not None and finished_count(study) >= trials:
+        if self.target_reached(study):
             # already there (a re-run): no need to start N TensorFlow processes
             print(f"[{session.item.name}] already has {finished_count(study)}/{trials} finished trials", flush=True)
             return ExitCode.OK
+        return self.supervise(session, timeout)
+
+    def supervise(self, session: StudySession, timeout: float | None) -> ExitCode:
+        """N workers on the study until they are done, with a clean-up if this process fails."""
         deadline = None if timeout is None else time.monotonic() + timeout
         children: dict[int, subprocess.Popen] = {}
         try:
@@ -142,9 +159,6 @@ class Supervisor:
 
         def remaining() -> float | None:
             return None if deadline is None else deadline - time.monotonic()
-
-        def target_reached() -> bool:
-            return self.config.trials is not None and finished_count(study) >= self.config.trials
 
         children.update({i: self.spawn(item, self.base_index + i, remaining()) for i in range(workers)})
         generation = dict.fromkeys(children, 0)
@@ -173,8 +187,9 @@ class Supervisor:
                     print(f"supervisor: worker {index} (pid {proc.pid}) {describe_exit(code)}; "
                           f"{failed} running trial(s) marked FAIL (worker_lost)", flush=True)
                     reconcile_study(study, tracker, session.experiment_id)  # e.g. a run created just before the kill
+                    self.after_loss(session)
                     left = remaining()
-                    if not stopping and restarts_left > 0 and not target_reached() and (left is None or left > 1):
+                    if not stopping and restarts_left > 0 and not self.target_reached(study) and (left is None or left > 1):
                         restarts_left -= 1
                         generation[index] += 1  # its own worker index: a fresh sampler stream
                         worker_index = self.base_index + index + workers * generation[index]
@@ -187,7 +202,7 @@ class Supervisor:
             return ExitCode.INTERRUPTED
         if tripped:
             return ExitCode.FAILURES
-        if lost and not target_reached() and (deadline is None or time.monotonic() < deadline):
+        if lost and not self.target_reached(study) and (deadline is None or time.monotonic() < deadline):
             return ExitCode.ERROR
         return ExitCode.OK
 
@@ -208,4 +223,4 @@ def stop_children(children: dict[int, subprocess.Popen]) -> None:
 def run_supervised(config: SearchConfig, args: argparse.Namespace) -> int:
     """`search --workers N`: check, create once, then supervise N workers per study."""
     checked = check_inputs(config)  # bad input: exit 2 before anything exists
-    return drive(config, checked, Supervisor(config, args))
+    return drive(config, checked, Supervisor(config, args, args.worker_index))

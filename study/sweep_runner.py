@@ -5,10 +5,19 @@ the factor's level, its sweep params as user attrs, pair by pair. The bases come
 random sampler of their own, seeded by the study's name (factor, levels, --seed), so a re-run
 draws the same bases, enqueues only the arms that are missing (none WAITING, none finished, none whose
 run was cut: interrupted or worker_lost) and trains only those.
+
+With `--workers N` a supervisor queues the arms once and N `python -m study sweep-worker`
+processes of one TensorFlow thread each take them from the queue, as campaign workers share a
+study: small nets leave cores idle in one process (benchmarks/README.md, campaign_throughput).
+The arms of a pair may then train in different processes; their seeds, data order and initial
+weights do not depend on the process, and their logged hashes prove it.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import time
 from typing import Any
 
@@ -17,7 +26,7 @@ from optuna.trial import FixedTrial, TrialState
 
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON
-from study.cost import relative_cost
+from study.cost import NO_ARM_WAITING, relative_cost
 from study.data import DataError, Splits, load_dataset
 from study.driver import BASELINE_RETRY_REASONS, ExitCode, StudySession, drive, finished_count
 from study.inputs import BadInput, PreparedStudy, check_inputs
@@ -26,8 +35,11 @@ from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
 from study.space import SearchSpace
+from study.supervisor import Supervisor
 from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
                          study_seed)
+from study.tracking import Tracker
+from study.workers import thread_split
 
 # A space whose draws are nearly all over the cost cap (or infeasible) should stop, not spin.
 MAX_DRAWS_PER_PAIR = 50
@@ -122,8 +134,33 @@ class ArmObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         arm = arm_of(trial.user_attrs)
         if arm is None:
-            raise RuntimeError(f"trial {trial.number} is no sweep arm: nothing was waiting")
+            # Another process took the last waiting arm between this one's check and its ask,
+            # so Optuna made a fresh trial: it ends untrained, and so does this process.
+            trial.set_user_attr(FAILURE_REASON, NO_ARM_WAITING)
+            trial.study.stop()
+            raise optuna.TrialPruned(NO_ARM_WAITING)
         return self.objectives[arm.level](trial)
+
+
+def waiting_arms(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def stop_when_no_arm_waits(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Callback: with the queue empty, the next ask would make a fresh trial, not an arm."""
+    if not waiting_arms(study):
+        study.stop()
+
+
+def queue_arms(session: StudySession, factor: Factor, pairs: int) -> int:
+    """Enqueue the arms the study lacks; the arms waiting (none: it says all are done)."""
+    study, space = session.study, session.config.space
+    enqueue_missing(study, space, factor, draw_bases(space, factor, study.study_name, pairs, session.splits))
+    waiting = waiting_arms(study)
+    if not waiting:
+        planned = pairs * len(arms_of_pair(factor, 0))
+        print(f"[{study.study_name}] all {planned} arms of {pairs} pairs are done", flush=True)
+    return waiting
 
 
 class SweepRunner(TrialsHere):
@@ -155,23 +192,98 @@ class SweepRunner(TrialsHere):
         return {level: objective(*self.level_inputs[level]) for level in self.factor.levels}
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
+        if not queue_arms(session, self.factor, self.pairs):
+            return ExitCode.OK
+        return self.train_waiting(session, timeout)
+
+    def train_waiting(self, session: StudySession, timeout: float | None) -> ExitCode:
+        """Train waiting arms, in queue order, until none waits (other processes may share the queue)."""
         from study.objective import Progress, TrialFailed
 
-        study, space = session.study, session.config.space
-        bases = draw_bases(space, self.factor, study.study_name, self.pairs, session.splits)
-        enqueue_missing(study, space, self.factor, bases)
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        if not waiting:
-            planned = self.pairs * len(arms_of_pair(self.factor, 0))
-            print(f"[{study.study_name}] all {planned} arms of {self.pairs} pairs are done", flush=True)
-            return ExitCode.OK
+        study = session.study
+        waiting = waiting_arms(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))  # other workers'
         self.failures = ConsecutiveFailures(self.config.max_consecutive_failures)
         finished = finished_count(study)  # cut arms count here too, and are trained again
-        progress = Progress(study.study_name, finished + waiting, timeout, finished)
+        progress = Progress(study.study_name, finished + running + waiting, timeout, finished)
         study.optimize(ArmObjective(self.objectives(session)), n_trials=waiting, timeout=timeout,
-                       callbacks=[self.failures, progress], catch=(TrialFailed,),
+                       callbacks=[self.failures, progress, stop_when_no_arm_waits], catch=(TrialFailed,),
                        gc_after_trial=False)  # train_trial collects
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
+
+
+class SweepWorker(SweepRunner):
+    """One of the processes of `sweep --workers N` (`python -m study sweep-worker`): trains the
+    arms its supervisor queued, on the study and study run the supervisor opened."""
+
+    reuses_study_run = True
+
+    def __init__(self, config: SearchConfig, factor: Factor, pairs: int, data: str,
+                 level_inputs: dict[str, tuple[SearchConfig, Splits]], worker_index: int) -> None:
+        super().__init__(config, factor, pairs, data, level_inputs)
+        self.worker_index = worker_index
+
+    def experiment(self, tracker: Tracker, name: str) -> str:
+        # The supervisor made it; N workers must not all migrate or retag the store at once.
+        return tracker.experiment_id(name) or tracker.ensure_experiment(name)
+
+    def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
+        return None  # the supervisor printed it
+
+    def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
+        print(f"[{session.item.name}] sweep worker {self.worker_index} (pid {os.getpid()}) started, "
+              f"threads {os.environ.get('TF_NUM_INTRAOP_THREADS', 'default')}", flush=True)
+        return self.train_waiting(session, timeout)
+
+    def exit_line(self, code: ExitCode, session: StudySession) -> str | None:
+        if code == ExitCode.INTERRUPTED:  # the supervisor says how to continue
+            return f"[{session.item.name}] sweep worker {self.worker_index} interrupted"
+        return super().exit_line(code, session)
+
+
+class SweepSupervisor(Supervisor):
+    """`sweep --workers N`: queues the factor's missing arms once, then supervises N
+    `python -m study sweep-worker` processes that train them (study/supervisor.py)."""
+
+    def __init__(self, config: SearchConfig, plan: SweepPlan, data: str, sweep_args: argparse.Namespace) -> None:
+        super().__init__(config, sweep_args)
+        self.factor, self.pairs, self.data = plan.factor, plan.pairs, data
+
+    def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
+        intra, inter = thread_split(self.config.workers)
+        return (banner(self.factor, self.data, self.pairs) + f"\nsweep: study {prepared[0].name} on {splits.source} "
+                f"({splits.sizes()}), {self.config.workers} workers with TF threads {intra} intra-op / {inter} "
+                f"inter-op each, storage {mask_secrets(self.config.storage)}, "
+                f"tracking {mask_secrets(self.config.tracking_uri)}")
+
+    def worker_command(self, item: PreparedStudy, worker_index: int, timeout: float | None) -> list[str]:
+        return sweep_worker_command(self.args, self.factor, self.pairs, item.seed, worker_index, timeout)
+
+    def target_reached(self, study: optuna.Study) -> bool:
+        return not waiting_arms(study)
+
+    def after_loss(self, session: StudySession) -> None:
+        queue_arms(session, self.factor, self.pairs)  # the lost worker's arm, FAILed, waits again
+
+    def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
+        if not queue_arms(session, self.factor, self.pairs):
+            return ExitCode.OK
+        return self.supervise(session, timeout)
+
+
+def sweep_worker_command(args: argparse.Namespace, factor: Factor, pairs: int, seed: int, worker_index: int,
+                         timeout: float | None) -> list[str]:
+    """One sweep worker's flags: the sweep's, narrowed to one factor's study. Storage and
+    tracking URIs go through the environment so that a password never shows in `ps`."""
+    command = [sys.executable, "-m", "study", "sweep-worker", "--worker-index", str(worker_index),
+               "--factor", factor.text, "--pairs", str(pairs), "--seed", str(seed), "--data", args.data]
+    if timeout is not None:
+        command += ["--timeout", f"{max(1.0, timeout):.1f}"]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    for override in args.overrides:
+        command += ["--set", override]
+    return command
 
 
 def data_levels(config: SearchConfig, factor: Factor) -> dict[str, tuple[SearchConfig, Splits]]:
@@ -191,19 +303,34 @@ def data_levels(config: SearchConfig, factor: Factor) -> dict[str, tuple[SearchC
     return levels
 
 
-def run_sweep(plans: list[SweepPlan], data: str) -> int:
-    """Every factor's study in turn, after every factor's inputs (each data level's too) passed."""
+def run_sweep(plans: list[SweepPlan], args: argparse.Namespace) -> int:
+    """Every factor's study in turn, after every factor's inputs (each data level's too) passed;
+    with --workers N, N processes share each study's arms."""
     level_inputs = [data_levels(plan.config, plan.factor) for plan in plans]  # before any store opens
     checked = [check_inputs(plan.config) for plan in plans]
     deadline = time.monotonic() + plans[0].config.timeout if plans[0].config.timeout else None
-    for (config, factor, pairs), inputs, levels in zip(plans, checked, level_inputs):
+    for plan, inputs, levels in zip(plans, checked, level_inputs):
+        config = plan.config
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                print(f"sweep: --timeout reached before {factor.text}; re-run to continue", flush=True)
+                print(f"sweep: --timeout reached before {plan.factor.text}; re-run to continue", flush=True)
                 return ExitCode.OK
             config = config.model_copy(update={"timeout": remaining})
-        code = drive(config, inputs, SweepRunner(config, factor, pairs, data, levels))
+        if args.workers > 1:
+            config = config.model_copy(update={"workers": args.workers})  # the study run logs it
+            runner = SweepSupervisor(config, plan, args.data, args)
+        else:
+            runner = SweepRunner(config, plan.factor, plan.pairs, args.data, levels)
+        code = drive(config, inputs, runner)
         if code != ExitCode.OK:
             return code
     return ExitCode.OK
+
+
+def run_sweep_worker(plan: SweepPlan, data: str, worker_index: int) -> int:
+    """One sweep worker: the waiting arms of one factor's study, until none is left."""
+    levels = data_levels(plan.config, plan.factor)
+    splits, tracker, prepared = check_inputs(plan.config)
+    return drive(plan.config, (splits, tracker, prepared[:1]),
+                 SweepWorker(plan.config, plan.factor, plan.pairs, data, levels, worker_index))

@@ -43,6 +43,7 @@ DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
     (["--factor", "dropout=0,0.3", "--pairs", "0"], "--pairs: 0 must be >= 1"),
     (["--factor", "dropout=0,0.3", "--set", "train.epochs=4"], "below the campaign floor of 5"),
     (["--data", "digits", "--factor", "augment=false,true"], "fixes augment=False; a sweep varies a knob the space samples"),
+    (["--factor", "dropout=0,0.3", "--workers", "0"], "--workers: 0 must be >= 1"),
 ])
 def test_bad_input_is_exit_2_and_one_line(argv: list[str], expected: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
@@ -71,6 +72,67 @@ def test_a_bad_factor_among_good_ones_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--factor", "dropout=0,0.3", "--worker-index", "0"],
+     "study: error: --seed: a sweep worker needs the seed of the study it joins"),
+    (["--factor", "dropout=0,0.3", "--factor", "l2=0,1e-3", "--seed", "0", "--worker-index", "0"],
+     "study: error: --factor: a sweep worker trains one factor's study, not 2"),
+    (["--factor", "dropout=0,0.3", "--seed", "0"], "the following arguments are required: --worker-index"),
+])
+def test_a_sweep_worker_without_its_study_is_exit_2_and_one_line(argv: list[str], expected: str, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert exit_code(["sweep-worker", "--data", "digits", *argv, *stores]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ask_that_finds_no_arm_waiting_ends_untrained_and_stops_the_process() -> None:
+    """Two workers: the other took the last arm between this one's check and its ask, so Optuna
+    made a fresh trial. It must not train, count as finished, or let the process ask again."""
+    from study.cost import NO_ARM_WAITING
+    from study.driver import finished_count
+    from study.sweep_runner import ArmObjective, stop_when_no_arm_waits
+
+    def never(trial: optuna.Trial) -> float:
+        raise AssertionError("an arm's objective ran")
+
+    study = optuna.create_study()
+    study.optimize(ArmObjective({"0": never}), n_trials=3, callbacks=[stop_when_no_arm_waits])
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs[FAILURE_REASON] == NO_ARM_WAITING
+    assert finished_count(study) == 0
+
+
+def test_a_published_count_leaves_an_empty_ask_out_and_keeps_a_skipped_draw(tmp_path: Path) -> None:
+    from analysis.publish import study_times
+    from study.cost import NO_ARM_WAITING, OVER_COST_CAP
+
+    journal = str(tmp_path / "optuna.journal")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+    study = optuna.create_study(study_name="s", storage=storage)
+    for reason in (None, OVER_COST_CAP, None, NO_ARM_WAITING):
+        trial = study.ask()
+        if reason is None:
+            study.tell(trial, 0.5)
+        else:
+            trial.set_user_attr(FAILURE_REASON, reason)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    times = study_times(journal, "s")
+    assert (times["states"], times["skipped_over_cap"], times["draws"]) == ({"COMPLETE": 2}, 1, 3)
+
+
+def test_the_queue_callback_stops_only_when_no_arm_waits() -> None:
+    from study.sweep_runner import stop_when_no_arm_waits
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 3), n_trials=5, callbacks=[stop_when_no_arm_waits])
+    assert [t.params["x"] for t in study.trials] == [1.0, 2.0]  # both arms, and no fresh trial after them
+
+
 def sweep_plans_of(argv: list[str], folder: Path) -> list:
     from study.cli import build_parser, sweep_plans
 
@@ -79,14 +141,16 @@ def sweep_plans_of(argv: list[str], folder: Path) -> list:
 
 
 def test_a_data_level_the_data_cannot_give_is_refused_before_any_store(tmp_path: Path) -> None:
+    from study.cli import build_parser
     from study.inputs import BadInput
+    from study.sweep import SweepPlan
     from study.sweep_runner import run_sweep
 
-    from study.sweep import SweepPlan
-
-    plans = sweep_plans_of(["--factor", "dropout=0,0.3", "--factor", "data.class_imbalance=1,100"], tmp_path)
+    factors = ["--factor", "dropout=0,0.3", "--factor", "data.class_imbalance=1,100"]
+    plans = sweep_plans_of(factors, tmp_path)
+    args = build_parser().parse_args(["sweep", "--data", "digits", *factors])
     with pytest.raises(BadInput, match=r"^--factor data.class_imbalance=1,100: level 100: data.val_size"):
-        run_sweep([SweepPlan(config, factor, 1) for config, factor in plans], "digits")
+        run_sweep([SweepPlan(config, factor, 1) for config, factor in plans], args)
     assert list(tmp_path.iterdir()) == []
 
 
