@@ -75,6 +75,17 @@ def local_store_path(spec: str) -> Path | None:
     return sqlite_file(spec) if "://" in spec else Path(spec)
 
 
+def absolute_store(spec: str) -> str:
+    """The same store named from any folder: a relative journal path or SQLite file made
+    absolute (a supervisor's workers start in the project root); servers as given."""
+    path = local_store_path(spec)
+    if path is None or path.is_absolute() or str(path) == ":memory:":
+        return spec
+    if "://" not in spec:
+        return str(path.resolve())
+    return spec.replace(str(path), str(path.resolve()), 1)
+
+
 def _nearest_existing(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():

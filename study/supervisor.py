@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from study.config import SearchConfig
 from study.data import Splits
 from study.driver import ExitCode, StudySession, drive, finished_count, interrupted_line, studies_text
 from study.inputs import PreparedStudy, check_inputs
-from study.paths import PROJECT_ROOT
+from study.paths import PROJECT_ROOT, absolute_store
 from study.reconcile import fail_process_trials, reconcile_study
 from study.secrets import mask_secrets
 from study.tracking import Tracker
@@ -57,7 +58,7 @@ def worker_command(config: SearchConfig, args: argparse.Namespace, item: Prepare
     """The worker's flags: the user's, narrowed to one study. Storage and tracking URIs go
     through the environment so that a password never shows in `ps`."""
     command = [sys.executable, "-m", "study", "worker", "--worker-index", str(index),
-               "--space", config.space_file, "--experiment", config.experiment, "--study-name", item.name,
+               "--space", os.path.abspath(config.space_file), "--experiment", config.experiment, "--study-name", item.name,
                "--seed", str(item.seed), "--sampler", config.sampler, "--pruner", config.pruner,
                "--objective", config.objective, "--max-consecutive-failures", str(config.max_consecutive_failures),
                "--heartbeat-interval", str(config.heartbeat_interval), "--grace-period", str(config.grace_period),
@@ -69,10 +70,18 @@ def worker_command(config: SearchConfig, args: argparse.Namespace, item: Prepare
     if timeout is not None:
         command += ["--timeout", f"{max(1.0, timeout):.1f}"]
     if args.data_dir:
-        command += ["--data-dir", args.data_dir]
+        command += ["--data-dir", os.path.abspath(args.data_dir)]
     for override in args.overrides:
         command += ["--set", override]
     return command
+
+
+class StopRequest:
+    """The first SIGINT/SIGTERM a supervisor caught. The supervisors of a sweep's factors share
+    one, so that a signal between two factors (no worker running) still stops the sweep."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
 
 
 class Supervisor:
@@ -80,15 +89,16 @@ class Supervisor:
 
     reuses_study_run = False
 
-    def __init__(self, config: SearchConfig, args: argparse.Namespace, worker_index: int = 0) -> None:
+    def __init__(self, config: SearchConfig, args: argparse.Namespace, worker_index: int = 0,
+                 stop: StopRequest | None = None) -> None:
         self.config, self.args = config, args
         self.worker_index = worker_index
-        self.stop_signal: int | None = None
+        self.stop = stop or StopRequest()
         self.base_index = worker_index * config.workers  # machines x workers never share an index
 
     def on_signal(self, signum: int, frame: object) -> None:
-        if self.stop_signal is None:
-            self.stop_signal = signum
+        if self.stop.signum is None:
+            self.stop.signum = signum
             print(f"supervisor: {signal.Signals(signum).name}: stopping the workers; their running trials "
                   "end as FAIL (interrupted)", flush=True)
 
@@ -108,7 +118,9 @@ class Supervisor:
 
     def spawn(self, item: PreparedStudy, worker_index: int, timeout: float | None) -> subprocess.Popen:
         env = worker_env(self.config.workers)
-        env["STUDY_STORAGE"], env["MLFLOW_TRACKING_URI"] = self.config.storage, self.config.tracking_uri
+        # The workers start in the project root: relative paths must name the same files there.
+        env["STUDY_STORAGE"] = absolute_store(self.config.storage)
+        env["MLFLOW_TRACKING_URI"] = absolute_store(self.config.tracking_uri)
         return subprocess.Popen(self.worker_command(item, worker_index, timeout),
                                 cwd=PROJECT_ROOT, env=env, preexec_fn=_die_with_parent)
 
@@ -165,7 +177,7 @@ class Supervisor:
         restarts_left, lost, tripped = workers, 0, False
         stop_sent: float | None = None
         while children:
-            if (self.stop_signal is not None or tripped) and stop_sent is None:
+            if (self.stop.signum is not None or tripped) and stop_sent is None:
                 stop_sent = time.monotonic()
                 for proc in children.values():
                     proc.send_signal(signal.SIGTERM)
@@ -177,12 +189,13 @@ class Supervisor:
                 if code is None:
                     continue
                 del children[index]
-                stopping = self.stop_signal is not None or tripped
+                stopping = self.stop.signum is not None or tripped
                 reason = "interrupted" if code == ExitCode.INTERRUPTED else "worker_lost"
                 failed = fail_process_trials(study, tracker, proc.pid, reason)  # normally none left
                 if code == ExitCode.FAILURES:
                     tripped = True
-                elif code not in (ExitCode.OK, ExitCode.INTERRUPTED):
+                elif code != ExitCode.OK and not (code == ExitCode.INTERRUPTED and stopping):
+                    # dead, or stopped by someone else's signal: its place is filled again
                     lost += 1
                     print(f"supervisor: worker {index} (pid {proc.pid}) {describe_exit(code)}; "
                           f"{failed} running trial(s) marked FAIL (worker_lost)", flush=True)
@@ -198,7 +211,7 @@ class Supervisor:
                               f"worker index {worker_index})", flush=True)
             time.sleep(POLL_SECONDS)
         reconcile_study(study, tracker, session.experiment_id)  # nothing of ours is left RUNNING
-        if self.stop_signal is not None:
+        if self.stop.signum is not None:
             return ExitCode.INTERRUPTED
         if tripped:
             return ExitCode.FAILURES

@@ -35,7 +35,7 @@ from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
 from study.space import SearchSpace
-from study.supervisor import Supervisor
+from study.supervisor import StopRequest, Supervisor
 from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
                          study_seed)
 from study.tracking import Tracker
@@ -153,14 +153,15 @@ def stop_when_no_arm_waits(study: optuna.Study, trial: optuna.trial.FrozenTrial)
 
 
 def queue_arms(session: StudySession, factor: Factor, pairs: int) -> int:
-    """Enqueue the arms the study lacks; the arms waiting (none: it says all are done)."""
+    """Enqueue the arms the study lacks; how many arms wait."""
     study, space = session.study, session.config.space
     enqueue_missing(study, space, factor, draw_bases(space, factor, study.study_name, pairs, session.splits))
-    waiting = waiting_arms(study)
-    if not waiting:
-        planned = pairs * len(arms_of_pair(factor, 0))
-        print(f"[{study.study_name}] all {planned} arms of {pairs} pairs are done", flush=True)
-    return waiting
+    return waiting_arms(study)
+
+
+def all_done_line(session: StudySession, factor: Factor, pairs: int) -> str:
+    return (f"[{session.item.name}] all {pairs * len(arms_of_pair(factor, 0))} arms of {pairs} pairs "
+            "are done")
 
 
 class SweepRunner(TrialsHere):
@@ -193,6 +194,7 @@ class SweepRunner(TrialsHere):
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
         if not queue_arms(session, self.factor, self.pairs):
+            print(all_done_line(session, self.factor, self.pairs), flush=True)
             return ExitCode.OK
         return self.train_waiting(session, timeout)
 
@@ -245,8 +247,9 @@ class SweepSupervisor(Supervisor):
     """`sweep --workers N`: queues the factor's missing arms once, then supervises N
     `python -m study sweep-worker` processes that train them (study/supervisor.py)."""
 
-    def __init__(self, config: SearchConfig, plan: SweepPlan, data: str, sweep_args: argparse.Namespace) -> None:
-        super().__init__(config, sweep_args)
+    def __init__(self, config: SearchConfig, plan: SweepPlan, data: str, sweep_args: argparse.Namespace,
+                 stop: StopRequest) -> None:
+        super().__init__(config, sweep_args, stop=stop)
         self.factor, self.pairs, self.data = plan.factor, plan.pairs, data
 
     def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
@@ -266,9 +269,21 @@ class SweepSupervisor(Supervisor):
         queue_arms(session, self.factor, self.pairs)  # the lost worker's arm, FAILed, waits again
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
+        if self.stop.signum is not None:  # caught before this factor's workers exist
+            return ExitCode.INTERRUPTED
         if not queue_arms(session, self.factor, self.pairs):
+            print(all_done_line(session, self.factor, self.pairs), flush=True)
             return ExitCode.OK
         return self.supervise(session, timeout)
+
+    def exit_line(self, code: ExitCode, session: StudySession) -> str | None:
+        if code == ExitCode.FAILURES:
+            return (f"sweep: a worker stopped after {self.config.max_consecutive_failures} consecutive failed "
+                    f"arms of {session.item.name}; check the factor's levels and the space's ranges")
+        if code == ExitCode.ERROR:
+            return (f"sweep: workers kept dying before every arm of {session.item.name} was trained; re-run "
+                    "the same command to continue")
+        return super().exit_line(code, session)
 
 
 def sweep_worker_command(args: argparse.Namespace, factor: Factor, pairs: int, seed: int, worker_index: int,
@@ -280,7 +295,7 @@ def sweep_worker_command(args: argparse.Namespace, factor: Factor, pairs: int, s
     if timeout is not None:
         command += ["--timeout", f"{max(1.0, timeout):.1f}"]
     if args.data_dir:
-        command += ["--data-dir", args.data_dir]
+        command += ["--data-dir", os.path.abspath(args.data_dir)]
     for override in args.overrides:
         command += ["--set", override]
     return command
@@ -309,6 +324,7 @@ def run_sweep(plans: list[SweepPlan], args: argparse.Namespace) -> int:
     level_inputs = [data_levels(plan.config, plan.factor) for plan in plans]  # before any store opens
     checked = [check_inputs(plan.config) for plan in plans]
     deadline = time.monotonic() + plans[0].config.timeout if plans[0].config.timeout else None
+    stop = StopRequest()  # one for every factor's supervisor
     for plan, inputs, levels in zip(plans, checked, level_inputs):
         config = plan.config
         if deadline is not None:
@@ -319,12 +335,15 @@ def run_sweep(plans: list[SweepPlan], args: argparse.Namespace) -> int:
             config = config.model_copy(update={"timeout": remaining})
         if args.workers > 1:
             config = config.model_copy(update={"workers": args.workers})  # the study run logs it
-            runner = SweepSupervisor(config, plan, args.data, args)
+            runner = SweepSupervisor(config, plan, args.data, args, stop)
         else:
             runner = SweepRunner(config, plan.factor, plan.pairs, args.data, levels)
         code = drive(config, inputs, runner)
         if code != ExitCode.OK:
             return code
+        if stop.signum is not None:  # caught after the factor's workers ended: stop here
+            print("sweep: interrupted; re-run the same command to continue", flush=True)
+            return ExitCode.INTERRUPTED
     return ExitCode.OK
 
 
