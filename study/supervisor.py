@@ -6,7 +6,9 @@ crashes with schema errors, measured in docs/cluster.md), then starts N real pro
 (`python -m study worker`), each with its own worker index (its sampler seed) and its share
 of the cores. It watches them: a worker that dies has its running trial marked FAIL
 (`worker_lost`) in Optuna and its MLflow run FAILED at once, and is replaced (at most N
-times). SIGINT/SIGTERM are forwarded; the workers end their trials as `interrupted`.
+times), as is one stopped by a signal the supervisor did not send (its trial ends
+`interrupted`). SIGINT/SIGTERM are forwarded; the workers end their trials as `interrupted`.
+Relative store paths reach the workers absolute: they start in the project root.
 Coordination itself is Optuna's: the shared storage and MaxTrialsCallback.
 """
 
