@@ -7,6 +7,7 @@ MLflow load.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import urllib.error
 import urllib.request
@@ -75,15 +76,22 @@ def local_store_path(spec: str) -> Path | None:
     return sqlite_file(spec) if "://" in spec else Path(spec)
 
 
-def absolute_store(spec: str) -> str:
-    """The same store named from any folder: a relative journal path or SQLite file made
-    absolute (a supervisor's workers start in the project root); servers as given."""
-    path = local_store_path(spec)
-    if path is None or path.is_absolute() or str(path) == ":memory:":
-        return spec
-    if "://" not in spec:
-        return str(path.resolve())
-    return spec.replace(str(path), str(path.resolve()), 1)
+def absolute_sqlite(uri: str) -> str:
+    """A `sqlite[+driver]:///relative/file` URL with its file made absolute; anything else
+    (servers, `databricks`, in-memory, absolute files) as given."""
+    scheme, separator, rest = uri.partition(":///")
+    if not separator or not re.fullmatch(r"sqlite(\+\w+)?", scheme):
+        return uri
+    file, question, query = rest.partition("?")
+    if not file or file == ":memory:" or os.path.isabs(file):
+        return uri
+    return f"{scheme}:///{os.path.abspath(file)}{question}{query}"
+
+
+def absolute_storage(spec: str) -> str:
+    """An Optuna storage named from any folder: a journal path or SQLite file made absolute (a
+    supervisor's workers start in the project root); servers as given."""
+    return absolute_sqlite(spec) if "://" in spec else os.path.abspath(spec)
 
 
 def _nearest_existing(path: Path) -> Path:

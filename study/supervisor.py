@@ -28,7 +28,7 @@ from study.config import SearchConfig
 from study.data import Splits
 from study.driver import ExitCode, StudySession, drive, finished_count, interrupted_line, studies_text
 from study.inputs import PreparedStudy, check_inputs
-from study.paths import PROJECT_ROOT, absolute_store
+from study.paths import PROJECT_ROOT, absolute_sqlite, absolute_storage
 from study.reconcile import fail_process_trials, reconcile_study
 from study.secrets import mask_secrets
 from study.tracking import Tracker
@@ -121,8 +121,8 @@ class Supervisor:
     def spawn(self, item: PreparedStudy, worker_index: int, timeout: float | None) -> subprocess.Popen:
         env = worker_env(self.config.workers)
         # The workers start in the project root: relative paths must name the same files there.
-        env["STUDY_STORAGE"] = absolute_store(self.config.storage)
-        env["MLFLOW_TRACKING_URI"] = absolute_store(self.config.tracking_uri)
+        env["STUDY_STORAGE"] = absolute_storage(self.config.storage)
+        env["MLFLOW_TRACKING_URI"] = absolute_sqlite(self.config.tracking_uri)
         return subprocess.Popen(self.worker_command(item, worker_index, timeout),
                                 cwd=PROJECT_ROOT, env=env, preexec_fn=_die_with_parent)
 
@@ -200,10 +200,11 @@ class Supervisor:
                     # dead, or stopped by someone else's signal: its place is filled again
                     lost += 1
                     print(f"supervisor: worker {index} (pid {proc.pid}) {describe_exit(code)}; "
-                          f"{failed} running trial(s) marked FAIL (worker_lost)", flush=True)
+                          f"{failed} running trial(s) marked FAIL ({reason})", flush=True)
                     reconcile_study(study, tracker, session.experiment_id)  # e.g. a run created just before the kill
                     self.after_loss(session)
                     left = remaining()
+                    stopping = self.stop.signum is not None  # a signal may have come in meanwhile
                     if not stopping and restarts_left > 0 and not self.target_reached(study) and (left is None or left > 1):
                         restarts_left -= 1
                         generation[index] += 1  # its own worker index: a fresh sampler stream

@@ -326,6 +326,9 @@ def run_sweep(plans: list[SweepPlan], args: argparse.Namespace) -> int:
     deadline = time.monotonic() + plans[0].config.timeout if plans[0].config.timeout else None
     stop = StopRequest()  # one for every factor's supervisor
     for plan, inputs, levels in zip(plans, checked, level_inputs):
+        if stop.signum is not None:  # caught after the last factor's workers ended
+            print("sweep: interrupted; re-run the same command to continue", flush=True)
+            return ExitCode.INTERRUPTED
         config = plan.config
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -341,9 +344,6 @@ def run_sweep(plans: list[SweepPlan], args: argparse.Namespace) -> int:
         code = drive(config, inputs, runner)
         if code != ExitCode.OK:
             return code
-        if stop.signum is not None:  # caught after the factor's workers ended: stop here
-            print("sweep: interrupted; re-run the same command to continue", flush=True)
-            return ExitCode.INTERRUPTED
     return ExitCode.OK
 
 
