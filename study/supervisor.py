@@ -69,13 +69,18 @@ def worker_command(config: SearchConfig, args: argparse.Namespace, item: Prepare
         command.append("--no-baseline")
     if config.trials is not None:
         command += ["--trials", str(config.trials)]
-    if timeout is not None:
-        command += ["--timeout", f"{max(1.0, timeout):.1f}"]
+    return command + shared_worker_flags(args, timeout)
+
+
+def shared_worker_flags(args: argparse.Namespace, timeout: float | None) -> list[str]:
+    """What every kind of worker takes from its supervisor's invocation: the time left, the
+    data folder (absolute: workers start in the project root) and the user's overrides."""
+    flags = [] if timeout is None else ["--timeout", f"{max(1.0, timeout):.1f}"]
     if args.data_dir:
-        command += ["--data-dir", os.path.abspath(args.data_dir)]
+        flags += ["--data-dir", os.path.abspath(args.data_dir)]
     for override in args.overrides:
-        command += ["--set", override]
-    return command
+        flags += ["--set", override]
+    return flags
 
 
 class StopRequest:

@@ -35,7 +35,7 @@ from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
 from study.space import SearchSpace
-from study.supervisor import StopRequest, Supervisor
+from study.supervisor import StopRequest, Supervisor, shared_worker_flags
 from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
                          study_seed)
 from study.tracking import Tracker
@@ -290,15 +290,9 @@ def sweep_worker_command(args: argparse.Namespace, factor: Factor, pairs: int, s
                          timeout: float | None) -> list[str]:
     """One sweep worker's flags: the sweep's, narrowed to one factor's study. Storage and
     tracking URIs go through the environment so that a password never shows in `ps`."""
-    command = [sys.executable, "-m", "study", "sweep-worker", "--worker-index", str(worker_index),
-               "--factor", factor.text, "--pairs", str(pairs), "--seed", str(seed), "--data", args.data]
-    if timeout is not None:
-        command += ["--timeout", f"{max(1.0, timeout):.1f}"]
-    if args.data_dir:
-        command += ["--data-dir", os.path.abspath(args.data_dir)]
-    for override in args.overrides:
-        command += ["--set", override]
-    return command
+    return [sys.executable, "-m", "study", "sweep-worker", "--worker-index", str(worker_index),
+            "--factor", factor.text, "--pairs", str(pairs), "--seed", str(seed), "--data", args.data,
+            *shared_worker_flags(args, timeout)]
 
 
 def data_levels(config: SearchConfig, factor: Factor) -> dict[str, tuple[SearchConfig, Splits]]:
