@@ -39,7 +39,7 @@ from study.supervisor import StopRequest, Supervisor, shared_worker_flags
 from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
                          study_seed)
 from study.tracking import Tracker
-from study.workers import thread_split
+from study.workers import supervised_experiment, thread_split
 
 # A space whose draws are nearly all over the cost cap (or infeasible) should stop, not spin.
 MAX_DRAWS_PER_PAIR = 50
@@ -226,8 +226,7 @@ class SweepWorker(SweepRunner):
         self.worker_index = worker_index
 
     def experiment(self, tracker: Tracker, name: str) -> str:
-        # The supervisor made it; N workers must not all migrate or retag the store at once.
-        return tracker.experiment_id(name) or tracker.ensure_experiment(name)
+        return supervised_experiment(tracker, name)
 
     def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
         return None  # the supervisor printed it

@@ -72,6 +72,12 @@ def tf_thread_params() -> dict[str, int]:
             for name, var, from_config in zip((TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS), THREAD_VARS, configured)}
 
 
+def supervised_experiment(tracker: Tracker, name: str) -> str:
+    """A worker's experiment: the supervisor made it, and N workers must not all migrate or
+    retag the store at once; created only by a worker started by hand before any supervisor."""
+    return tracker.experiment_id(name) or tracker.ensure_experiment(name)
+
+
 class WorkerTrials:
     """One worker of a supervisor (or started by hand): trials in this process, on a study
     and study run the supervisor created; it only ends the study run if it opened it."""
@@ -88,8 +94,7 @@ class WorkerTrials:
         self.trials.install_signals()
 
     def experiment(self, tracker: Tracker, name: str) -> str:
-        # The supervisor made it; N workers must not all migrate or retag the store at once.
-        return tracker.experiment_id(name) or tracker.ensure_experiment(name)
+        return supervised_experiment(tracker, name)
 
     def banner(self, prepared: list[PreparedStudy], splits: Splits) -> str | None:
         return None  # the supervisor printed it; run_trials says which worker started
