@@ -43,12 +43,13 @@ def study_times(storage: str, study_name: str) -> dict:
     hours (first trial's start to the last one's end, pauses included), from Optuna."""
     import optuna
 
-    from study.cost import skipped_over_cap, untrained
+    from study.contract import FAILURE_REASON
+    from study.cost import NO_ARM_WAITING, skipped_over_cap
 
     backend = optuna.storages.journal.JournalFileBackend(storage)
     trials = optuna.load_study(study_name=study_name, storage=optuna.storages.JournalStorage(backend)).trials
-    # a sweep worker's empty ask is no draw; a draw over the cap is, untrained
-    trials = [t for t in trials if skipped_over_cap(t.user_attrs) or not untrained(t.user_attrs)]
+    # A sweep worker's empty ask is no draw at all (a draw over the cap is one, untrained).
+    trials = [t for t in trials if t.user_attrs.get(FAILURE_REASON) != NO_ARM_WAITING]
     skipped = [t for t in trials if skipped_over_cap(t.user_attrs)]
     trained = [t for t in trials if t not in skipped and t.datetime_complete is not None]
     seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained)
