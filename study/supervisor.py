@@ -144,6 +144,8 @@ class Supervisor:
 
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode:
         study, trials = session.study, self.config.trials
+        if self.stop.signum is not None:  # caught between two studies: start no workers for the next
+            return ExitCode.INTERRUPTED
         if self.target_reached(study):
             # already there (a re-run): no need to start N TensorFlow processes
             print(f"[{session.item.name}] already has {finished_count(study)}/{trials} finished trials", flush=True)
@@ -197,11 +199,13 @@ class Supervisor:
                     continue
                 del children[index]
                 stopping = self.stop.signum is not None or tripped
-                reason = "interrupted" if code == ExitCode.INTERRUPTED else "worker_lost"
+                # A worker stopped before its own handler is in place dies of the signal itself.
+                stopped = stopping and code in (ExitCode.INTERRUPTED, -signal.SIGTERM, -signal.SIGINT)
+                reason = "interrupted" if code == ExitCode.INTERRUPTED or stopped else "worker_lost"
                 failed = fail_process_trials(study, tracker, proc.pid, reason)  # normally none left
                 if code == ExitCode.FAILURES:
                     tripped = True
-                elif code != ExitCode.OK and not (code == ExitCode.INTERRUPTED and stopping):
+                elif code != ExitCode.OK and not stopped:
                     # dead, or stopped by someone else's signal: its place is filled again
                     lost += 1
                     print(f"supervisor: worker {index} (pid {proc.pid}) {describe_exit(code)}; "
