@@ -7,7 +7,8 @@ crashes with schema errors, measured in docs/cluster.md), then starts N real pro
 of the cores. It watches them: a worker that dies has its running trial marked FAIL
 (`worker_lost`) in Optuna and its MLflow run FAILED at once, and is replaced (at most N
 times), as is one stopped by a signal the supervisor did not send (its trial ends
-`interrupted`). SIGINT/SIGTERM are forwarded; the workers end their trials as `interrupted`.
+`interrupted`). SIGINT/SIGTERM are forwarded; the workers end their trials as `interrupted`,
+and a stop caught between two studies starts no workers for the next.
 Relative store paths reach the workers absolute: they start in the project root.
 Coordination itself is Optuna's: the shared storage and MaxTrialsCallback.
 """
@@ -36,6 +37,10 @@ from study.workers import thread_split, worker_env
 
 POLL_SECONDS = 0.2
 KILL_AFTER_SECONDS = 60.0  # a worker gets this long to record its interrupted trial
+# How a worker ends when the supervisor stops it: exit 130 from its own handler, or the signal
+# itself if it came before the handler was in place (SIGINT: a terminal's Ctrl-C reaches the
+# whole process group), or the kill after KILL_AFTER_SECONDS.
+STOP_EXIT_CODES = (ExitCode.INTERRUPTED, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
@@ -198,14 +203,15 @@ class Supervisor:
                 if code is None:
                     continue
                 del children[index]
-                stopping = self.stop.signum is not None or tripped
-                # A worker stopped before its own handler is in place dies of the signal itself.
-                stopped = stopping and code in (ExitCode.INTERRUPTED, -signal.SIGTERM, -signal.SIGINT)
-                reason = "interrupted" if code == ExitCode.INTERRUPTED or stopped else "worker_lost"
+                ended_by_stop = (self.stop.signum is not None or tripped) and code in STOP_EXIT_CODES
+                reason = "interrupted" if code == ExitCode.INTERRUPTED or ended_by_stop else "worker_lost"
                 failed = fail_process_trials(study, tracker, proc.pid, reason)  # normally none left
+                if ended_by_stop and code == -signal.SIGKILL:
+                    print(f"supervisor: worker {index} (pid {proc.pid}) was killed: it did not stop within "
+                          f"{KILL_AFTER_SECONDS:.0f} s; {failed} running trial(s) marked FAIL ({reason})", flush=True)
                 if code == ExitCode.FAILURES:
                     tripped = True
-                elif code != ExitCode.OK and not stopped:
+                elif code != ExitCode.OK and not ended_by_stop:
                     # dead, or stopped by someone else's signal: its place is filled again
                     lost += 1
                     print(f"supervisor: worker {index} (pid {proc.pid}) {describe_exit(code)}; "
@@ -213,7 +219,7 @@ class Supervisor:
                     reconcile_study(study, tracker, session.experiment_id)  # e.g. a run created just before the kill
                     self.after_loss(session)
                     left = remaining()
-                    stopping = self.stop.signum is not None  # a signal may have come in meanwhile
+                    stopping = self.stop.signum is not None or tripped  # a signal may have come in meanwhile
                     if not stopping and restarts_left > 0 and not self.target_reached(study) and (left is None or left > 1):
                         restarts_left -= 1
                         generation[index] += 1  # its own worker index: a fresh sampler stream
