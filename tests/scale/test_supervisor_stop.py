@@ -31,7 +31,7 @@ def signal_handlers() -> Iterator[None]:
 
 
 def supervisor_inputs(tmp_path: Path, studies: int):
-    stores = {"storage": f"journal:{tmp_path / 'optuna.journal'}",
+    stores = {"storage": str(tmp_path / "optuna.journal"),
               "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     args = build_parser().parse_args(
         ["search", "--workers", "2", "--replicates", str(studies), "--trials", "2", "--experiment", "stop",
