@@ -11,7 +11,6 @@ MLflow refusing a call.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -70,23 +69,6 @@ class TrialRunner(Protocol):
     def run_trials(self, session: StudySession, timeout: float | None) -> ExitCode: ...
 
     def exit_line(self, code: ExitCode, session: StudySession) -> str | None: ...
-
-
-# --- signals ---------------------------------------------------------------------------
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    # Only the first signal interrupts: a second one (Ctrl-C twice, or the terminal's SIGINT
-    # plus the supervisor's SIGTERM) must not cut the clean-up that marks the trial and run.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (kill, Slurm, Kubernetes) ends a search the same way as Ctrl-C."""
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
 
 
 # --- the study, its run and its baseline --------------------------------------------------

@@ -15,10 +15,11 @@ from optuna.trial import TrialState
 from study.config import SearchConfig
 from study.contract import FAILURE_REASON
 from study.data import Splits
-from study.driver import (ExitCode, StudySession, TrialTarget, drive, finished_count,
-                          install_signal_handlers, interrupted_line, studies_text)
+from study.driver import (ExitCode, StudySession, TrialTarget, drive, finished_count, interrupted_line,
+                          studies_text)
 from study.inputs import PreparedStudy, check_inputs
 from study.secrets import mask_secrets
+from study.signals import install_signal_handlers, raise_at_trial_end_if_signalled
 from study.tracking import Tracker
 
 if TYPE_CHECKING:  # the objective pulls in TensorFlow: the supervisor never needs it
@@ -50,7 +51,8 @@ def optimize(config: SearchConfig, study: optuna.Study, context: TrialContext,
     failures = ConsecutiveFailures(config.max_consecutive_failures)
     if config.trials is not None and finished_count(study) >= config.trials:
         return failures
-    callbacks = [failures, Progress(study.study_name, config.trials, timeout, finished_count(study))]
+    callbacks = [failures, Progress(study.study_name, config.trials, timeout, finished_count(study)),
+                 raise_at_trial_end_if_signalled]
     if config.trials is not None:
         callbacks.insert(0, TrialTarget(config.trials))
     study.optimize(Objective(context), timeout=timeout, callbacks=callbacks, catch=(TrialFailed,),

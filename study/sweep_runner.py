@@ -34,6 +34,7 @@ from study.model import InfeasibleArchitecture, feature_map_sizes
 from study.sampling import suggest_params
 from study.search import ConsecutiveFailures, TrialsHere
 from study.secrets import mask_secrets
+from study.signals import raise_at_trial_end_if_signalled
 from study.space import SearchSpace
 from study.supervisor import StopRequest, Supervisor, shared_worker_flags
 from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
@@ -208,9 +209,9 @@ class SweepRunner(TrialsHere):
         self.failures = ConsecutiveFailures(self.config.max_consecutive_failures)
         finished = finished_count(study)  # cut arms count here too, and are trained again
         progress = Progress(study.study_name, finished + running + waiting, timeout, finished)
+        callbacks = [self.failures, progress, stop_when_no_arm_waits, raise_at_trial_end_if_signalled]
         study.optimize(ArmObjective(self.objectives(session)), n_trials=waiting, timeout=timeout,
-                       callbacks=[self.failures, progress, stop_when_no_arm_waits], catch=(TrialFailed,),
-                       gc_after_trial=False)  # train_trial collects
+                       callbacks=callbacks, catch=(TrialFailed,), gc_after_trial=False)  # train_trial collects
         return ExitCode.FAILURES if self.failures.tripped else ExitCode.OK
 
 

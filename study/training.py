@@ -22,6 +22,7 @@ from study import metrics
 from study.data import Splits
 from study.model import build_model, compile_model, compiled_objective, plateau_callbacks
 from study.pairing import seed_kernels
+from study.signals import raise_if_signalled
 from study.space import KNOB_OFF, TrainConfig
 
 # Our datasets are shuffled in tf.data; Keras warns about its own shuffle flag regardless.
@@ -132,6 +133,7 @@ class EpochEvaluator(keras.callbacks.Callback):
         return float(np.mean(metrics.objective_per_image(labels, probabilities, self.objective)))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_signalled()
         if time.monotonic() > self.deadline:
             raise TrialTimeout(f"trial exceeded train.max_trial_seconds={self.max_seconds:g}")
 

@@ -101,6 +101,59 @@ def test_a_baseline_interrupted_by_ctrl_c_is_trained_on_the_rerun(stores: dict[s
         (t.number, t.state.name, t.params) for t in trials]
 
 
+# A sitecustomize for the search process: once the test creates the marker file, the next
+# garbage collection in the main thread sends this process SIGTERM and waits inside the
+# collector's callback until the handler has run there. Python cannot raise the handler's
+# KeyboardInterrupt out of a GC callback: it prints "Exception ignored" and goes on, which is
+# what happens to a real signal that lands in a finalizer or a library's bare `except:`.
+SWALLOWING_SITECUSTOMIZE = """
+import gc, os, signal, threading, time
+
+MARKER = os.environ["SWALLOW_SIGTERM_MARKER"]
+
+
+def swallow_sigterm(phase, info):
+    if threading.current_thread() is not threading.main_thread() or not os.path.exists(MARKER):
+        return
+    os.unlink(MARKER)
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN and time.monotonic() < deadline:
+        pass  # the handler runs on one of these lines, and raises here
+
+
+gc.callbacks.append(swallow_sigterm)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: dict[str, str], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SWALLOWING_SITECUSTOMIZE)
+    marker = tmp_path / "send-sigterm-now"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "SWALLOW_SIGTERM_MARKER": str(marker)}
+    log = tmp_path / "search.log"
+    proc = start_cli(*digits_search(stores, "--trials", "3", "--set", "train.epochs=60"), env=env, log=log)
+    try:
+        victim = wait_for(lambda: running_trial_with_run(stores["storage"], STUDY), 300,
+                          "trial 0 running with its MLflow run", proc, log)
+        marker.touch()
+        assert proc.wait(300) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert not marker.exists(), "the GC callback never ran in the main thread"
+    assert "Exception ignored" in text and "KeyboardInterrupt: SIGTERM" in text, text[-3000:]  # it was swallowed
+    trials = load(stores).trials
+    interrupted = trials[victim.number]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
+    assert len(trials) == 1, [(t.number, t.state.name) for t in trials]  # no trial started after it
+    run = MlflowClient(stores["tracking_uri"]).get_run(interrupted.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
 # --- item 5 (the finally): a crash inside a study ---------------------------------------
 
 
