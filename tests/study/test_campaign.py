@@ -4,6 +4,7 @@ whose CSV report must agree with the MLflow-mode report."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -66,10 +67,28 @@ SMOKE = "campaign-balanced-digits-smoke"
 
 
 def make_campaign(folder: Path, trials: int) -> subprocess.CompletedProcess:
+    # One process, so that the counts below are exact (N workers may finish up to N - 1
+    # trials past the target); `make campaign`'s default of 2 is checked on its own.
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "campaign", "DATA=digits", f"TRIALS={trials}",
-         "SET=train.epochs=2", f"STORAGE={folder / 'optuna.journal'}", f"TRACKING=sqlite:///{folder / 'mlflow.db'}"],
+         "WORKERS=1", "SET=train.epochs=2", f"STORAGE={folder / 'optuna.journal'}",
+         f"TRACKING=sqlite:///{folder / 'mlflow.db'}"],
         capture_output=True, text=True, timeout=1200)
+
+
+def test_make_campaign_runs_two_workers_unless_told_otherwise() -> None:
+    def planned(*words: str, workers_env: str | None = None) -> str:
+        env = {key: value for key, value in os.environ.items() if key != "WORKERS"}
+        if workers_env is not None:
+            env["WORKERS"] = workers_env
+        plan = subprocess.run(["make", "--no-print-directory", "-n", "-C", str(PROJECT_ROOT), "campaign", *words],
+                              capture_output=True, text=True, check=True, env=env)
+        return next(line for line in plan.stdout.splitlines() if "-m study campaign" in line)
+
+    assert planned().split()[-2:] == ["--workers", "2"]
+    assert "--workers" not in planned("WORKERS=1")
+    assert planned("WORKERS=3").split()[-2:] == ["--workers", "3"]
+    assert "--workers" not in planned(workers_env="1")
 
 
 @pytest.fixture(scope="module")
