@@ -30,6 +30,7 @@ from study.paths import PROJECT_ROOT
 from study.reconcile import fail_process_trials, reconcile_study, register_mlflow_repair
 from study.sampling import baseline_params, directions, make_pruner, make_sampler, sampler_seed
 from study.secrets import mask_secrets
+from study.signals import interrupt_handled, raise_if_signalled
 from study.tracking import Tracker
 
 
@@ -217,9 +218,12 @@ def drive_study(session: StudySession, runner: TrialRunner, timeout: float | Non
     """Prepare, run the trials, and close the study whatever happens; the exit code."""
     code, crash = ExitCode.ERROR, None
     try:
+        raise_if_signalled()  # one swallowed while the last study closed: this one stops
         _prepare(session, runner)
         code = runner.run_trials(session, timeout)
+        raise_if_signalled()  # one swallowed after the last trial's end
     except KeyboardInterrupt:
+        interrupt_handled()
         code = ExitCode.INTERRUPTED
     except BaseException as exc:  # re-raised: the CLI prints it; the run must not stay RUNNING
         crash = exc

@@ -5,8 +5,9 @@ signal so that the clean-up it starts is not cut. Python cannot always deliver t
 exception: inside a finalizer or a garbage-collector callback it prints "Exception ignored"
 and goes on, and a bare `except:` (Keras has several on its tracing path) swallows it. The
 process would then train on and exit 0, deaf to every later signal. So the handler also
-records the signal, and `raise_if_signalled` raises it again at the next training batch or
-trial end.
+records the signal as pending, and `raise_if_signalled` raises it again, at every training
+batch's and epoch's end, each trial's end and each study's start and end, until the driver
+says that an interrupt reached it (`interrupt_handled`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 import signal
 
 
-class _Caught:
-    """The first signal this process caught, and whether it was raised again already."""
+class _Pending:
+    """The signal caught and not yet seen by the driver as a KeyboardInterrupt."""
 
     signum: int | None = None
-    raised_again = False
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -26,25 +26,29 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     # plus the supervisor's SIGTERM) must not cut the clean-up that marks the trial and run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _Caught.signum = signum
+    _Pending.signum = signum
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM (kill, Slurm, Kubernetes) ends a search the same way as Ctrl-C."""
-    _Caught.signum, _Caught.raised_again = None, False
+    """SIGTERM (kill, Slurm, Kubernetes) ends a search the same way as Ctrl-C. A signal still
+    pending (swallowed while the last study closed) stays pending: the next study stops."""
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
 
 
 def raise_if_signalled() -> None:
-    """Raise the caught signal's KeyboardInterrupt once more, in case the first was swallowed.
+    """Raise the pending signal's KeyboardInterrupt (again), in case the first was swallowed.
 
-    Called only where nothing of an interrupt's clean-up can be running (a training batch's
-    end, a trial's end), so a first exception that did arrive never sees this one."""
-    if _Caught.signum is not None and not _Caught.raised_again:
-        _Caught.raised_again = True
-        raise KeyboardInterrupt(f"{signal.Signals(_Caught.signum).name} (raised again: the first was swallowed)")
+    Called only where no interrupt's clean-up can be running (nothing trains or finishes a
+    trial after an interrupt), so a first exception that did arrive never meets this one."""
+    if _Pending.signum is not None:
+        raise KeyboardInterrupt(f"{signal.Signals(_Pending.signum).name} (raised again: the first was swallowed)")
+
+
+def interrupt_handled() -> None:
+    """The driver caught the KeyboardInterrupt: the study ends interrupted, nothing is pending."""
+    _Pending.signum = None
 
 
 def raise_at_trial_end_if_signalled(study: object, trial: object) -> None:

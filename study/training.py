@@ -169,6 +169,7 @@ class EpochEvaluator(keras.callbacks.Callback):
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(epoch, row)
+        raise_if_signalled()  # one swallowed in the evaluation: the last epoch has no batch after it
 
     def _keep_outcomes(self, val: metrics.SplitScores, test: metrics.SplitScores | None, penalty: float) -> None:
         for split, scores in (("val", val), ("test", test)):
