@@ -46,8 +46,8 @@ search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(foreach kv,$(SET),--set $(kv))
 # A campaign's own default target (500) unless TRIALS is given on the make command line.
 # Two 1-thread worker processes unless WORKERS is given: a campaign's trials are i.i.d., so
-# the count changes nothing but speed, and on 2 cores two processes complete about 45% more
-# trials per hour than one of 2 threads (benchmarks/README.md, campaign throughput).
+# the count changes nothing but speed, and on 2 cores two processes completed 18% and 45% more
+# trials per hour than one of 2 threads, on two machines (benchmarks/README.md, campaign throughput).
 campaign_workers = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),2)
 campaign_flags = $(if $(filter command line,$(origin TRIALS)),--trials $(TRIALS)) \
   $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
