@@ -30,7 +30,7 @@ from study.paths import PROJECT_ROOT
 from study.reconcile import fail_process_trials, reconcile_study, register_mlflow_repair
 from study.sampling import baseline_params, directions, make_pruner, make_sampler, sampler_seed
 from study.secrets import mask_secrets
-from study.signals import interrupt_handled, raise_if_signalled
+from study.signals import interrupt_handled, raise_if_signalled, signal_pending
 from study.tracking import Tracker
 
 
@@ -226,8 +226,11 @@ def drive_study(session: StudySession, runner: TrialRunner, timeout: float | Non
         interrupt_handled()
         code = ExitCode.INTERRUPTED
     except BaseException as exc:  # re-raised: the CLI prints it; the run must not stay RUNNING
-        crash = exc
-        raise
+        if not (isinstance(exc, Exception) and signal_pending()):
+            crash = exc
+            raise
+        interrupt_handled()  # the interrupt, replaced by a library's clean-up (study/signals.py)
+        code = ExitCode.INTERRUPTED
     finally:
         close_study(session, code, crash)
     line = runner.exit_line(code, session)

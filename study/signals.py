@@ -46,6 +46,14 @@ def raise_if_signalled() -> None:
         raise KeyboardInterrupt(f"{signal.Signals(_Pending.signum).name} (raised again: the first was swallowed)")
 
 
+def signal_pending() -> bool:
+    """Whether a caught signal has not reached the driver yet: then an exception other than
+    KeyboardInterrupt may be the interrupt, replaced by a library's clean-up (Optuna's journal
+    lock release unlinks its file again when interrupted just after unlinking it, and raises
+    FileNotFoundError instead)."""
+    return _Pending.signum is not None
+
+
 def interrupt_handled() -> None:
     """The driver caught the KeyboardInterrupt: the study ends interrupted, nothing is pending."""
     _Pending.signum = None

@@ -154,6 +154,62 @@ def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: di
     assert run.info.status == "KILLED"
 
 
+# Optuna's journal lock (JournalFileSymlinkLock.release) renames its lock file and unlinks
+# the renamed one; an interrupt that lands just after that unlink sends it to an
+# `except BaseException` that unlinks the file again and raises FileNotFoundError in the
+# interrupt's place (seen in CI, 2026-11-27). This sitecustomize lands a real SIGTERM exactly
+# there, once the test creates the marker.
+CONVERTING_SITECUSTOMIZE = """
+import os, signal, threading, time
+
+MARKER = os.environ["CONVERT_SIGTERM_MARKER"]
+real_unlink = os.unlink
+
+
+def unlink(path, *args, **kwargs):
+    real_unlink(path, *args, **kwargs)
+    if (str(path).endswith(".rename") and threading.current_thread() is threading.main_thread()
+            and os.path.exists(MARKER)):
+        real_unlink(MARKER)
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN and time.monotonic() < deadline:
+            pass  # the handler raises here, inside the lock's release
+
+
+os.unlink = unlink
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupt_that_optunas_lock_turns_into_another_error_still_ends_interrupted(
+        stores: dict[str, str], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CONVERTING_SITECUSTOMIZE)
+    marker = tmp_path / "send-sigterm-now"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "CONVERT_SIGTERM_MARKER": str(marker)}
+    log = tmp_path / "search.log"
+    # A pruner, so that every epoch writes to the journal (its report) while the trial trains.
+    args = digits_search(stores, "--trials", "3", "--set", "train.epochs=60", "--pruner", "median")
+    proc = start_cli(*args, env=env, log=log)
+    try:
+        victim = wait_for(lambda: running_trial_with_run(stores["storage"], STUDY), 300,
+                          "trial 0 running with its MLflow run", proc, log)
+        marker.touch()
+        assert proc.wait(300) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert not marker.exists(), "the journal lock was never released in the main thread"
+    assert "FileNotFoundError" in text, text[-3000:]  # Optuna did replace the interrupt
+    interrupted = load(stores).trials[victim.number]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
+    run = MlflowClient(stores["tracking_uri"]).get_run(interrupted.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
 # --- item 5 (the finally): a crash inside a study ---------------------------------------
 
 
