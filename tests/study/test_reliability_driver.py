@@ -109,7 +109,7 @@ def test_a_baseline_interrupted_by_ctrl_c_is_trained_on_the_rerun(stores: dict[s
 SWALLOWING_SITECUSTOMIZE = """
 import gc, os, signal, threading, time
 
-MARKER = os.environ["SWALLOW_SIGTERM_MARKER"]
+MARKER = os.environ["SIGTERM_MARKER"]
 
 
 def swallow_sigterm(phase, info):
@@ -126,16 +126,18 @@ gc.callbacks.append(swallow_sigterm)
 """
 
 
-@pytest.mark.slow
-def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: dict[str, str], tmp_path: Path) -> None:
+def search_sigtermed_from_within(stores: dict[str, str], tmp_path: Path, sitecustomize: str,
+                                 *extra: str) -> tuple[optuna.trial.FrozenTrial, str]:
+    """A digits search whose own process sends itself SIGTERM where `sitecustomize` says, once
+    trial 0 runs with its MLflow run; it must exit 130. The victim trial and the log."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(SWALLOWING_SITECUSTOMIZE)
+    (site / "sitecustomize.py").write_text(sitecustomize)
     marker = tmp_path / "send-sigterm-now"
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "SWALLOW_SIGTERM_MARKER": str(marker)}
+           "SIGTERM_MARKER": str(marker)}
     log = tmp_path / "search.log"
-    proc = start_cli(*digits_search(stores, "--trials", "3", "--set", "train.epochs=60"), env=env, log=log)
+    proc = start_cli(*digits_search(stores, "--trials", "3", "--set", "train.epochs=60", *extra), env=env, log=log)
     try:
         victim = wait_for(lambda: running_trial_with_run(stores["storage"], STUDY), 300,
                           "trial 0 running with its MLflow run", proc, log)
@@ -143,15 +145,25 @@ def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: di
         assert proc.wait(300) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
     finally:
         stop(proc)
-    text = log.read_text()
-    assert not marker.exists(), "the GC callback never ran in the main thread"
-    assert "Exception ignored" in text and "KeyboardInterrupt: SIGTERM" in text, text[-3000:]  # it was swallowed
-    trials = load(stores).trials
-    interrupted = trials[victim.number]
+    assert not marker.exists(), "the signal was never sent from the main thread"
+    return victim, log.read_text()
+
+
+def assert_interrupted(stores: dict[str, str], victim: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    interrupted = load(stores).trials[victim.number]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
-    assert len(trials) == 1, [(t.number, t.state.name) for t in trials]  # no trial started after it
     run = MlflowClient(stores["tracking_uri"]).get_run(interrupted.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
+    return interrupted
+
+
+@pytest.mark.slow
+def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: dict[str, str], tmp_path: Path) -> None:
+    victim, text = search_sigtermed_from_within(stores, tmp_path, SWALLOWING_SITECUSTOMIZE)
+    assert "Exception ignored" in text and "KeyboardInterrupt: SIGTERM" in text, text[-3000:]  # it was swallowed
+    assert_interrupted(stores, victim)
+    trials = load(stores).trials
+    assert len(trials) == 1, [(t.number, t.state.name) for t in trials]  # no trial started after it
 
 
 # Optuna's journal lock (JournalFileSymlinkLock.release) renames its lock file and unlinks
@@ -162,7 +174,7 @@ def test_a_sigterm_whose_interrupt_is_swallowed_still_stops_the_trial(stores: di
 CONVERTING_SITECUSTOMIZE = """
 import os, signal, threading, time
 
-MARKER = os.environ["CONVERT_SIGTERM_MARKER"]
+MARKER = os.environ["SIGTERM_MARKER"]
 real_unlink = os.unlink
 
 
@@ -184,30 +196,10 @@ os.unlink = unlink
 @pytest.mark.slow
 def test_an_interrupt_that_optunas_lock_turns_into_another_error_still_ends_interrupted(
         stores: dict[str, str], tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(CONVERTING_SITECUSTOMIZE)
-    marker = tmp_path / "send-sigterm-now"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "CONVERT_SIGTERM_MARKER": str(marker)}
-    log = tmp_path / "search.log"
     # A pruner, so that every epoch writes to the journal (its report) while the trial trains.
-    args = digits_search(stores, "--trials", "3", "--set", "train.epochs=60", "--pruner", "median")
-    proc = start_cli(*args, env=env, log=log)
-    try:
-        victim = wait_for(lambda: running_trial_with_run(stores["storage"], STUDY), 300,
-                          "trial 0 running with its MLflow run", proc, log)
-        marker.touch()
-        assert proc.wait(300) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
-    finally:
-        stop(proc)
-    text = log.read_text()
-    assert not marker.exists(), "the journal lock was never released in the main thread"
+    victim, text = search_sigtermed_from_within(stores, tmp_path, CONVERTING_SITECUSTOMIZE, "--pruner", "median")
     assert "FileNotFoundError" in text, text[-3000:]  # Optuna did replace the interrupt
-    interrupted = load(stores).trials[victim.number]
-    assert interrupted.state.name == "FAIL" and interrupted.user_attrs[FAILURE_REASON] == "interrupted"
-    run = MlflowClient(stores["tracking_uri"]).get_run(interrupted.user_attrs["mlflow_run_id"])
-    assert run.info.status == "KILLED"
+    assert_interrupted(stores, victim)
 
 
 # --- item 5 (the finally): a crash inside a study ---------------------------------------
