@@ -190,10 +190,17 @@ def git_commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it ("" where there is none)."""
+    if not Path("/proc/cpuinfo").exists():
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), platform.processor())
+
+
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}")
 
 
 def _setup(table: pd.DataFrame) -> str:

@@ -24,7 +24,7 @@ from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
 from study.pairing import PairingProbe
 from study.sampling import suggest_params
-from study.signals import signal_pending
+from study.signals import interrupt_replacing, signal_pending
 from study.storage import HOST, own_process_token
 from study.sweep import arm_of, pair_seed, pinned_level
 from study.tracking import Tracker
@@ -140,7 +140,7 @@ class Objective:
             if signal_pending():  # the interrupt, replaced by a library's clean-up
                 if not self.interrupted_recorded:
                     self._record_failure(trial, "interrupted", "SIGINT/SIGTERM", "KILLED")
-                raise KeyboardInterrupt(f"interrupted, then {type(exc).__name__} in a clean-up") from exc
+                raise interrupt_replacing(exc) from exc
             reason = trial.user_attrs.get(FAILURE_REASON) or f"exception:{type(exc).__name__}"
             self._record_failure(trial, reason, f"{type(exc).__name__}: {exc}", "FAILED")
             raise
@@ -235,7 +235,7 @@ class Objective:
         except Exception as exc:  # OOM and any other crash: this trial fails, the study goes on
             if signal_pending():  # the interrupt, replaced by a library's clean-up
                 self._finish(trial, run_id, evaluator, "FAIL", "interrupted", "SIGINT/SIGTERM", status="KILLED")
-                raise KeyboardInterrupt(f"interrupted, then {type(exc).__name__} in a clean-up") from exc
+                raise interrupt_replacing(exc) from exc
             reason = f"exception:{type(exc).__name__}"
             self._finish(trial, run_id, evaluator, "FAIL", reason, str(exc))
             raise TrialFailed(reason, str(exc)) from None

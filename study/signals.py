@@ -42,7 +42,7 @@ def raise_if_signalled() -> None:
 
     Called only where no interrupt's clean-up can be running (nothing trains or finishes a
     trial after an interrupt), so a first exception that did arrive never meets this one."""
-    if _Pending.signum is not None:
+    if signal_pending():
         raise KeyboardInterrupt(f"{signal.Signals(_Pending.signum).name} (raised again: the first was swallowed)")
 
 
@@ -52,6 +52,11 @@ def signal_pending() -> bool:
     lock release unlinks its file again when interrupted just after unlinking it, and raises
     FileNotFoundError instead)."""
     return _Pending.signum is not None
+
+
+def interrupt_replacing(exc: Exception) -> KeyboardInterrupt:
+    """The interrupt to raise (from `exc`) where a pending signal's was replaced by `exc`."""
+    return KeyboardInterrupt(f"interrupted, then {type(exc).__name__} in a clean-up")
 
 
 def interrupt_handled() -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.publish import cpu_model
 from study.contract import EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from study.cost import relative_cost
 from study.space import DataConfig, TrainConfig, load_space
@@ -117,13 +118,8 @@ def retrained_curve(export: Path, study: str, trial: int) -> list[float]:
 CROSS_CPU_TOLERANCE = 0.05
 
 
-def cpu_model() -> str:
-    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), "")
-
-
 def trained_on(export: Path) -> str:
-    """The CPU model of the machine that published the pool. Every trial of the balanced pool
+    """The CPU model of the machine that published the pool (`cpu_model` there). Every trial of the balanced pool
     was trained on the machine that published it (sessions 9-13, one AMD EPYC)."""
     line = next(line for line in (export.parent / "README.md").read_text().splitlines() if line.startswith("- Machine:"))
     return line.split("(", 1)[1].split(")", 1)[0]
