@@ -32,6 +32,8 @@ REGIME    ?= balanced
 # The regimes `make compare` reads, the first the reference of the others.
 REGIMES   ?= balanced imbalance label_noise
 DATA      ?= fashion_mnist
+# One of the files Debian's dataset-fashion-mnist installs: present means the data is there.
+FASHION_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # `make sweep`: the standard set of paired single-factor sweeps (docs/sweeps.md), PAIRS bases
 # each, then the L2 dose-response on DOSE_PAIRS bases.
 SWEEP_FACTORS ?= l2=0,1e-3 label_smoothing=0,0.1 batch_norm=false,true dropout=0,0.3 augment=false,true \
@@ -45,13 +47,15 @@ search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
   $(if $(STUDY),--study-name $(STUDY)) $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) \
   $(foreach kv,$(SET),--set $(kv))
 # A campaign's own default target (500) unless TRIALS is given on the make command line.
-# Two 1-thread worker processes unless WORKERS is given: a campaign's trials are i.i.d., so
-# the count changes nothing but speed, and on 2 cores two processes completed 18% and 45% more
-# trials per hour than one of 2 threads, on two machines (benchmarks/README.md, campaign throughput).
-campaign_workers = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),2)
+# `make campaign` and `make sweep` run two 1-thread worker processes unless WORKERS is given:
+# a campaign's trials are i.i.d. and a sweep's arms are paired by seed, data order and initial
+# weights, not by process, so the count changes nothing but speed; on 2 cores two processes
+# completed 18% and 45% more campaign trials per hour than one of 2 threads, on two machines
+# (benchmarks/README.md, campaign throughput; a sweep trains trials of the same floors).
+pool_workers = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),2)
 campaign_flags = $(if $(filter command line,$(origin TRIALS)),--trials $(TRIALS)) \
   $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
-  $(if $(filter-out 1,$(campaign_workers)),--workers $(campaign_workers)) $(foreach kv,$(SET),--set $(kv))
+  $(if $(filter-out 1,$(pool_workers)),--workers $(pool_workers)) $(foreach kv,$(SET),--set $(kv))
 # STORAGE, TRACKING and BACKEND may carry a password, in any characters (a quote too): they
 # reach the programs through the environment, which make exports (see below), never through
 # a command line (which the shell parses, make echoes and `ps` shows); only masked copies are
@@ -123,13 +127,16 @@ $(GP_STAMP): $(STAMP) requirements-gp.txt
 
 setup: $(STAMP) $(if $(filter gp,$(EXTRAS)),$(GP_STAMP)) data ## Create the venv, install pinned packages (EXTRAS=gp: PyTorch too), get Fashion-MNIST
 
+# The venv only where the Debian files are missing: the Keras download needs it. A prerequisite,
+# not a recursive $$(MAKE) in the recipe, which even `make -n` would run (and with it apt-get).
+data: | $(if $(wildcard $(FASHION_IDX)),,$(STAMP))
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
 	$(call banner,Fashion-MNIST)
-	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
+	@if [ -f $(FASHION_IDX) ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	else echo "no Debian package: downloading through Keras into ~/.keras/datasets"; \
-	  $(MAKE) --no-print-directory $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+	  $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
 
 search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
@@ -151,8 +158,8 @@ campaign: setup ## One regime's pool of i.i.d. unpruned trials (REGIME=balanced|
 # digits.yaml fixes augment (digits are not flip- or rotation-invariant): its smoke run skips it.
 sweep_factors = $(if $(filter digits,$(DATA)),$(filter-out augment=%,$(SWEEP_FACTORS)),$(SWEEP_FACTORS))
 sweep_flags = --data $(DATA) $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
-  $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS)) $(foreach kv,$(SET),--set $(kv))
-sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, then the L2 dose-response at DOSE_PAIRS=40 (WORKERS, DATA=digits: smoke); resumes
+  $(if $(filter-out 1,$(pool_workers)),--workers $(pool_workers)) $(foreach kv,$(SET),--set $(kv))
+sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, then the L2 dose-response at DOSE_PAIRS=40 (WORKERS=2, DATA=digits: smoke); resumes
 	$(call banner,sweep $(sweep_factors) on $(DATA))
 	$(show_urls)
 	@$(PY) -m study sweep $(foreach f,$(sweep_factors),--factor $(f)) --pairs $(PAIRS) $(sweep_flags)

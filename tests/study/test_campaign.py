@@ -76,22 +76,30 @@ def make_campaign(folder: Path, trials: int) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=1200)
 
 
-def test_make_campaign_runs_two_workers_unless_told_otherwise() -> None:
-    def planned(*words: str, workers_env: str | None = None) -> str:
+@pytest.mark.parametrize("target", ["campaign", "sweep"])
+def test_make_campaign_and_sweep_run_two_workers_unless_told_otherwise(target: str) -> None:
+    def planned(*words: str, workers_env: str | None = None) -> list[str]:
         # Not what a parent make passes down (`make test WORKERS=1` reaches here in MAKEFLAGS).
         env = {key: value for key, value in os.environ.items()
                if key not in ("WORKERS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         if workers_env is not None:
             env["WORKERS"] = workers_env
-        # -o setup: `data`'s recipe calls $(MAKE), which even -n runs (an apt-get here).
+        # -o setup: the plan of the program's command lines only, not of the venv's install.
         plan = subprocess.run(["make", "--no-print-directory", "-n", "-o", "setup", "-C", str(PROJECT_ROOT),
-                               "campaign", *words], capture_output=True, text=True, check=True, env=env, timeout=60)
-        return next(line for line in plan.stdout.splitlines() if "-m study campaign" in line)
+                               target, *words], capture_output=True, text=True, check=True, env=env, timeout=60)
+        commands = [line for line in plan.stdout.splitlines() if f"-m study {target}" in line]
+        # the sweep runs twice: the standard set, then the L2 dose-response
+        assert len(commands) == (2 if target == "sweep" else 1), plan.stdout
+        return commands
 
-    assert planned().split()[-2:] == ["--workers", "2"]
-    assert "--workers" not in planned("WORKERS=1")
-    assert planned("WORKERS=3").split()[-2:] == ["--workers", "3"]
-    assert "--workers" not in planned(workers_env="1")
+    def workers(command: str) -> str | None:
+        words = command.split()
+        return words[words.index("--workers") + 1] if "--workers" in words else None
+
+    assert [workers(command) for command in planned()] == ["2"] * len(planned())
+    assert {workers(command) for command in planned("WORKERS=1")} == {None}
+    assert {workers(command) for command in planned("WORKERS=3")} == {"3"}
+    assert {workers(command) for command in planned(workers_env="1")} == {None}
 
 
 @pytest.fixture(scope="module")

@@ -405,6 +405,27 @@ def test_gp_sampler_without_torch_says_how_to_install(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
+def test_make_n_data_without_the_dataset_runs_nothing(tmp_path: Path) -> None:
+    """`make -n` prints the plan: where the Debian files are missing, the plan holds the venv
+    and an apt-get, and neither may run (a recipe line naming $(MAKE) runs even under -n)."""
+    ran = tmp_path / "ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("apt-get", "sudo"):  # first on PATH: record any call, change nothing
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{ran}"\nexit 1\n')
+        (bin_dir / tool).chmod(0o755)
+    venv = tmp_path / "venv"
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "data", f"VENV={venv}",
+                           f"FASHION_IDX={tmp_path / 'missing.gz'}"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    assert f"python3 -m venv {venv}" in plan.stdout  # the Keras fallback needs the venv: planned
+    assert "apt-get install" in plan.stdout and "keras.datasets.fashion_mnist.load_data()" in plan.stdout
+    assert not ran.exists(), ran.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
+
+
 def test_torch_is_an_extra_pinned_to_a_registry_version_and_make_test_installs_it(tmp_path: Path) -> None:
     lock = (PROJECT_ROOT / "requirements.lock").read_text().splitlines()
     assert not [line for line in lock if line.lower().startswith("torch")], "torch must not be in the lock"
