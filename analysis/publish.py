@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.sweeps import is_sweep
+from study.machine import cpu_model
 from study.paths import PROJECT_ROOT
 
 EXPORT_NAME = "epochs.csv.gz"
@@ -188,14 +189,6 @@ def with_published(table: pd.DataFrame, studies: dict[str, dict], published: Pub
 def git_commit() -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     return proc.stdout.strip() or "unknown"
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it ("" where there is none)."""
-    if not Path("/proc/cpuinfo").exists():
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), platform.processor())
 
 
 def machine() -> str:
@@ -387,7 +380,9 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
     trials = table.drop_duplicates(["study", "trial"])
     states = ", ".join(f"{count} {state}" for state, count in sorted(trials["state"].value_counts().items()))
     factors = [f"- `{f['factor']}`: reference {f['reference_level']}, treatment(s) {', '.join(f['levels'])}; "
-               f"{f['pairs']} complete pairs{' with an A/A replicate' if f['replicate'] else ''}"
+               f"{f['pairs']} complete pairs{' with an A/A replicate' if f['replicate'] else ''} (every arm "
+               "usable); each comparison below counts the pairs whose two arms it compares have a value, "
+               "a pair with a failed third arm included"
                for f in sweep["factors"]]
     running = [f"- left out, lacking arms (still to be trained): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]

@@ -27,6 +27,9 @@ def __getattr__(name: str) -> Any:
 # what it trained with, and a retrain can use the same.
 TF_INTRA_OP_THREADS = "tf_intra_op_threads"
 TF_INTER_OP_THREADS = "tf_inter_op_threads"
+# And oneDNN picks its kernels per CPU: a trial retrained on another CPU model drifted 2.6 pp
+# after one epoch (study/machine.py). Trials logged before 2026-11-28 lack it.
+CPU_MODEL = "cpu_model"
 
 
 # --- Tags on MLflow runs -------------------------------------------------------------

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.publish import cpu_model
-from study.contract import EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
+from study.contract import CPU_MODEL, EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from study.cost import relative_cost
+from study.machine import cpu_model
 from study.space import DataConfig, TrainConfig, load_space
 from study.workers import THREAD_VARS
 from tests.conftest import PROJECT_ROOT, require
@@ -118,9 +118,13 @@ def retrained_curve(export: Path, study: str, trial: int) -> list[float]:
 CROSS_CPU_TOLERANCE = 0.05
 
 
-def trained_on(export: Path) -> str:
-    """The CPU model of the machine that published the pool (`cpu_model` there). Every trial of the balanced pool
-    was trained on the machine that published it (sessions 9-13, one AMD EPYC)."""
+def trained_on(export: Path, rows: pd.DataFrame) -> str:
+    """The CPU model a trial trained on: its own `cpu_model` param, which trials log since
+    2026-11-28, else the one of the machine that published its pool (the README's Machine
+    line, from `cpu_model` there). Every trial of the balanced pool was trained on the machine
+    that published it (sessions 9-13, one AMD EPYC)."""
+    if CPU_MODEL in rows and rows[CPU_MODEL].notna().any():
+        return str(rows[CPU_MODEL].dropna().iloc[0])
     line = next(line for line in (export.parent / "README.md").read_text().splitlines() if line.startswith("- Machine:"))
     return line.split("(", 1)[1].split(")", 1)[0]
 
@@ -140,9 +144,9 @@ def test_two_published_trials_retrain_to_their_logged_curves() -> None:
     exports = [path for path in published_exports() if path.parent.name == "campaign-balanced"]
     require(bool(exports), "no results/campaign-balanced/epochs.csv.gz committed")
     require(Path("/usr/share/datasets/fashion-mnist").exists(), "Debian dataset-fashion-mnist not installed")
-    same_cpu = trained_on(exports[0]) == cpu_model()
     table = pd.read_csv(exports[0])
     for rows in cheapest_trials(table, 2):
+        same_cpu = trained_on(exports[0], rows) == cpu_model()
         retrained = retrain(exports[0], rows)
         logged = rows.sort_values("epoch")["val_accuracy"].to_numpy()
         assert len(retrained) == len(logged)
