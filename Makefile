@@ -53,6 +53,13 @@ search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
 # completed 18% and 45% more campaign trials per hour than one of 2 threads, on two machines
 # (benchmarks/README.md, campaign throughput; a sweep trains trials of the same floors).
 pool_workers = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),2)
+# Given but empty would silently mean one process; refused while make reads this file, so
+# before any target (setup included) has run.
+ifneq ($(filter command line environment,$(origin WORKERS)),)
+ifeq ($(strip $(WORKERS)),)
+$(error WORKERS is empty: give the number of worker processes, e.g. WORKERS=2)
+endif
+endif
 campaign_flags = $(if $(filter command line,$(origin TRIALS)),--trials $(TRIALS)) \
   $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
   $(if $(filter-out 1,$(pool_workers)),--workers $(pool_workers)) $(foreach kv,$(SET),--set $(kv))

@@ -100,6 +100,14 @@ def test_make_campaign_and_sweep_run_two_workers_unless_told_otherwise(target: s
     assert {workers(command) for command in planned("WORKERS=1")} == {None}
     assert {workers(command) for command in planned("WORKERS=3")} == {"3"}
     assert {workers(command) for command in planned(workers_env="1")} == {None}
+    # Given but empty: refused before any target runs (without -o setup: setup must not run).
+    for words, env in ((["WORKERS="], {}), ([], {"WORKERS": ""})):
+        refused = subprocess.run(["make", "--no-print-directory", "-C", str(PROJECT_ROOT), target, *words,
+                                  "VENV=/nonexistent/venv"], capture_output=True, text=True, timeout=60,
+                                 env={**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")},
+                                      **env})
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stdout
+        assert refused.stderr.count("\n") == 1 and "WORKERS is empty" in refused.stderr, refused.stderr
 
 
 @pytest.fixture(scope="module")
