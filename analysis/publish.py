@@ -358,6 +358,51 @@ def _sweep_numbers(summary: dict) -> list[str]:
     return lines
 
 
+# The wide table of the top-level README, continuous outcomes first (they need fewer pairs):
+# outcome, column heading, scale, unit, decimals.
+AT_A_GLANCE = (("val_ece_loss_pick", "val ECE at the loss pick", 1, "", 3),
+               ("epoch_gap", "epoch gap", 1, "", 2),
+               ("test_nll_cost", "test NLL cost", 1, "", 3),
+               ("test_accuracy_cost", "test accuracy cost", 100, " pp", 1),
+               ("epoch_disagree", "epoch-level disagreement", 100, " pp", 1),
+               ("disagree_at_k", "P(disagree), k = 10", 100, " pp", 1))
+
+
+def _glance_cell(effect: dict, scale: float, unit: str, decimals: int) -> str:
+    """'+2.3 pp [−13.6, +18.2]', with a real minus sign, as the README writes numbers."""
+    if not effect or effect.get("difference") is None or pd.isna(effect["difference"]):
+        return "–"
+
+    def signed(value: float) -> str:
+        return f"{value * scale:+.{decimals}f}".replace("-", "−")
+
+    lo, hi = effect["ci95"]
+    ci = " (no CI)" if pd.isna(lo) else f" [{signed(lo)}, {signed(hi)}]"
+    return f"{signed(effect['difference'])}{unit}{ci}"
+
+
+def sweep_at_a_glance(summary: dict) -> list[str]:
+    """One row per factor level and one for its A/A floor, one column per outcome of
+    AT_A_GLANCE (the val_loss rule, treatment − reference, paired); a clear effect in bold."""
+    rows = {(row["factor"], row["level"], row["outcome"]): row for row in summary["sweep"]["comparisons"]
+            if row["loss"] == "val_loss"}
+    lines = ["| factor: level − reference | pairs | " + " | ".join(title for _, title, *_ in AT_A_GLANCE) + " |",
+             "|---|---|" + "---|" * len(AT_A_GLANCE)]
+    for factor, level, reference in dict.fromkeys((row["factor"], row["level"], row["reference_level"])
+                                                  for row in rows.values()):
+        found = [rows.get((factor, level, outcome)) for outcome, *_ in AT_A_GLANCE]
+        for label, part in ((f"{factor}: {level} − {reference}", "effect"), (f"{factor}: A/A floor", "floor")):
+            if part == "floor" and not any(row and row["floor"] for row in found):
+                continue
+            cells = []
+            for row, (_, _, scale, unit, decimals) in zip(found, AT_A_GLANCE):
+                cell = _glance_cell(row[part] if row else {}, scale, unit, decimals)
+                cells.append(f"**{cell}**" if part == "effect" and row and row["clear"] else cell)
+            pairs = max((row[part] or {}).get("pairs", 0) for row in found if row)
+            lines.append(f"| {label} | {pairs} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _interval(effect: dict) -> str:
     if not effect or effect.get("difference") is None or pd.isna(effect["difference"]):
         return "–"
@@ -400,6 +445,11 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
         f"- Trials: {len(trials)} ({states}).", *factors, *running,
         f"- Wall time: {_sweep_hours(times)}.",
         f"- Machine: {machine()}.", "",
+        "## At a glance (the table of the top-level README's Results)", "",
+        "The val_loss rule; treatment − reference, paired, mean over pairs with its 95% bootstrap "
+        "interval over pairs; each factor's A/A floor (replicate − reference) below it; a clear effect "
+        "in bold. `pairs`: the most pairs any outcome of the row has.", "",
+        *sweep_at_a_glance(summary), "",
         "## Numbers (from summary.json; the val_loss rule; differences are treatment − reference, paired)", "",
         *_sweep_numbers(summary), "",
         "An effect is *clear* when its 95% CI excludes 0 and lies wholly beyond the A/A floor's "

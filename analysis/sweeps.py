@@ -29,6 +29,7 @@ difference). Pure: plain tables and dicts in, a dict out; the report renders it.
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -102,6 +103,7 @@ def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "tr
     unknown = sorted(set(table[ARM]) - set(SWEEP_ARMS))
     if unknown:
         raise AnalysisInputError(f"unknown arm {unknown[0]!r}: arms are {', '.join(SWEEP_ARMS)}")
+    table[FACTOR] = sweeps_apart(table)
     # Pair ids count within a sweep study (one per factor and levels): a factor swept by two
     # studies (another seed) has a pair 0 in each, two bases, so its pairs are named study/pair.
     shared = table.groupby(FACTOR)["study"].transform("nunique") > 1
@@ -109,6 +111,26 @@ def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "tr
     for factor, rows in table.groupby(FACTOR, sort=True):
         _check_factor(str(factor), rows)
     return table.reset_index(drop=True)
+
+
+# The name `python -m study sweep` gives a factor's study (study.sweep.study_name): the
+# factor, its levels as given, and the seed.
+SWEEP_STUDY = re.compile(r"sweep-(?P<factor>[^=]+)=(?P<levels>[^=]+)-seed\d+")
+
+
+def sweeps_apart(table: pd.DataFrame) -> pd.Series:
+    """Each row's factor as the analysis names it. A factor swept at two sets of levels (`make
+    sweep`'s l2 0 vs 1e-3, then its dose-response 0, 1e-5, ..., 1e-2) is two experiments with
+    bases of their own: each is named as its studies are (`l2=0,1e-3`), and the seeds of one
+    pool. Studies named otherwise (a hand-made table) keep the factor's name and pool."""
+    def swept(study: str, factor: str) -> str | None:
+        match = SWEEP_STUDY.fullmatch(study)
+        return f"{factor}={match['levels']}" if match and match["factor"] == factor else None
+
+    names = pd.Series([swept(study, factor) for study, factor in zip(table["study"], table[FACTOR])],
+                      index=table.index, dtype="object")
+    apart = names.notna() & (names.groupby(table[FACTOR]).transform("nunique") > 1)
+    return table[FACTOR].where(~apart, names).astype("string")
 
 
 def _check_factor(factor: str, rows: pd.DataFrame) -> None:

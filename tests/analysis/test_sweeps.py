@@ -184,6 +184,41 @@ def test_a_deterministic_floor_is_its_value_and_few_pairs_still_give_a_verdict(a
     assert at_k["effect"]["ci95_missing"] == "4 pairs, fewer than k = 10" and at_k["clear"] is False
 
 
+def test_a_factor_at_two_sets_of_levels_is_two_sweeps_and_seeds_of_one_pool():
+    """`make sweep` runs l2 at 0, 1e-3 (seeds 0 and 1 of one pool) and then l2's dose-response:
+    three studies of factor l2. The dose study and the two-level studies draw bases of their
+    own, so they are two sweeps, each named as its studies are; the two seeds pool (pairs
+    study/pair). Each carries the known per-pair change of the 1e-3 arm (4 of 12 pairs step)."""
+    table = sweep_table()
+    l2 = table[table[FACTOR] == "l2"]
+    two_levels = l2[l2[LEVEL].isin(["0", "1e-3"])]
+    seeds = [two_levels.assign(study=f"sweep-l2=0,1e-3-seed{seed}") for seed in (0, 1)]
+    dose = l2.assign(study="sweep-l2=0,1e-4,1e-3,1e-2-seed0")
+    table = pd.concat([*seeds, dose, table[table[FACTOR] != "l2"]], ignore_index=True)
+    arms = sweeps.arms_table(table)
+    assert sorted(arms[FACTOR].unique()) == ["data.label_noise", "l2=0,1e-3", "l2=0,1e-4,1e-3,1e-2"]
+    pooled = arms[arms[FACTOR] == "l2=0,1e-3"]
+    assert pooled[PAIR].nunique() == 2 * L2_PAIRS and pooled[PAIR].str.startswith("sweep-l2=0,1e-3-seed").all()
+    sweep = sweeps.analyse_sweep(arms, _epochs(table), n_boot=200, seed=0)
+    assert {(f["factor"], f["pairs"], tuple(f["levels"])) for f in sweep["factors"]} == {
+        ("data.label_noise", NOISE_PAIRS, ("0.2",)), ("l2=0,1e-3", 2 * L2_PAIRS, ("1e-3",)),
+        ("l2=0,1e-4,1e-3,1e-2", L2_PAIRS, ("1e-4", "1e-3", "1e-2"))}
+    step = D_MINUS_A["val_loss"]["epoch_gap"]
+    for factor, pairs in (("l2=0,1e-3", 2 * L2_PAIRS), ("l2=0,1e-4,1e-3,1e-2", L2_PAIRS)):
+        effect = _row(sweep, factor, "1e-3", "val_loss", "epoch_gap")["effect"]
+        assert (effect["pairs"], effect["difference"]) == (pairs, pytest.approx(4 * step / L2_PAIRS))
+
+
+def test_hand_named_studies_of_one_factor_pool_whatever_their_levels():
+    """Study names not of `python -m study sweep`'s form: the factor's name stays, and every
+    study of it must then have the same arms (one line, exit 2 at the CLI)."""
+    table = sweep_table()
+    l2 = table[table[FACTOR] == "l2"]
+    other = l2[l2[LEVEL].isin(["0", "1e-3"])].assign(study="my-other-l2-study")
+    with pytest.raises(AnalysisInputError, match="every study of a factor needs the same arms"):
+        sweeps.arms_table(pd.concat([table, other], ignore_index=True))
+
+
 # ------------------------------------------------------------------ trial level, pooled
 
 def _brute_force_at_k(loss: np.ndarray, accuracy: np.ndarray, k: int) -> float:
@@ -432,3 +467,55 @@ def test_a_trial_without_epochs_leaves_its_pair_out_of_its_differences_only():
     assert _row(sweep, "l2", "1e-2", "val_loss", "epoch_disagree")["effect"]["pairs"] == 12
     # 12 pairs, pair 7 lacking one arm's epochs: 11 complete (what the README counts)
     assert [(f["factor"], f["pairs"]) for f in sweep["factors"] if f["factor"] == "l2"] == [("l2", 11)]
+
+
+# ------------------------------------------------------------------ the published numbers
+
+# The top-level README's sweep table: column heading -> (outcome, scale, unit, decimals).
+README_COLUMNS = {"val ECE at the loss pick": ("val_ece_loss_pick", 1, "", 3),
+                  "epoch gap": ("epoch_gap", 1, "", 2),
+                  "test NLL cost": ("test_nll_cost", 1, "", 3),
+                  "test accuracy cost": ("test_accuracy_cost", 100, " pp", 1),
+                  "epoch-level disagreement": ("epoch_disagree", 100, " pp", 1),
+                  "P(disagree), k = 10": ("disagree_at_k", 100, " pp", 1)}
+
+
+def _readme_cell(effect: dict, scale: float, unit: str, decimals: int) -> str:
+    def number(value: float) -> str:  # the sign of the value, a real minus sign
+        return ("−" if value < 0 else "+") + f"{abs(value) * scale:.{decimals}f}"
+
+    lo, hi = effect["ci95"]
+    return f"{number(effect['difference'])}{unit} [{number(lo)}, {number(hi)}]"
+
+
+def test_the_readme_quotes_the_published_sweep_table():
+    """Every row of the README's "what moves disagreement" table is the committed
+    results/sweeps/summary.json, formatted here on its own: each factor level (bold where the
+    analysis calls it clear) and its A/A floor, every outcome, the pairs."""
+    from study.paths import PROJECT_ROOT
+
+    summary = json.loads((PROJECT_ROOT / "results" / "sweeps" / SUMMARY_JSON).read_text())["sweep"]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("### One knob at a time", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[:2] == ["factor: level − reference", "pairs"] and set(header[2:]) == set(README_COLUMNS)
+    rows = {(c["factor"], c["level"], c["outcome"]): c for c in summary["comparisons"] if c["loss"] == "val_loss"}
+    quoted = set()
+    for line in table[1:]:
+        label, pairs, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+        factor, level = label.rsplit(": ", 1)
+        floor = level == "A/A floor"
+        level = None if floor else level.split(" − ")[0]
+        counts = []
+        for heading, cell in zip(header[2:], cells):
+            outcome, scale, unit, decimals = README_COLUMNS[heading]
+            [row] = [r for (f, lv, o), r in rows.items() if f == factor and o == outcome and (floor or lv == level)][:1]
+            effect = row["floor"] if floor else row["effect"]
+            expected = _readme_cell(effect, scale, unit, decimals)
+            assert cell == (f"**{expected}**" if row["clear"] and not floor else expected), (label, heading)
+            counts.append(effect["pairs"])
+        assert int(pairs) == max(counts), label
+        quoted.add((factor, "floor" if floor else level))
+    # every comparison the summary has is in the table, with its floor
+    assert quoted == {(c["factor"], c["level"]) for c in rows.values()} | {(c["factor"], "floor") for c in rows.values()}
