@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from analysis.calibration_claims import DOSE_LEVELS
 from analysis.sources import KEY
 
 ROLE_ORDER = ["other", "loss pick", "accuracy pick", "both picks"]
@@ -212,7 +213,7 @@ def calibration_shown(picks: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ paired sweeps (issue 11)
 
-MIN_DOSE_LEVELS = 4  # a factor with this many levels (the reference included) gets a dose-response plot
+MIN_DOSE_LEVELS = DOSE_LEVELS  # a factor with this many levels (the reference included) gets a dose-response plot
 FLOOR_LABEL = "A/A floor (replicate − reference)"
 
 

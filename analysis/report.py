@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from markdown_it import MarkdownIt
 
-from analysis import sweeps, validation_noise
+from analysis import calibration_claims, sweeps, validation_noise
 from analysis.figures import Figure
 from analysis.rules import REFERENCE
 from analysis.summary import Analysis, jsonable
@@ -795,6 +795,7 @@ def _sweep(doc: Doc, summary: dict) -> None:
                 str(f["pairs"]), "yes" if f["replicate"] else "no (no floor, so no effect is called clear)"]
                for f in sweep["factors"]])
     _sweep_verdict(doc, sweep)
+    _calibration_claims(doc, sweep.get("calibration_claims", []))
     for outcome in sweeps.OUTCOMES:
         rows = [c for c in sweep["comparisons"] if c["outcome"] == outcome.name]
         if rows:
@@ -845,6 +846,41 @@ def _sweep_verdict(doc: Doc, sweep: dict) -> None:
     if unclear_parts:
         doc.p("**Not clear** (the interval includes 0, overlaps the A/A floor's, or there is none): "
               + ". ".join(unclear_parts) + ".")
+
+
+def _calibration_claims(doc: Doc, claims: list[dict]) -> None:
+    """Guo et al. 2017's two calibration claims (analysis/calibration_claims.py): the verdict
+    on each, with the numbers it rests on; which the sweep cannot test yet, and why."""
+    doc.h(3, "Guo et al. 2017 (Fig. 2) on this data")
+    ece = next(outcome for outcome in sweeps.OUTCOMES if outcome.name == calibration_claims.ECE)
+    accuracy = sweeps.Outcome(calibration_claims.ACCURACY, "val accuracy at the accuracy pick", "share", "val_accuracy")
+    found = {claim["claim"] for claim in claims}
+    parts = []
+    for claim in claims:
+        if claim["claim"] == "batch_norm_raises_ece":
+            parts.append(f"*Batch norm raises ECE while accuracy barely moves* ({literal(claim['factor'])} "
+                         f"{literal(claim['on'])} − {literal(claim['off'])}, {claim['ece']['pairs']} pairs, at the "
+                         f"accuracy pick): **{claim['verdict']}**. Val ECE {_sweep_value(claim['ece'], ece)} "
+                         f"(A/A floor {_sweep_value(claim['floor'], ece)}); val accuracy "
+                         f"{_sweep_value(claim['accuracy'], accuracy)}.")
+        else:
+            steps = "; ".join(f"{literal(step['level'])}: {_sweep_value(step['ece'], ece)}" for step in claim["beyond"])
+            means = ", ".join(f"{literal(level)} {_fmt(mean, True)}"
+                              for level, mean in zip(claim["levels"], claim["accuracy_means"]))
+            parts.append(f"*ECE keeps falling with more weight decay past the accuracy optimum* "
+                         f"({literal(claim['factor'])}, {claim['pairs_with_every_level']} pairs with every level): "
+                         f"**{claim['verdict']}**. Mean val accuracy at the accuracy pick: {means}; the optimum, "
+                         f"{literal(claim['optimum'])}, has the highest mean in {_fmt(claim['optimum_share'], True)} "
+                         f"of the bootstrap resamples of pairs. Val ECE minus the optimum's, at each larger level: "
+                         f"{steps or 'none (the optimum is the largest level)'} (A/A floor "
+                         f"{_sweep_value(claim['floor'], ece)}).")
+    if "batch_norm_raises_ece" not in found:
+        parts.append("*Batch norm raises ECE*: not tested, the sweep has no `batch_norm` factor with an A/A replicate.")
+    if "ece_falls_past_the_accuracy_optimum" not in found:
+        parts.append("*ECE keeps falling past the accuracy optimum*: not tested, the sweep has no `l2` factor with "
+                     "4 levels or more and an A/A replicate (`make sweep`'s dose-response).")
+    doc.p("A verdict *reproduces* where every difference the claim needs is clear in its direction, "
+          "*reversed* where one is clear the other way, *not clear* otherwise. " + " ".join(parts))
 
 
 def _sweep_value(block: dict | None, outcome) -> str:

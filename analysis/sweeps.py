@@ -23,7 +23,9 @@ reference over pairs, and beside it the replicate minus the reference:
 Every interval is a 95% percentile bootstrap over pairs (the same resampled pairs for both
 arms, so the difference stays paired). An effect is *clear* when its interval excludes 0 and
 does not overlap the A/A floor's interval (the floor's mean where every pair gives the same
-difference). Pure: plain tables and dicts in, a dict out; the report renders it.
+difference). Guo et al. 2017's two calibration claims are checked on the same pair tables
+(analysis/calibration_claims.py). Pure: plain tables and dicts in, a dict out; the report
+renders it.
 """
 
 from __future__ import annotations
@@ -432,7 +434,9 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
     usable = epochs[KEY].drop_duplicates()
     unused = arms.merge(usable, on=KEY, how="left", indicator=True)
     unused = unused[unused["_merge"] == "left_only"]
-    factors, comparisons, levels = [], [], []
+    from analysis.calibration_claims import calibration_claims  # it builds on this module
+
+    factors, comparisons, levels, claims = [], [], [], []
     for loss in losses:
         outcomes = trial_outcomes(epochs, loss)
         for factor in sorted(arms[FACTOR].unique()):
@@ -444,10 +448,12 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
                                 "levels": [level for _, level in factor_arm.treatments],
                                 "pairs": complete_pairs(arms, unused, factor),
                                 "replicate": factor_arm.replicate is not None})
+                # the accuracy rule's picks, which the loss rule does not change
+                claims += calibration_claims(values, factor, factor_arm, n_boot=n_boot, seed=seed)
     absent = sorted({o.needs for o in OUTCOMES} - set(epochs.columns))
     return {"factors": factors, "losses": losses, "k": k,
             "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "pair"},
-            "comparisons": comparisons, "levels": levels,
+            "comparisons": comparisons, "levels": levels, "calibration_claims": claims,
             "trials_not_analysed": unused[[*KEY, *ARM_COLUMNS]].to_dict(orient="records"),
             "pairs_running": list(running),
             "columns_missing": absent}

@@ -389,6 +389,19 @@ def test_cli_adds_the_sweep_section(tmp_path):
         assert (out / f"sweep_forest_{outcome.name}.png").is_file()
     assert (out / "sweep_dose_l2.png").is_file() and not (out / "sweep_dose_data_label_noise.png").exists()
     assert "sweep_forest_epoch_disagree.png" in (out / "index.html").read_text()
+    # Guo et al.'s weight-decay claim on l2's four levels. Every template peaks in val_accuracy
+    # at 0.8 (+ the arm's offset), so each level's mean at the accuracy pick is 0.8 plus its
+    # offsets' mean: 5.5, 5.5, 5.5 and 2.5 hundredths; the optimum is the first of the tied
+    # three, and the pick lands on the last epoch (ECE 0.12) in every trial: no ECE change.
+    [claim] = sweep["calibration_claims"]
+    assert (claim["factor"], claim["levels"], claim["optimum"]) == ("l2", ["0", "1e-4", "1e-3", "1e-2"], "0")
+    assert claim["accuracy_means"] == pytest.approx([0.855, 0.855, 0.855, 0.825])
+    assert [(step["level"], step["ece"]["difference"]) for step in claim["beyond"]] == [
+        ("1e-4", 0.0), ("1e-3", 0.0), ("1e-2", 0.0)]
+    assert claim["verdict"] == "not clear"
+    assert ("*ECE keeps falling with more weight decay past the accuracy optimum* (l2, 12 pairs with every "
+            "level): **not clear**") in report
+    assert "*Batch norm raises ECE*: not tested, the sweep has no `batch_norm` factor" in report
 
 
 def test_cli_reports_a_running_sweep_without_its_last_pair(tmp_path):
