@@ -418,6 +418,13 @@ def _sweep_hours(times: list[dict]) -> str:
             f"({total['trial_hours']:.2f} trial-hours)")
 
 
+def _agreement(agreement: dict | None) -> str:
+    if not agreement or not agreement["pairs"]:
+        return ""
+    return (f"; {agreement['identical']} of {agreement['pairs']} replicates bit-identical to their reference "
+            f"(median largest |Δ {agreement['loss']}| over the epochs {agreement['median_max_gap']:.2g})")
+
+
 def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, flags: str,
                  times: list[dict]) -> str:
     rel = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
@@ -427,7 +434,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
     factors = [f"- `{f['factor']}`: reference {f['reference_level']}, treatment(s) {', '.join(f['levels'])}; "
                f"{f['pairs']} complete pairs{' with an A/A replicate' if f['replicate'] else ''} (every arm "
                "usable); each comparison below counts the pairs whose two arms it compares have a value, "
-               "a pair with a failed third arm included"
+               f"a pair with a failed third arm included{_agreement(f.get('replicate_agreement'))}"
                for f in sweep["factors"]]
     running = [f"- left out, lacking arms (still to be trained): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]

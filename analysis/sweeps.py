@@ -425,6 +425,23 @@ def complete_pairs(arms: pd.DataFrame, unused: pd.DataFrame, factor: str) -> int
     return len(pairs - set(unused.loc[unused[FACTOR] == factor, PAIR]))
 
 
+def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, loss: str) -> dict | None:
+    """How far the A/A replicate lands from its reference, per pair with both curves: the
+    largest |replicate − reference| of `loss` over their epochs; a pair is *identical* when
+    that is 0 at the same number of epochs (bit for bit, as the CSV holds it). None without
+    replicates."""
+    rows = arms[(arms[FACTOR] == factor) & arms[ARM].isin([ARM_REFERENCE, ARM_REPLICATE])]
+    if not (rows[ARM] == ARM_REPLICATE).any():
+        return None
+    curves = rows.merge(epochs[[*KEY, "epoch", loss]], on=KEY).pivot_table(
+        index=[PAIR, "epoch"], columns=ARM, values=loss, aggfunc="first")
+    curves = curves.dropna(how="all")
+    both = curves.groupby(level=0).filter(lambda pair: pair.notna().all(axis=None)) if len(curves) else curves
+    gaps = (both[ARM_REPLICATE] - both[ARM_REFERENCE]).abs().groupby(level=0).max() if len(both) else pd.Series()
+    return {"loss": loss, "pairs": int(len(gaps)), "identical": int((gaps == 0).sum()),
+            "median_max_gap": float(gaps.median()) if len(gaps) else math.nan}
+
+
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,
                   k: int = K, running: list[dict] = ()) -> dict:
     """The `sweep` block of summary.json: the factors, every effect beside its A/A floor,
@@ -447,7 +464,8 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
                 factors.append({"factor": factor, "reference_level": factor_arm.reference[1],
                                 "levels": [level for _, level in factor_arm.treatments],
                                 "pairs": complete_pairs(arms, unused, factor),
-                                "replicate": factor_arm.replicate is not None})
+                                "replicate": factor_arm.replicate is not None,
+                                "replicate_agreement": replicate_agreement(arms, epochs, factor, loss)})
                 # the accuracy rule's picks, which the loss rule does not change
                 claims += calibration_claims(values, factor, factor_arm, n_boot=n_boot, seed=seed)
     absent = sorted({o.needs for o in OUTCOMES} - set(epochs.columns))

@@ -209,6 +209,21 @@ def test_a_factor_at_two_sets_of_levels_is_two_sweeps_and_seeds_of_one_pool():
         assert (effect["pairs"], effect["difference"]) == (pairs, pytest.approx(4 * step / L2_PAIRS))
 
 
+def test_replicate_agreement_counts_pairs_whose_replicate_curve_is_the_reference_bit_for_bit():
+    """l2's replicate has the reference's template but in pair 1 (D against T), and the loss
+    offset 0.01 (p // 2) against the reference's 0.01 p: pair 0 alone is the same curve."""
+    table = sweep_table()
+    arms, epochs = sweeps.arms_table(table), _epochs(table)
+    agreement = sweeps.replicate_agreement(arms, epochs, "l2", "val_loss")
+    pair_1 = max(abs(d - (t + 0.01)) for d, t in zip(TEMPLATES["D"][0], TEMPLATES["T"][0]))  # 0.21
+    gaps = [0.0, pair_1, *(0.01 * (p - p // 2) for p in range(2, L2_PAIRS))]
+    assert agreement["pairs"] == L2_PAIRS and agreement["identical"] == 1
+    assert agreement["median_max_gap"] == pytest.approx(float(np.median(gaps)))  # 0.035
+    assert sweeps.replicate_agreement(arms, epochs, "data.label_noise", "val_loss")["identical"] == NOISE_PAIRS
+    no_replicate = arms[arms[ARM] != ARM_REPLICATE]
+    assert sweeps.replicate_agreement(no_replicate, epochs, "l2", "val_loss") is None
+
+
 def test_hand_named_studies_of_one_factor_pool_whatever_their_levels():
     """Study names not of `python -m study sweep`'s form: the factor's name stays, and every
     study of it must then have the same arms (one line, exit 2 at the CLI)."""
