@@ -49,15 +49,19 @@ search_flags = --space $(SPACE) --trials $(TRIALS) --timeout $(TIMEOUT) \
 # A campaign's own default target (500) unless TRIALS is given on the make command line.
 # `make campaign` and `make sweep` run two 1-thread worker processes unless WORKERS is given:
 # a campaign's trials are i.i.d. and a sweep's arms are paired by seed, data order and initial
-# weights, not by process, so the count changes nothing but speed; on 2 cores two processes
-# completed 18% and 45% more campaign trials per hour than one of 2 threads, on two machines
-# (benchmarks/README.md, campaign throughput; a sweep trains trials of the same floors).
+# weights, not by process. The count changes the speed, and the TF threads per trial with it
+# (1 each for 2 workers, 2 for one process), which moves a trial's last bits: every trial
+# logs its threads, and a sweep's analysis names pairs whose arms differ in them. On 2 cores
+# two processes completed 18% and 45% more campaign trials per hour than one of 2 threads, on
+# two machines (benchmarks/README.md, campaign throughput; a sweep trains at the same floors).
 pool_workers = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),2)
 # Given but empty would silently mean one process; refused while make reads this file, so
-# before any target (setup included) has run.
+# before any target (setup included) has run, for the targets that read WORKERS.
+ifneq ($(filter campaign sweep search,$(MAKECMDGOALS)),)
 ifneq ($(filter command line environment,$(origin WORKERS)),)
 ifeq ($(strip $(WORKERS)),)
 $(error WORKERS is empty: give the number of worker processes, e.g. WORKERS=2)
+endif
 endif
 endif
 campaign_flags = $(if $(filter command line,$(origin TRIALS)),--trials $(TRIALS)) \
@@ -134,16 +138,17 @@ $(GP_STAMP): $(STAMP) requirements-gp.txt
 
 setup: $(STAMP) $(if $(filter gp,$(EXTRAS)),$(GP_STAMP)) data ## Create the venv, install pinned packages (EXTRAS=gp: PyTorch too), get Fashion-MNIST
 
-# The venv only where the Debian files are missing: the Keras download needs it. A prerequisite,
-# not a recursive $$(MAKE) in the recipe, which even `make -n` would run (and with it apt-get).
-data: | $(if $(wildcard $(FASHION_IDX)),,$(STAMP))
+# The Keras fallback builds the venv first, through a variable: a recipe line that names
+# $$(MAKE) itself runs even under `make -n` (and with it apt-get); one that reaches it through
+# another variable does not (GNU make manual, "How the MAKE Variable Works").
+venv_make = $(MAKE) --no-print-directory
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
 	$(call banner,Fashion-MNIST)
 	@if [ -f $(FASHION_IDX) ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	else echo "no Debian package: downloading through Keras into ~/.keras/datasets"; \
-	  $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+	  $(venv_make) $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
 
 search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)
