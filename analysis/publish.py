@@ -368,38 +368,48 @@ AT_A_GLANCE = (("val_ece_loss_pick", "val ECE at the loss pick", 1, "", 3),
                ("disagree_at_k", "P(disagree), k = 10", 100, " pp", 1))
 
 
-def _glance_cell(effect: dict, scale: float, unit: str, decimals: int) -> str:
-    """'+2.3 pp [−13.6, +18.2]', with a real minus sign, as the README writes numbers."""
+def _glance_cell(effect: dict | None, scale: float, unit: str, decimals: int) -> str:
+    """'+2.3 pp [−13.6, +18.2]', with a real minus sign, as the README writes numbers; '–'
+    without a value, '(no CI)' without an interval."""
     if not effect or effect.get("difference") is None or pd.isna(effect["difference"]):
         return "–"
 
     def signed(value: float) -> str:
-        return f"{value * scale:+.{decimals}f}".replace("-", "−")
+        return f"{value * scale + 0.0:+.{decimals}f}".replace("-", "−")  # + 0.0: no "−0.0" from a -0.0
 
     lo, hi = effect["ci95"]
-    ci = " (no CI)" if pd.isna(lo) else f" [{signed(lo)}, {signed(hi)}]"
+    ci = " (no CI)" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f" [{signed(lo)}, {signed(hi)}]"
     return f"{signed(effect['difference'])}{unit}{ci}"
 
 
+def _glance_row(label: str, found: list[dict | None], part: str) -> str:
+    cells = []
+    for row, (_, _, scale, unit, decimals) in zip(found, AT_A_GLANCE):
+        cell = _glance_cell(row[part] if row else None, scale, unit, decimals)
+        cells.append(f"**{cell}**" if part == "effect" and row and row["clear"] else cell)
+    pairs = max(((row[part] or {}).get("pairs", 0) for row in found if row), default=0)
+    return f"| {label} | {pairs} | " + " | ".join(cells) + " |"
+
+
 def sweep_at_a_glance(summary: dict) -> list[str]:
-    """One row per factor level and one for its A/A floor, one column per outcome of
-    AT_A_GLANCE (the val_loss rule, treatment − reference, paired); a clear effect in bold."""
+    """Per factor, one row per level and then one for its A/A floor; one column per outcome
+    of AT_A_GLANCE (the val_loss rule, treatment − reference, paired); a clear effect in bold."""
     rows = {(row["factor"], row["level"], row["outcome"]): row for row in summary["sweep"]["comparisons"]
             if row["loss"] == "val_loss"}
     lines = ["| factor: level − reference | pairs | " + " | ".join(title for _, title, *_ in AT_A_GLANCE) + " |",
              "|---|---|" + "---|" * len(AT_A_GLANCE)]
+    levels: dict[str, list[tuple[str, str]]] = {}
     for factor, level, reference in dict.fromkeys((row["factor"], row["level"], row["reference_level"])
                                                   for row in rows.values()):
-        found = [rows.get((factor, level, outcome)) for outcome, *_ in AT_A_GLANCE]
-        for label, part in ((f"{factor}: {level} − {reference}", "effect"), (f"{factor}: A/A floor", "floor")):
-            if part == "floor" and not any(row and row["floor"] for row in found):
-                continue
-            cells = []
-            for row, (_, _, scale, unit, decimals) in zip(found, AT_A_GLANCE):
-                cell = _glance_cell(row[part] if row else {}, scale, unit, decimals)
-                cells.append(f"**{cell}**" if part == "effect" and row and row["clear"] else cell)
-            pairs = max((row[part] or {}).get("pairs", 0) for row in found if row)
-            lines.append(f"| {label} | {pairs} | " + " | ".join(cells) + " |")
+        levels.setdefault(factor, []).append((level, reference))
+    for factor, factor_levels in levels.items():
+        for level, reference in factor_levels:
+            found = [rows.get((factor, level, outcome)) for outcome, *_ in AT_A_GLANCE]
+            lines.append(_glance_row(f"{factor}: {level} − {reference}", found, "effect"))
+        # the floor (replicate − reference) is one per factor, whichever level's row carries it
+        found = [rows.get((factor, factor_levels[0][0], outcome)) for outcome, *_ in AT_A_GLANCE]
+        if any(row and row["floor"] for row in found):
+            lines.append(_glance_row(f"{factor}: A/A floor", found, "floor"))
     return lines
 
 
@@ -434,10 +444,13 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
     factors = [f"- `{f['factor']}`: reference {f['reference_level']}, treatment(s) {', '.join(f['levels'])}; "
                f"{f['pairs']} complete pairs{' with an A/A replicate' if f['replicate'] else ''} (every arm "
                "usable); each comparison below counts the pairs whose two arms it compares have a value, "
-               f"a pair with a failed third arm included{_agreement(f.get('replicate_agreement'))}"
+               f"a pair whose other arm failed included{_agreement(f.get('replicate_agreement'))}"
                for f in sweep["factors"]]
     running = [f"- left out, lacking arms (still to be trained): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]
+    running += [f"- kept, arms trained on different threads or CPUs: {m['factor']} pair {m['pair']} ("
+                + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items()) + ")"
+                for m in sweep.get("pairs_mixed", [])]
     return "\n".join([
         f"# Sweep `{experiment}`", "",
         f"Published {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from commit `{git_commit()}`; "

@@ -811,6 +811,12 @@ def _sweep(doc: Doc, summary: dict) -> None:
                           for r in sweep["pairs_running"])
         doc.p(f"Left out, pairs lacking arms (a sweep still running trains them later: the current "
               f"pair, and arms cut before they logged): {literal(named)}. Re-run the sweep to finish them.")
+    if sweep.get("pairs_mixed"):
+        named = "; ".join(f"{m['factor']} pair {m['pair']} ("
+                          + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items())
+                          + ")" for m in sweep["pairs_mixed"])
+        doc.p(f"Kept, but trained on different threads or CPUs across their arms (a pair cut and resumed "
+              f"elsewhere; the A/A floor does not hold this difference): {literal(named)}.")
     if sweep["trials_not_analysed"]:
         doc.p(f"{len(sweep['trials_not_analysed'])} trials of the sweep have no usable epochs (see "
               "Exclusions) and are left out of every difference they belong to; the pairs column "

@@ -20,9 +20,9 @@ from analysis import checks, store
 from analysis.boundary import blank_inactive
 from analysis.errors import AnalysisInputError
 from study import contract
-from study.contract import (CLASS_IMBALANCE, CPU_MODEL, EPOCH_BUDGET, EPOCH_METRICS, HISTORY_CSV, ROLE_STUDY,
-                            ROLE_TRIAL, RUN_ROLE, STUDY_NAME, STUDY_RUN_TAGS, TF_INTER_OP_THREADS,
-                            TF_INTRA_OP_THREADS, TRIAL_NUMBER, TRIAL_STATE, VAL_IMAGES, VAL_SIZE)
+from study.contract import (CLASS_IMBALANCE, EPOCH_BUDGET, EPOCH_METRICS, HISTORY_CSV, MACHINE_PARAMS,
+                            ROLE_STUDY, ROLE_TRIAL, RUN_ROLE, STUDY_NAME, STUDY_RUN_TAGS, TRIAL_NUMBER,
+                            TRIAL_STATE, VAL_IMAGES, VAL_SIZE)
 from study.secrets import mask_secrets
 
 KEY = ["study", "trial"]
@@ -39,7 +39,7 @@ RUN_SETTINGS = frozenset({
     "space_file", "trials", "timeout", "experiment", "study_name", "seed", "replicates",
     "sampler", "pruner", "objective", "storage", "tracking_uri", "workers",
     "max_consecutive_failures", "heartbeat_interval", "grace_period", "max_retry", "space_name",
-    "worker_index", "trial_artifacts", "baseline", TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS, CPU_MODEL})
+    "worker_index", "trial_artifacts", "baseline", *MACHINE_PARAMS})
 
 Predictions = Callable[[str, str], "dict[str, np.ndarray] | None"]
 

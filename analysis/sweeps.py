@@ -425,6 +425,26 @@ def complete_pairs(arms: pd.DataFrame, unused: pd.DataFrame, factor: str) -> int
     return len(pairs - set(unused.loc[unused[FACTOR] == factor, PAIR]))
 
 
+def mixed_pairs(arms: pd.DataFrame, raw: pd.DataFrame, columns: list[str], study_col: str = "study",
+                trial_col: str = "trial") -> list[dict]:
+    """Pairs whose arms trained with different values of `columns` (the TF thread counts and
+    the CPU model, which move a trial's last bits), each with the values it mixes; an arm
+    that did not log a column counts as 'not logged'. The A/A floor does not hold this
+    difference (its two arms match), so the report names these pairs."""
+    present = [c for c in columns if c in raw]
+    if not present:
+        return []
+    machine = pd.DataFrame({"study": raw[study_col].astype(str), "trial": raw[trial_col].astype(str),
+                            **{c: raw[c].astype("string").fillna("not logged") for c in present}})
+    rows = arms.merge(machine.drop_duplicates(KEY), on=KEY, how="left")
+    mixed = []
+    for (factor, pair), group in rows.groupby([FACTOR, PAIR], sort=False):
+        differs = {c: sorted(group[c].dropna().unique()) for c in present if group[c].nunique() > 1}
+        if differs:
+            mixed.append({"factor": str(factor), "pair": str(pair), "differs": differs})
+    return sorted(mixed, key=lambda m: (m["factor"], _pair_order(m["pair"])))
+
+
 def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, loss: str) -> dict | None:
     """How far the A/A replicate lands from its reference, per pair with both curves: the
     largest |replicate − reference| of `loss` over their epochs; a pair is *identical* when
@@ -443,10 +463,11 @@ def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, l
 
 
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,
-                  k: int = K, running: list[dict] = ()) -> dict:
+                  k: int = K, running: list[dict] = (), mixed: list[dict] = ()) -> dict:
     """The `sweep` block of summary.json: the factors, every effect beside its A/A floor,
-    the per-level means, the trials the analysis could not use, and the pairs left out
-    because the sweep is still training them (`running`, from `split_running_pairs`)."""
+    the per-level means, the trials the analysis could not use, the pairs left out because
+    the sweep is still training them (`running`, from `split_running_pairs`), and the pairs
+    whose arms trained on different threads or CPUs (`mixed`, from `mixed_pairs`)."""
     losses = [loss for loss in LOSSES if loss in epochs and epochs[loss].notna().any()]
     usable = epochs[KEY].drop_duplicates()
     unused = arms.merge(usable, on=KEY, how="left", indicator=True)
@@ -473,7 +494,7 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
             "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "pair"},
             "comparisons": comparisons, "levels": levels, "calibration_claims": claims,
             "trials_not_analysed": unused[[*KEY, *ARM_COLUMNS]].to_dict(orient="records"),
-            "pairs_running": list(running),
+            "pairs_running": list(running), "pairs_mixed": list(mixed),
             "columns_missing": absent}
 
 

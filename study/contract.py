@@ -30,6 +30,10 @@ TF_INTER_OP_THREADS = "tf_inter_op_threads"
 # And oneDNN picks its kernels per CPU: a trial retrained on another CPU model drifted 2.6 pp
 # after one epoch (study/machine.py). Trials logged before 2026-11-28 lack it.
 CPU_MODEL = "cpu_model"
+CPU_ISA = "cpu_isa"  # its vector ISA flags: a VM's model name can be vague, oneDNN dispatches on these
+# What a trial trained on: a sweep's pair whose arms differ in one of them carries that
+# difference on top of the factor's (analysis.sweeps.mixed_pairs names such pairs).
+MACHINE_PARAMS = (TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS, CPU_MODEL, CPU_ISA)
 
 
 # --- Tags on MLflow runs -------------------------------------------------------------

@@ -15,12 +15,12 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from study.config import SearchConfig
-from study.contract import CPU_MODEL, FAILURE_REASON, LEARNING_CURVES_PNG, RELATIVE_COST, TRIAL_NUMBER
+from study.contract import CPU_ISA, CPU_MODEL, FAILURE_REASON, LEARNING_CURVES_PNG, RELATIVE_COST, TRIAL_NUMBER
 from study.cost import OVER_COST_CAP, relative_cost, untrained
 from study.curves import plot_learning_curves
 from study.data import Splits
 from study.driver import finished_count
-from study.machine import cpu_model
+from study.machine import cpu_isa, cpu_model
 from study.metrics import summarize_history
 from study.model import InfeasibleArchitecture
 from study.pairing import PairingProbe
@@ -88,11 +88,11 @@ class TrialContext:
 
 def shared_trial_params(config: SearchConfig, splits: Splits) -> dict[str, Any]:
     """The MLflow params every trial run of a study carries besides its knobs: the search's
-    config, the data's sizes and source, and the threads and CPU model it trains with."""
+    config, the data's sizes and source, and the threads and CPU (model, ISA) it trains with."""
     from study.workers import tf_thread_params
 
     return {**config.flat(), **splits.sizes(), "data.source": splits.source, **tf_thread_params(),
-            CPU_MODEL: cpu_model()}
+            CPU_MODEL: cpu_model(), CPU_ISA: cpu_isa()}
 
 
 def objective_value(config: SearchConfig, summary: dict[str, float]) -> float | tuple[float, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from study.contract import CPU_MODEL, SUMMARY_JSON, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
+from study.contract import MACHINE_PARAMS, SUMMARY_JSON
 from tests.analysis.conftest import run_analysis
 from tests.analysis.tables import epoch_table
 from tests.conftest import PROJECT_ROOT
@@ -166,7 +166,7 @@ def test_run_settings_cover_every_undotted_config_param() -> None:
     config = SearchConfig(space_file=str(space_file), space=load_space(space_file),
                           experiment="x", storage="s.journal", tracking_uri="sqlite:///x.db")
     shared = shared_trial_params(config, load_dataset(config.space.data))
-    assert {TF_INTRA_OP_THREADS, TF_INTER_OP_THREADS, CPU_MODEL} <= set(shared)
+    assert set(MACHINE_PARAMS) <= set(shared)
     logged = {name for name in {**shared, "seed": 0, "worker_index": 0} if "." not in name}
     assert logged <= RUN_SETTINGS
     assert not RUN_SETTINGS & set(config.space.params)

@@ -429,6 +429,26 @@ def test_cli_reports_a_running_sweep_without_its_last_pair(tmp_path):
     assert f"l2 pair {L2_PAIRS - 1} (lacks replicate 0, treatment 1e-2, treatment 1e-3, treatment 1e-4)" in (out / "report.md").read_text()
 
 
+def test_cli_names_the_pairs_whose_arms_trained_on_other_threads_or_cpus(tmp_path):
+    """Every arm logged 1 thread on CPU "X" but l2 pair 5's 1e-2 arm (2 threads) and
+    label-noise pair 2's replicate (CPU "Y"); label-noise pair 3's treatment logged nothing."""
+    table = sweep_table().assign(tf_intra_op_threads=1, tf_inter_op_threads=1, cpu_model="X")
+    table.loc[(table[FACTOR] == "l2") & (table[PAIR] == 5) & (table[LEVEL] == "1e-2"), "tf_intra_op_threads"] = 2
+    noise = table[FACTOR] == "data.label_noise"
+    table.loc[noise & (table[PAIR] == 2) & (table[ARM] == ARM_REPLICATE), "cpu_model"] = "Y"
+    table.loc[noise & (table[PAIR] == 3) & (table[ARM] == ARM_TREATMENT), "cpu_model"] = None
+    path = tmp_path / "sweep.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(path), *EXPORT_FLAGS, "--out", str(out), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / SUMMARY_JSON).read_text())["sweep"]["pairs_mixed"] == [
+        {"factor": "data.label_noise", "pair": "2", "differs": {"cpu_model": ["X", "Y"]}},
+        {"factor": "data.label_noise", "pair": "3", "differs": {"cpu_model": ["X", "not logged"]}},
+        {"factor": "l2", "pair": "5", "differs": {"tf_intra_op_threads": ["1", "2"]}}]
+    assert r"l2 pair 5 (tf\_intra\_op\_threads: 1 / 2)" in (out / "report.md").read_text()  # markdown-escaped
+
+
 def test_cli_bad_sweep_exits_2_with_one_line_and_writes_nothing(tmp_path):
     path = tmp_path / "sweep.csv"
     _broken(lambda t: (t[FACTOR] == "l2") & (t[PAIR] == 3) & (t[ARM] == ARM_REFERENCE)).to_csv(path, index=False)
@@ -508,18 +528,25 @@ README_COLUMNS = {"val ECE at the loss pick": ("val_ece_loss_pick", 1, "", 3),
                   "P(disagree), k = 10": ("disagree_at_k", 100, " pp", 1)}
 
 
-def _readme_cell(effect: dict, scale: float, unit: str, decimals: int) -> str:
-    def number(value: float) -> str:  # the sign of the value, a real minus sign
+def _readme_cell(effect: dict | None, scale: float, unit: str, decimals: int) -> str:
+    """As the README writes a paired difference: '–' without one (summary.json's null), the
+    value's sign (a real minus, none for −0.0), '(no CI)' without an interval."""
+    if not effect or effect["difference"] is None or math.isnan(effect["difference"]):
+        return "–"
+
+    def number(value: float) -> str:
         return ("−" if value < 0 else "+") + f"{abs(value) * scale:.{decimals}f}"
 
     lo, hi = effect["ci95"]
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{number(effect['difference'])}{unit} (no CI)"
     return f"{number(effect['difference'])}{unit} [{number(lo)}, {number(hi)}]"
 
 
 def test_the_readme_quotes_the_published_sweep_table():
-    """Every row of the README's "what moves disagreement" table is the committed
+    """Every row of the README's sweep table ("One knob at a time") is the committed
     results/sweeps/summary.json, formatted here on its own: each factor level (bold where the
-    analysis calls it clear) and its A/A floor, every outcome, the pairs."""
+    analysis calls it clear), then the factor's A/A floor once, every outcome, the pairs."""
     from study.paths import PROJECT_ROOT
 
     summary = json.loads((PROJECT_ROOT / "results" / "sweeps" / SUMMARY_JSON).read_text())["sweep"]
@@ -529,6 +556,8 @@ def test_the_readme_quotes_the_published_sweep_table():
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header[:2] == ["factor: level − reference", "pairs"] and set(header[2:]) == set(README_COLUMNS)
     rows = {(c["factor"], c["level"], c["outcome"]): c for c in summary["comparisons"] if c["loss"] == "val_loss"}
+    labels = [line.split("|")[1].strip() for line in table[2:]]
+    assert len(labels) == len(set(labels)), labels  # one row per level, one floor per factor
     quoted = set()
     for line in table[1:]:
         label, pairs, *cells = (cell.strip() for cell in line.strip("|").split("|"))

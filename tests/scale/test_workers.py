@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
 
 import pytest
 
-from study.contract import CPU_MODEL, FAILURE_REASON, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
+from study.contract import CPU_ISA, CPU_MODEL, FAILURE_REASON, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from tests.conftest import run_cli
 from tests.scale.conftest import assert_consistent, search_args, study_runs, trial_runs
 
@@ -50,10 +51,16 @@ def test_four_workers_eight_trials_on_the_journal(stores: dict[str, str]) -> Non
     # Four workers on 2 cores: one thread each (study/workers.thread_split), and each trial says so.
     assert {(r[0].data.params[TF_INTRA_OP_THREADS], r[0].data.params[TF_INTER_OP_THREADS])
             for r in runs.values()} == {("1", "1")}
-    # And the CPU model it trained on, as lscpu names it (oneDNN's kernels depend on it).
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    # And the CPU it trained on (oneDNN's kernels depend on it): the model as lscpu names it,
+    # and the AVX-512 and AMX flags among the ISA flags, as lscpu lists them.
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "LC_ALL": "C"}).stdout
     model = re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE).group(1).strip()
+    flags = re.search(r"^Flags:\s*(.+)$", lscpu, re.MULTILINE).group(1).split()
     assert {r[0].data.params[CPU_MODEL] for r in runs.values()} == {model}
+    [isa] = {r[0].data.params[CPU_ISA] for r in runs.values()}
+    assert {f for f in flags if f.startswith(("avx512", "amx", "avx2"))} == {
+        f for f in isa.split() if f.startswith(("avx512", "amx", "avx2"))}
     per_pid = sorted(sum(t.user_attrs["pid"] == pid for t in finished) for pid in {t.user_attrs["pid"] for t in finished})
     print(f"{WORKERS} workers x {TRIALS} trials: {time.monotonic() - started:.0f} s, trials per worker {per_pid}")
 

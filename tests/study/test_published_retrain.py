@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.contract import CPU_MODEL, EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
+from study.contract import CPU_ISA, CPU_MODEL, EPOCH_METRICS, TF_INTER_OP_THREADS, TF_INTRA_OP_THREADS
 from study.cost import relative_cost
-from study.machine import cpu_model
+from study.machine import cpu_isa, cpu_model
 from study.space import DataConfig, TrainConfig, load_space
 from study.workers import THREAD_VARS
 from tests.conftest import PROJECT_ROOT, require
@@ -118,15 +118,23 @@ def retrained_curve(export: Path, study: str, trial: int) -> list[float]:
 CROSS_CPU_TOLERANCE = 0.05
 
 
-def trained_on(export: Path, rows: pd.DataFrame) -> str:
-    """The CPU model a trial trained on: its own `cpu_model` param, which trials log since
-    2026-11-28, else the one of the machine that published its pool (the README's Machine
-    line, from `cpu_model` there). Every trial of the balanced pool was trained on the machine
-    that published it (sessions 9-13, one AMD EPYC)."""
-    if CPU_MODEL in rows and rows[CPU_MODEL].notna().any():
-        return str(rows[CPU_MODEL].dropna().iloc[0])
+def trained_on(export: Path, rows: pd.DataFrame) -> tuple[str, str | None]:
+    """The CPU a trial trained on, (model, ISA flags or None): its own `cpu_model` and
+    `cpu_isa` params, which trials log since 2026-11-28, else the model of the machine that
+    published its pool (the README's Machine line, from `cpu_model` there). Every trial of the
+    balanced pool was trained on the machine that published it (sessions 9-13, one AMD EPYC)."""
+    def logged(name: str) -> str | None:
+        return str(rows[name].dropna().iloc[0]) if name in rows and rows[name].notna().any() else None
+
+    if logged(CPU_MODEL) is not None:
+        return logged(CPU_MODEL), logged(CPU_ISA)
     line = next(line for line in (export.parent / "README.md").read_text().splitlines() if line.startswith("- Machine:"))
-    return line.split("(", 1)[1].split(")", 1)[0]
+    return line.split("(", 1)[1].split(")", 1)[0], None
+
+
+def on_this_cpu(trained: tuple[str, str | None]) -> bool:
+    model, isa = trained
+    return model == cpu_model() and isa in (None, cpu_isa())
 
 
 def retrain(export: Path, rows: pd.DataFrame) -> np.ndarray:
@@ -146,7 +154,7 @@ def test_two_published_trials_retrain_to_their_logged_curves() -> None:
     require(Path("/usr/share/datasets/fashion-mnist").exists(), "Debian dataset-fashion-mnist not installed")
     table = pd.read_csv(exports[0])
     for rows in cheapest_trials(table, 2):
-        same_cpu = trained_on(exports[0], rows) == cpu_model()
+        same_cpu = on_this_cpu(trained_on(exports[0], rows))
         retrained = retrain(exports[0], rows)
         logged = rows.sort_values("epoch")["val_accuracy"].to_numpy()
         assert len(retrained) == len(logged)
