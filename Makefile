@@ -138,17 +138,17 @@ $(GP_STAMP): $(STAMP) requirements-gp.txt
 
 setup: $(STAMP) $(if $(filter gp,$(EXTRAS)),$(GP_STAMP)) data ## Create the venv, install pinned packages (EXTRAS=gp: PyTorch too), get Fashion-MNIST
 
-# The Keras fallback builds the venv first, through a variable: a recipe line that names
-# $$(MAKE) itself runs even under `make -n` (and with it apt-get); one that reaches it through
-# another variable does not (GNU make manual, "How the MAKE Variable Works").
-venv_make = $(MAKE) --no-print-directory
+# The venv first where the Debian files are missing: the Keras fallback needs it (and so does
+# setup). A prerequisite, not a recursive $$(MAKE) in the recipe, which even `make -n` would
+# run (and with it apt-get), and which `make -j2 setup` would run beside setup's own venv build.
+data: | $(if $(wildcard $(FASHION_IDX)),,$(STAMP))
 data: ## Install Debian's dataset-fashion-mnist (or download it through Keras where apt is missing)
 	$(call banner,Fashion-MNIST)
 	@if [ -f $(FASHION_IDX) ]; then echo "present: /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null && sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; then :; \
 	else echo "no Debian package: downloading through Keras into ~/.keras/datasets"; \
-	  $(venv_make) $(STAMP) && $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+	  $(PY) -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
 
 search: setup ## Run the default study (SPACE, TRIALS, TIMEOUT, STUDY, STORAGE, TRACKING, SET="k=v ...", WORKERS)
 	$(call banner,search $(SPACE): $(TRIALS) trials or $(TIMEOUT) s)

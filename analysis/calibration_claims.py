@@ -2,19 +2,22 @@
 paired sweeps: does each of its two claims keep its sign on Fashion-MNIST, and how surely?
 
 1. **Batch normalisation raises ECE while accuracy barely moves**: the `batch_norm` factor,
-   on − off, paired: the val ECE difference (the claim), the val accuracy one beside it.
+   on − off, paired. The verdict is on the ECE sign; the val accuracy difference is shown
+   beside it, not tested ("barely" has no threshold to test against).
 2. **ECE keeps falling with more weight decay past the accuracy optimum**: an `l2` factor
    with at least DOSE_LEVELS levels (the dose-response). The optimum is the level of highest
-   mean val accuracy over pairs; each larger level's ECE minus the optimum's, paired. How
-   sure the optimum itself is: the share of bootstrap resamples of pairs whose optimum is the
-   same level.
+   mean val accuracy over the pairs that have every level (ties: the smallest level). From
+   there on, each step to the next larger level must lower ECE (paired, on those pairs). How
+   sure the optimum itself is: the share of bootstrap resamples of pairs with the same
+   optimum, stated beside the verdict (the steps' intervals take the optimum as given).
 
 Both read the model the accuracy rule picks (each trial's epoch of best val accuracy), as
 Guo et al. read a trained network: its val ECE and val accuracy. A verdict is *reproduces*
 where every difference the claim needs is clear in its direction (`sweeps.is_clear`: the 95%
 interval excludes 0 and lies beyond the A/A floor's), *reversed* where one is clear the
-other way, *not clear* otherwise, and *not testable* where the optimum is the largest level
-(nothing lies past it). Pure: `sweeps.pair_values` tables in, dicts out.
+other way, *not clear* otherwise, and *not testable* where the data cannot answer (nothing
+past the optimum, too few pairs, levels that do not say on and off, no ECE), with the reason.
+Pure: `sweeps.pair_values` tables in, dicts out.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.intervals import min_clusters
 from analysis.sweeps import Arms, is_clear, ordered_levels, paired_difference
 
 ECE, ACCURACY = "val_ece_accuracy_pick", "val_accuracy_accuracy_pick"
+BATCH_NORM, WEIGHT_DECAY = "batch_norm_raises_ece", "ece_falls_past_the_accuracy_optimum"
 # The reference and three more: a rise, an optimum and a fall can all show (and the dose
 # figure's threshold, analysis/plotdata.py).
 DOSE_LEVELS = 4
-ON_LEVELS = {"true", "1", "on", "yes"}
+# How a bool knob's level may be written (the CLI's words, and a float-parsed CSV's).
+ON_LEVELS, OFF_LEVELS = {"true", "1", "1.0", "on", "yes"}, {"false", "0", "0.0", "off", "no"}
 
 
 def base_name(factor: str) -> str:
@@ -38,15 +44,23 @@ def base_name(factor: str) -> str:
 
 
 def calibration_claims(values: pd.DataFrame, factor: str, arms: Arms, *, n_boot: int, seed: int) -> list[dict]:
-    """The claims this factor tests (none, or one), from its pair table."""
-    needed = {ECE, ACCURACY} <= set(values.columns.get_level_values(0))
-    if not needed or arms.replicate is None:
-        return []
+    """The claim this factor bears on ([] for most factors), tested or with why it is not."""
     if base_name(factor) == "batch_norm" and len(arms.treatments) == 1:
-        return [batch_norm_claim(values, factor, arms, n_boot=n_boot, seed=seed)]
-    if base_name(factor) == "l2" and 1 + len(arms.treatments) >= DOSE_LEVELS:
-        return [weight_decay_claim(values, factor, arms, n_boot=n_boot, seed=seed)]
-    return []
+        claim, test = BATCH_NORM, batch_norm_claim
+    elif base_name(factor) == "l2" and 1 + len(arms.treatments) >= DOSE_LEVELS:
+        claim, test = WEIGHT_DECAY, weight_decay_claim
+    else:
+        return []
+    missing = sorted({ECE, ACCURACY} - set(values.columns.get_level_values(0)))
+    if missing:
+        return [untestable(claim, factor, f"no {', '.join(missing)} (the table lacks val_ece or val_accuracy)")]
+    if arms.replicate is None:
+        return [untestable(claim, factor, "no A/A replicate, so no floor to read a difference against")]
+    return [test(values, factor, arms, n_boot=n_boot, seed=seed)]
+
+
+def untestable(claim: str, factor: str, reason: str) -> dict:
+    return {"claim": claim, "factor": factor, "verdict": "not testable", "reason": reason}
 
 
 def _verdict(effects: list[dict], floor: dict, direction: int) -> str:
@@ -58,47 +72,61 @@ def _verdict(effects: list[dict], floor: dict, direction: int) -> str:
     return "reproduces" if all(sign == direction for sign in signs) else "not clear"
 
 
+def _difference(values: pd.DataFrame, metric: str, arm: tuple[str, str], minus: tuple[str, str], *,
+                n_boot: int, seed: int) -> dict:
+    return paired_difference(values[(metric, *arm)], values[(metric, *minus)], n_boot=n_boot, seed=seed)
+
+
 def batch_norm_claim(values: pd.DataFrame, factor: str, arms: Arms, *, n_boot: int, seed: int) -> dict:
-    """Claim 1: batch norm on − off in val ECE (up, says the claim) and in val accuracy."""
-    on, off = arms.treatments[0], arms.reference
-    if str(off[1]).lower() in ON_LEVELS:  # a sweep with batch norm on as its reference
-        on, off = off, on
-
-    def difference(metric: str, arm: tuple[str, str], reference: tuple[str, str]) -> dict:
-        return paired_difference(values[(metric, *arm)], values[(metric, *reference)], n_boot=n_boot, seed=seed)
-
-    ece, floor = difference(ECE, on, off), difference(ECE, arms.replicate, arms.reference)
-    return {"claim": "batch_norm_raises_ece", "factor": factor, "on": on[1], "off": off[1],
-            "ece": ece, "accuracy": difference(ACCURACY, on, off), "floor": floor,
+    """Claim 1: batch norm on − off in val ECE (up, says the claim), and in val accuracy."""
+    reference, treatment = arms.reference[1].lower(), arms.treatments[0][1].lower()
+    if {reference, treatment} <= OFF_LEVELS | ON_LEVELS and (reference in ON_LEVELS) != (treatment in ON_LEVELS):
+        on_is_reference = reference in ON_LEVELS
+    else:
+        return untestable(BATCH_NORM, factor, f"levels {arms.reference[1]!r} and {arms.treatments[0][1]!r} "
+                                              "are not one on and one off")
+    on, off = (arms.reference, arms.treatments[0]) if on_is_reference else (arms.treatments[0], arms.reference)
+    # the floor oriented as the effect is: replicate − reference, or its negative where the
+    # reference is the "on" arm (the effect is then reference − treatment)
+    floor = (_difference(values, ECE, arms.reference, arms.replicate, n_boot=n_boot, seed=seed) if on_is_reference
+             else _difference(values, ECE, arms.replicate, arms.reference, n_boot=n_boot, seed=seed))
+    ece = _difference(values, ECE, on, off, n_boot=n_boot, seed=seed)
+    return {"claim": BATCH_NORM, "factor": factor, "on": on[1], "off": off[1], "ece": ece,
+            "accuracy": _difference(values, ACCURACY, on, off, n_boot=n_boot, seed=seed), "floor": floor,
             "verdict": _verdict([ece], floor, +1)}
 
 
 def optimum_share(accuracy: pd.DataFrame, *, n_boot: int, seed: int) -> tuple[int, float]:
-    """The column of highest mean (pairs × levels, pairs with every level only), and the share
-    of bootstrap resamples of pairs whose highest mean is that column (nan without resamples)."""
-    table = accuracy.dropna().to_numpy(float)
+    """The column of highest mean (pairs × levels, every cell present; ties: the first), and
+    the share of bootstrap resamples of pairs whose highest mean is that column (nan without
+    resamples)."""
+    table = accuracy.to_numpy(float)
     best = int(np.argmax(table.mean(axis=0)))
-    if n_boot <= 0 or len(table) == 0:
+    if n_boot <= 0:
         return best, float("nan")
     draws = np.random.default_rng(seed).integers(0, len(table), size=(n_boot, len(table)))
     return best, float(np.mean(table[draws].mean(axis=1).argmax(axis=1) == best))
 
 
 def weight_decay_claim(values: pd.DataFrame, factor: str, arms: Arms, *, n_boot: int, seed: int) -> dict:
-    """Claim 2: past the level of best mean val accuracy, each larger level's val ECE minus the
-    optimum's (down, says the claim)."""
+    """Claim 2: from the level of best mean val accuracy on, each next larger level's val ECE
+    minus the one before (down at every step, says the claim), on the pairs with every level."""
     slots = {arm[1]: arm for arm in (arms.reference, *arms.treatments)}
     ladder = [slots[level] for level in ordered_levels(slots)]  # every level, in numeric order
-    accuracy = pd.concat({arm[1]: values[(ACCURACY, *arm)] for arm in ladder}, axis=1)
+    cells = [(metric, *arm) for metric in (ACCURACY, ECE) for arm in (*ladder, arms.replicate)]
+    complete = values[cells].dropna()
+    if len(complete) < min_clusters():
+        return untestable(WEIGHT_DECAY, factor, f"{len(complete)} pairs with every level, fewer than "
+                                                f"{min_clusters()}")
+    accuracy = pd.concat({arm[1]: complete[(ACCURACY, *arm)] for arm in ladder}, axis=1)
     best, share = optimum_share(accuracy, n_boot=n_boot, seed=seed)
-    optimum = ladder[best]
-    floor = paired_difference(values[(ECE, *arms.replicate)], values[(ECE, *arms.reference)],
-                              n_boot=n_boot, seed=seed)
-    beyond = [{"level": arm[1], "ece": paired_difference(values[(ECE, *arm)], values[(ECE, *optimum)],
-                                                         n_boot=n_boot, seed=seed)}
-              for arm in ladder[best + 1:]]
-    verdict = (_verdict([step["ece"] for step in beyond], floor, -1) if beyond else "not testable")
-    return {"claim": "ece_falls_past_the_accuracy_optimum", "factor": factor, "levels": [arm[1] for arm in ladder],
-            "accuracy_means": [float(v) for v in accuracy.dropna().mean()], "optimum": optimum[1],
-            "optimum_share": share, "pairs_with_every_level": int(len(accuracy.dropna())),
-            "beyond": beyond, "floor": floor, "verdict": verdict}
+    steps = [{"level": later[1], "from": earlier[1],
+              "ece": _difference(complete, ECE, later, earlier, n_boot=n_boot, seed=seed)}
+             for earlier, later in zip(ladder[best:], ladder[best + 1:])]
+    floor = _difference(complete, ECE, arms.replicate, arms.reference, n_boot=n_boot, seed=seed)
+    claim = {"claim": WEIGHT_DECAY, "factor": factor, "levels": [arm[1] for arm in ladder],
+             "accuracy_means": [float(v) for v in accuracy.mean()], "optimum": ladder[best][1],
+             "optimum_share": share, "pairs": int(len(complete)), "steps": steps, "floor": floor}
+    if not steps:
+        return {**claim, "verdict": "not testable", "reason": "the optimum is the largest level: nothing lies past it"}
+    return {**claim, "verdict": _verdict([step["ece"] for step in steps], floor, -1)}

@@ -427,39 +427,46 @@ def complete_pairs(arms: pd.DataFrame, unused: pd.DataFrame, factor: str) -> int
 
 def mixed_pairs(arms: pd.DataFrame, raw: pd.DataFrame, columns: list[str], study_col: str = "study",
                 trial_col: str = "trial") -> list[dict]:
-    """Pairs whose arms trained with different values of `columns` (the TF thread counts and
-    the CPU model, which move a trial's last bits), each with the values it mixes; an arm
-    that did not log a column counts as 'not logged'. The A/A floor does not hold this
-    difference (its two arms match), so the report names these pairs."""
+    """Pairs whose arms logged different values of `columns` (the TF thread counts and the CPU,
+    which move a trial's last bits), each with the values it mixes. An arm that did not log a
+    column is not compared on it (trials before 2026-11-28 lack the CPU; a pair half before,
+    half after would otherwise look mixed on one machine). The A/A floor's two arms train in
+    one study too, so it holds such a difference only where it happened to strike them."""
     present = [c for c in columns if c in raw]
     if not present:
         return []
     machine = pd.DataFrame({"study": raw[study_col].astype(str), "trial": raw[trial_col].astype(str),
-                            **{c: raw[c].astype("string").fillna("not logged") for c in present}})
+                            **{c: raw[c].astype("string") for c in present}})
     rows = arms.merge(machine.drop_duplicates(KEY), on=KEY, how="left")
     mixed = []
     for (factor, pair), group in rows.groupby([FACTOR, PAIR], sort=False):
-        differs = {c: sorted(group[c].dropna().unique()) for c in present if group[c].nunique() > 1}
+        differs = {c: sorted(group[c].dropna().unique()) for c in present if group[c].dropna().nunique() > 1}
         if differs:
             mixed.append({"factor": str(factor), "pair": str(pair), "differs": differs})
     return sorted(mixed, key=lambda m: (m["factor"], _pair_order(m["pair"])))
 
 
 def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, loss: str) -> dict | None:
-    """How far the A/A replicate lands from its reference, per pair with both curves: the
-    largest |replicate − reference| of `loss` over their epochs; a pair is *identical* when
-    that is 0 at the same number of epochs (bit for bit, as the CSV holds it). None without
-    replicates."""
+    """How far the A/A replicate lands from its reference, over the pairs with both curves:
+    a pair is *identical* when the two have the same epochs and the same `loss` at each (bit
+    for bit, as the table holds it; a NaN loss is not equal); its gap is the largest
+    |replicate − reference| over the epochs both have. None without replicates."""
     rows = arms[(arms[FACTOR] == factor) & arms[ARM].isin([ARM_REFERENCE, ARM_REPLICATE])]
     if not (rows[ARM] == ARM_REPLICATE).any():
         return None
-    curves = rows.merge(epochs[[*KEY, "epoch", loss]], on=KEY).pivot_table(
-        index=[PAIR, "epoch"], columns=ARM, values=loss, aggfunc="first")
-    curves = curves.dropna(how="all")
-    both = curves.groupby(level=0).filter(lambda pair: pair.notna().all(axis=None)) if len(curves) else curves
-    gaps = (both[ARM_REPLICATE] - both[ARM_REFERENCE]).abs().groupby(level=0).max() if len(both) else pd.Series()
-    return {"loss": loss, "pairs": int(len(gaps)), "identical": int((gaps == 0).sum()),
-            "median_max_gap": float(gaps.median()) if len(gaps) else math.nan}
+    curves = rows.merge(epochs[[*KEY, "epoch", loss]], on=KEY)
+    identical, gaps = 0, []
+    for _, pair in curves.groupby(PAIR):
+        by_arm = {arm: group.set_index("epoch")[loss].sort_index() for arm, group in pair.groupby(ARM)}
+        if len(by_arm) < 2:
+            continue
+        reference, replicate = by_arm[ARM_REFERENCE], by_arm[ARM_REPLICATE]
+        shared = (replicate - reference).dropna()
+        gaps.append(float(shared.abs().max()) if len(shared) else math.nan)
+        identical += bool(reference.index.equals(replicate.index) and len(shared) == len(reference)
+                          and (shared == 0).all())
+    return {"loss": loss, "pairs": len(gaps), "identical": identical,
+            "median_max_gap": float(np.nanmedian(gaps)) if any(not math.isnan(g) for g in gaps) else math.nan}
 
 
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,

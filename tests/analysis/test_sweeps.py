@@ -220,6 +220,13 @@ def test_replicate_agreement_counts_pairs_whose_replicate_curve_is_the_reference
     assert agreement["pairs"] == L2_PAIRS and agreement["identical"] == 1
     assert agreement["median_max_gap"] == pytest.approx(float(np.median(gaps)))  # 0.035
     assert sweeps.replicate_agreement(arms, epochs, "data.label_noise", "val_loss")["identical"] == NOISE_PAIRS
+    # a replicate cut after 2 of its 4 epochs: still a pair with both curves, not identical,
+    # its gap over the 2 epochs both have (0: the same curve so far)
+    noise = table[(table[FACTOR] == "data.label_noise") & (table[PAIR] == 0) & (table[ARM] == ARM_REPLICATE)]
+    cut = epochs[~((epochs["study"] == "sweep-noise") & (epochs["trial"] == str(noise["trial"].iloc[0]))
+                   & (epochs["epoch"] >= 2))]
+    assert sweeps.replicate_agreement(arms, cut, "data.label_noise", "val_loss") == {
+        "loss": "val_loss", "pairs": NOISE_PAIRS, "identical": NOISE_PAIRS - 1, "median_max_gap": 0.0}
     no_replicate = arms[arms[ARM] != ARM_REPLICATE]
     assert sweeps.replicate_agreement(no_replicate, epochs, "l2", "val_loss") is None
 
@@ -411,12 +418,13 @@ def test_cli_adds_the_sweep_section(tmp_path):
     [claim] = sweep["calibration_claims"]
     assert (claim["factor"], claim["levels"], claim["optimum"]) == ("l2", ["0", "1e-4", "1e-3", "1e-2"], "0")
     assert claim["accuracy_means"] == pytest.approx([0.855, 0.855, 0.855, 0.825])
-    assert [(step["level"], step["ece"]["difference"]) for step in claim["beyond"]] == [
-        ("1e-4", 0.0), ("1e-3", 0.0), ("1e-2", 0.0)]
+    assert [(step["from"], step["level"], step["ece"]["difference"]) for step in claim["steps"]] == [
+        ("0", "1e-4", 0.0), ("1e-4", "1e-3", 0.0), ("1e-3", "1e-2", 0.0)]
     assert claim["verdict"] == "not clear"
     assert ("*ECE keeps falling with more weight decay past the accuracy optimum* (l2, 12 pairs with every "
             "level): **not clear**") in report
-    assert "*Batch norm raises ECE*: not tested, the sweep has no `batch_norm` factor" in report
+    assert ("*Batch norm raises ECE while accuracy barely moves*: not tested, the sweep has no `batch_norm` "
+            "factor") in report
 
 
 def test_cli_reports_a_running_sweep_without_its_last_pair(tmp_path):
@@ -431,7 +439,8 @@ def test_cli_reports_a_running_sweep_without_its_last_pair(tmp_path):
 
 def test_cli_names_the_pairs_whose_arms_trained_on_other_threads_or_cpus(tmp_path):
     """Every arm logged 1 thread on CPU "X" but l2 pair 5's 1e-2 arm (2 threads) and
-    label-noise pair 2's replicate (CPU "Y"); label-noise pair 3's treatment logged nothing."""
+    label-noise pair 2's replicate (CPU "Y"); label-noise pair 3's treatment logged no CPU,
+    which is not a difference (trials before 2026-11-28 did not log it)."""
     table = sweep_table().assign(tf_intra_op_threads=1, tf_inter_op_threads=1, cpu_model="X")
     table.loc[(table[FACTOR] == "l2") & (table[PAIR] == 5) & (table[LEVEL] == "1e-2"), "tf_intra_op_threads"] = 2
     noise = table[FACTOR] == "data.label_noise"
@@ -444,7 +453,6 @@ def test_cli_names_the_pairs_whose_arms_trained_on_other_threads_or_cpus(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / SUMMARY_JSON).read_text())["sweep"]["pairs_mixed"] == [
         {"factor": "data.label_noise", "pair": "2", "differs": {"cpu_model": ["X", "Y"]}},
-        {"factor": "data.label_noise", "pair": "3", "differs": {"cpu_model": ["X", "not logged"]}},
         {"factor": "l2", "pair": "5", "differs": {"tf_intra_op_threads": ["1", "2"]}}]
     assert r"l2 pair 5 (tf\_intra\_op\_threads: 1 / 2)" in (out / "report.md").read_text()  # markdown-escaped
 
