@@ -261,6 +261,10 @@ def drive(config: SearchConfig, checked: tuple[Splits, Tracker, list[PreparedStu
         if deadline is not None and time.monotonic() >= deadline:
             print(f"search: --timeout reached after study {item.name}", flush=True)
             break
+    if signal_pending():  # swallowed while the last study closed: its work is done, but say so
+        interrupt_handled()
+        print("study: interrupted as the last study closed; its trials and runs are complete", flush=True)
+        return ExitCode.INTERRUPTED
     return ExitCode.OK
 
 

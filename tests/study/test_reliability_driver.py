@@ -202,6 +202,62 @@ def test_an_interrupt_that_optunas_lock_turns_into_another_error_still_ends_inte
     assert_interrupted(stores, victim)
 
 
+# A SIGTERM that lands as the last study closes (after the driver's last check) and is
+# swallowed there: this sitecustomize wraps study.driver.close_study as the module loads, and
+# sends the signal and swallows its KeyboardInterrupt once the real one has returned.
+CLOSING_SITECUSTOMIZE = """
+import importlib.abc, importlib.machinery, os, signal, sys, time
+
+
+class WrapCloseStudy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "study.driver":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            real_exec(module)
+            real_close = module.close_study
+
+            def close_study(*args, **kwargs):
+                real_close(*args, **kwargs)
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    deadline = time.monotonic() + 5
+                    while signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN and time.monotonic() < deadline:
+                        pass
+                except KeyboardInterrupt:
+                    print("sitecustomize: swallowed the SIGTERM", flush=True)
+
+            module.close_study = close_study
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, WrapCloseStudy())
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_swallowed_as_the_last_study_closes_exits_130_with_its_work_done(
+        stores: dict[str, str], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CLOSING_SITECUSTOMIZE)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    result = run_cli(*digits_search(stores, "--trials", "1", "--set", "train.epochs=2"), env=env, timeout=600)
+    assert "sitecustomize: swallowed the SIGTERM" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == ExitCode.INTERRUPTED, result.stdout[-3000:]  # it exited 0
+    assert "study: interrupted as the last study closed; its trials and runs are complete" in result.stdout
+    assert [t.state.name for t in load(stores).trials] == ["COMPLETE"]
+    runs = all_runs(stores["tracking_uri"], "digits-cnn")
+    assert sorted((r.data.tags[RUN_ROLE], r.info.status) for r in runs) == [(ROLE_STUDY, "FINISHED"),
+                                                                          (ROLE_TRIAL, "FINISHED")]
+
+
 # --- item 5 (the finally): a crash inside a study ---------------------------------------
 
 
