@@ -176,9 +176,10 @@ def report(args: argparse.Namespace) -> int:
     if sweep is not None:
         from analysis.sweeps import analyse_sweep
 
-        arms, epochs, running, mixed = sweep
+        arms, epochs, running, mixed, superseded = sweep
         analysis.summary["sweep"] = analyse_sweep(arms, epochs, n_boot=args.bootstrap, seed=args.bootstrap_seed,
-                                                  k=args.sweep_k, running=running, mixed=mixed)
+                                                  k=args.sweep_k, running=running, mixed=mixed,
+                                                  superseded=superseded)
     if tracking_uri is not None and args.noise_replicates:
         from analysis.outcomes import iter_study_outcomes
         from analysis.store import open_store
@@ -263,18 +264,19 @@ def _sweep_input(args: argparse.Namespace, ds):
     if args.sweep_k < 2:
         raise AnalysisInputError(f"--sweep-k {args.sweep_k}: a study size must be >= 2")
     wanted = [c for c in dict.fromkeys([args.study_col, args.trial_col, args.epoch_col, *sweeps.ARM_COLUMNS,
-                                        "val_ece", *MACHINE_PARAMS]) if c in columns]
+                                        args.state_col, "val_ece", *MACHINE_PARAMS]) if c and c in columns]
     if args.csv.suffix.lower() in {".parquet", ".pq"}:
         raw = pd.read_parquet(args.csv, columns=wanted)
     else:  # levels and pair ids as written, not as numbers
         raw = pd.read_csv(args.csv, usecols=wanted,
                           dtype={c: str for c in (*sweeps.ARM_COLUMNS, *MACHINE_PARAMS) if c in wanted})
+    raw, superseded = sweeps.drop_superseded(raw, args.study_col, args.trial_col, args.state_col)
     arms, running = sweeps.split_running_pairs(sweeps.arms_table(raw, args.study_col, args.trial_col))
     epochs = sweeps.with_epoch_metric(ds.epochs, raw, "val_ece", study_col=args.study_col,
                                       trial_col=args.trial_col, epoch_col=args.epoch_col,
                                       epoch_base=ds.source.get("epoch_base", 0))
     mixed = sweeps.mixed_pairs(arms, raw, list(MACHINE_PARAMS), args.study_col, args.trial_col)
-    return arms, epochs, running, mixed
+    return arms, epochs, running, mixed, superseded
 
 
 def export(args: argparse.Namespace) -> int:

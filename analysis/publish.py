@@ -281,51 +281,74 @@ def publish(experiment: str, tracking_uri: str, storage: str, out: Path, n_boot:
 
     Published studies that this store lacks (a campaign or sweep continued on a new machine)
     are carried over from the folder's export and `studies.json`; a study this store holds
-    with fewer trials than its published export is refused, so that nothing published is lost."""
+    with fewer trials than its published export is refused, so that nothing published is lost.
+    Everything is written into a staging folder beside `out` and swapped in once the export,
+    report and README are all there: a publish that fails (or is interrupted) leaves `out` as
+    it was."""
+    import shutil
+
+    if not Path(storage).exists():
+        raise AnalysisInputError(f"--storage {storage}: no such Optuna journal")
+    published = read_published(out)
+    staging = out.with_name(f".{out.name}.publishing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _publish_into(staging, experiment, tracking_uri, storage, published, out, n_boot)
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """`staging` becomes `out`; the old `out` goes only once the new one is in place."""
+    import shutil
+
+    old = out.with_name(f".{out.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish_into(folder: Path, experiment: str, tracking_uri: str, storage: str, published: Published,
+                  out: Path, n_boot: int) -> None:
+    """Every file of the published folder `out`, written into `folder`."""
     import json
 
     from analysis.cli import main as analysis_main
     from analysis.export import csv_flags, export
 
-    if not Path(storage).exists():
-        raise AnalysisInputError(f"--storage {storage}: no such Optuna journal")
-    published = read_published(out)
-    fresh = out / f"{EXPORT_NAME}.new.csv.gz"  # the published export stays whole until the checks pass
-    try:
-        table = export([experiment], tracking_uri, fresh)
-        studies = {str(name): study_times(storage, str(name)) for name in table["study"].unique()}
-        table, studies = with_published(table, studies, published, out)
-        table.to_csv(fresh, index=False)
-        record = out / f"{STUDIES_NAME}.new"
-        record.write_text(json.dumps(studies, indent=1, sort_keys=True) + "\n")
-        os.replace(fresh, out / EXPORT_NAME)  # whole files only: an interrupted publish loses nothing
-        os.replace(record, out / STUDIES_NAME)
-    finally:
-        fresh.unlink(missing_ok=True)
-    for figure in out.glob("*.png"):  # the report draws every figure anew; none may outlive its data
-        figure.unlink()
+    table = export([experiment], tracking_uri, folder / EXPORT_NAME)
+    studies = {str(name): study_times(storage, str(name)) for name in table["study"].unique()}
+    table, studies = with_published(table, studies, published, out)
+    table.to_csv(folder / EXPORT_NAME, index=False)
+    (folder / STUDIES_NAME).write_text(json.dumps(studies, indent=1, sort_keys=True) + "\n")
     if is_sweep(table.columns):
-        return publish_sweep(experiment, table, list(studies.values()), out, n_boot)
-    if len(studies) > 1:
-        return _publish_pool(experiment, table, studies, out, n_boot)
-    code = analysis_main(["report", "--experiment", experiment, "--tracking-uri", tracking_uri, "--no-log",
-                          "--out", str(out), "--bootstrap", str(n_boot)])
-    if code != 0:
-        raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
-    summary = json.loads((out / "summary.json").read_text())
-    (out / "README.md").write_text(readme(experiment, out, table, summary, studies, csv_flags(table)))
-    return out
+        publish_sweep(experiment, table, list(studies.values()), folder, out, n_boot)
+    elif len(studies) > 1:
+        _publish_pool(experiment, table, studies, folder, out, n_boot)
+    else:
+        code = analysis_main(["report", "--experiment", experiment, "--tracking-uri", tracking_uri, "--no-log",
+                              "--out", str(folder), "--bootstrap", str(n_boot)])
+        if code != 0:
+            raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "README.md").write_text(readme(experiment, out, table, summary, studies, csv_flags(table)))
 
 
-def _publish_pool(experiment: str, table: pd.DataFrame, studies: dict[str, dict], out: Path, n_boot: int) -> Path:
+def _publish_pool(experiment: str, table: pd.DataFrame, studies: dict[str, dict], folder: Path, out: Path,
+                  n_boot: int) -> None:
     """A campaign whose pool spans several studies: the CSV-mode report of the export, read
-    as one pool (the MLflow store holds only this store's study)."""
+    as one pool (the MLflow store holds only this store's study), into `folder`; the README
+    names `out`."""
     from analysis.export import csv_flags
 
     flags = f"{csv_flags(table)} --one-pool"
-    summary = csv_report(experiment, flags, out, n_boot)
-    (out / "README.md").write_text(readme(experiment, out, table, summary, studies, flags))
-    return out
+    summary = csv_report(experiment, flags, folder, n_boot)
+    (folder / "README.md").write_text(readme(experiment, out, table, summary, studies, flags))
 
 
 def csv_report(experiment: str, flags: str, out: Path, n_boot: int) -> dict:
@@ -448,6 +471,8 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
                for f in sweep["factors"]]
     running = [f"- left out, lacking arms (still to be trained): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]
+    running += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
+                f"{t['level']} (trial {t['trial']} of {t['study']} left out)" for t in sweep.get("trials_superseded", [])]
     running += [f"- kept, arms trained on different threads or CPUs: {m['factor']} pair {m['pair']} ("
                 + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items()) + ")"
                 for m in sweep.get("pairs_mixed", [])]
@@ -477,12 +502,12 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
         "Read `report.md` for both rules, every outcome and the figures.", ""])
 
 
-def publish_sweep(experiment: str, table: pd.DataFrame, times: list[dict], out: Path, n_boot: int) -> Path:
-    """CSV-mode report and README for a sweep experiment already exported into `out`
-    (`times`: `study_times` of each of its studies)."""
+def publish_sweep(experiment: str, table: pd.DataFrame, times: list[dict], folder: Path, out: Path,
+                  n_boot: int) -> None:
+    """CSV-mode report and README for a sweep experiment already exported into `folder`
+    (`times`: `study_times` of each of its studies); the README names `out`."""
     from analysis.export import csv_flags
 
     flags = csv_flags(table)
-    summary = csv_report(experiment, flags, out, n_boot)
-    (out / "README.md").write_text(sweep_readme(experiment, out, table, summary, flags, times))
-    return out
+    summary = csv_report(experiment, flags, folder, n_boot)
+    (folder / "README.md").write_text(sweep_readme(experiment, out, table, summary, flags, times))

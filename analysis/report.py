@@ -811,6 +811,11 @@ def _sweep(doc: Doc, summary: dict) -> None:
                           for r in sweep["pairs_running"])
         doc.p(f"Left out, pairs lacking arms (a sweep still running trains them later: the current "
               f"pair, and arms cut before they logged): {literal(named)}. Re-run the sweep to finish them.")
+    if sweep.get("trials_superseded"):
+        named = "; ".join(f"{t['factor']} pair {t['pair']} {t['arm']} {t['level']} (study {t['study']}, trial {t['trial']})"
+                          for t in sweep["trials_superseded"])
+        doc.p(f"Trained again (the arm was cut, FAIL, and the sweep re-queued it): the later trial stands, "
+              f"the cut one is left out of the pairs: {literal(named)}.")
     if sweep.get("pairs_mixed"):
         named = "; ".join(f"{m['factor']} pair {m['pair']} ("
                           + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items())

@@ -81,6 +81,28 @@ def is_sweep(columns) -> bool:
     return set(ARM_COLUMNS) <= set(columns)
 
 
+def drop_superseded(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "trial",
+                    state_col: str = "state") -> tuple[pd.DataFrame, list[dict]]:
+    """The table without the trials a sweep trained again, and those trials. A sweep re-queues
+    an arm that was cut (FAIL `interrupted` or `worker_lost`), so its pair holds the cut trial
+    and a later one of the same arm and level: the slot's last trial stands, and an earlier
+    one that FAILed is superseded. Any other repeat stays, for `arms_table` to refuse; without
+    a state column nothing is dropped."""
+    if state_col not in raw or any(c not in raw for c in ARM_COLUMNS):
+        return raw, []
+    trials = raw[[study_col, trial_col, state_col, *ARM_COLUMNS]].drop_duplicates([study_col, trial_col])
+    trials = trials.assign(number=pd.to_numeric(trials[trial_col], errors="coerce"))
+    last = trials.groupby([study_col, *ARM_COLUMNS], dropna=False)["number"].transform("max")
+    superseded = trials[(trials["number"] < last) & (trials[state_col].astype(str) == "FAIL")]
+    if superseded.empty:
+        return raw, []
+    dropped = set(zip(superseded[study_col].astype(str), superseded[trial_col].astype(str)))
+    keep = [key not in dropped for key in zip(raw[study_col].astype(str), raw[trial_col].astype(str))]
+    records = [{"study": str(row[study_col]), "trial": str(row[trial_col]),
+                **{c: str(row[c]) for c in ARM_COLUMNS}} for _, row in superseded.iterrows()]
+    return raw[keep], records
+
+
 def arms_table(raw: pd.DataFrame, study_col: str = "study", trial_col: str = "trial") -> pd.DataFrame:
     """One row per trial: `study`, `trial` (as strings, as `analysis.sources` keys them),
     `factor`, `level`, `pair`, `arm`. Raises AnalysisInputError, one line, unless every trial
@@ -470,11 +492,13 @@ def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, l
 
 
 def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed: int,
-                  k: int = K, running: list[dict] = (), mixed: list[dict] = ()) -> dict:
+                  k: int = K, running: list[dict] = (), mixed: list[dict] = (),
+                  superseded: list[dict] = ()) -> dict:
     """The `sweep` block of summary.json: the factors, every effect beside its A/A floor,
     the per-level means, the trials the analysis could not use, the pairs left out because
-    the sweep is still training them (`running`, from `split_running_pairs`), and the pairs
-    whose arms trained on different threads or CPUs (`mixed`, from `mixed_pairs`)."""
+    the sweep is still training them (`running`, from `split_running_pairs`), the pairs
+    whose arms trained on different threads or CPUs (`mixed`, from `mixed_pairs`), and the
+    cut trials whose arm was trained again (`superseded`, from `drop_superseded`)."""
     losses = [loss for loss in LOSSES if loss in epochs and epochs[loss].notna().any()]
     usable = epochs[KEY].drop_duplicates()
     unused = arms.merge(usable, on=KEY, how="left", indicator=True)
@@ -501,7 +525,7 @@ def analyse_sweep(arms: pd.DataFrame, epochs: pd.DataFrame, *, n_boot: int, seed
             "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "pair"},
             "comparisons": comparisons, "levels": levels, "calibration_claims": claims,
             "trials_not_analysed": unused[[*KEY, *ARM_COLUMNS]].to_dict(orient="records"),
-            "pairs_running": list(running), "pairs_mixed": list(mixed),
+            "pairs_running": list(running), "pairs_mixed": list(mixed), "trials_superseded": list(superseded),
             "columns_missing": absent}
 
 

@@ -331,6 +331,38 @@ def test_bad_arms_are_named(drop, message):
         sweeps.arms_table(_broken(drop))
 
 
+def _trained_again(cut_state: str) -> pd.DataFrame:
+    """l2 pair 4's replicate cut after its first epoch (a trial of its own, state `cut_state`,
+    numbered before every other trial of the study), then trained again as the table has it."""
+    table = sweep_table()
+    again = table[(table[FACTOR] == "l2") & (table[PAIR] == 4) & (table[ARM] == ARM_REPLICATE)]
+    cut = again[again["epoch"] == 0].assign(trial=-1, state=cut_state, val_loss=9.0)
+    return pd.concat([cut, table], ignore_index=True)
+
+
+def test_an_arm_trained_again_after_a_cut_keeps_its_later_trial_only(tmp_path):
+    raw, superseded = sweeps.drop_superseded(_trained_again("FAIL"))
+    assert superseded == [{"study": "sweep-l2", "trial": "-1", FACTOR: "l2", LEVEL: "0", PAIR: "4",
+                           ARM: ARM_REPLICATE}]
+    assert len(raw) == len(sweep_table()) and -1 not in set(raw["trial"])
+    path = tmp_path / "sweep.csv"
+    _trained_again("FAIL").to_csv(path, index=False)
+    out = tmp_path / "out"
+    proc = run_analysis("report", "--csv", str(path), *EXPORT_FLAGS, "--out", str(out), "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    sweep = json.loads((out / SUMMARY_JSON).read_text())["sweep"]
+    assert [t["trial"] for t in sweep["trials_superseded"]] == ["-1"]
+    assert [f["pairs"] for f in sweep["factors"] if f["factor"] == "l2"] == [L2_PAIRS]  # pair 4 stays whole
+    assert "trial -1" in (out / "report.md").read_text()
+
+
+def test_two_finished_trials_of_one_arm_are_still_refused():
+    raw, superseded = sweeps.drop_superseded(_trained_again("COMPLETE"))
+    assert superseded == []
+    with pytest.raises(AnalysisInputError, match="factor 'l2' pair 4: 2 trials of arm replicate level 0"):
+        sweeps.arms_table(raw)
+
+
 def _running(table: pd.DataFrame, pair: int) -> pd.DataFrame:
     """The table as a running sweep leaves it: l2's pair `pair` has only its reference so far."""
     return table[~((table[FACTOR] == "l2") & (table[PAIR] == pair) & (table[ARM] != ARM_REFERENCE))]

@@ -376,6 +376,31 @@ def test_publish_writes_a_sweeps_export_paired_report_and_readme(swept: dict, tm
 
 
 @pytest.mark.slow
+def test_a_publish_whose_report_fails_leaves_the_published_folder_as_it_was(swept: dict, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """2026-11-28: a sweep report refused the export (an arm trained twice) after the export
+    and studies.json had replaced the published ones and the figures were deleted. Now the
+    report fails in a staging folder, and the published folder keeps every byte."""
+    from analysis import publish as publishing
+    from analysis.errors import AnalysisInputError
+
+    folder, out = swept["folder"], tmp_path / "published"
+    stores = (f"sqlite:///{folder / 'mlflow.db'}", str(folder / "optuna.journal"))
+    publishing.publish("sweep-digits-smoke", *stores, out, 0)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert {"epochs.csv.gz", "studies.json", "summary.json", "README.md"} <= set(before)
+
+    def failing_report(*args, **kwargs):
+        raise AnalysisInputError("--experiment sweep-digits-smoke: the report failed (exit 2)")
+
+    monkeypatch.setattr(publishing, "csv_report", failing_report)
+    with pytest.raises(AnalysisInputError, match="the report failed"):
+        publishing.publish("sweep-digits-smoke", *stores, out, 0)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["published"]  # no staging folder left
+
+
+@pytest.mark.slow
 def test_a_fresh_store_continues_the_published_pairs_with_the_next_seed(swept: dict, tmp_path: Path) -> None:
     """Published from the first store (2 pairs of seed0), the sweep continued to 3 pairs on an
     empty store (a new machine) and published into the same folder: one pair of seed1 joins."""
