@@ -469,7 +469,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
                "usable); each comparison below counts the pairs whose two arms it compares have a value, "
                f"a pair whose other arm failed included{_agreement(f.get('replicate_agreement'))}"
                for f in sweep["factors"]]
-    running = [f"- left out, lacking arms (a re-run on the store that holds its study trains them): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
+    running = [f"- left out, lacking arms (cut ones a re-run on the store that holds its study trains; one that failed before its first epoch has no rows): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
                for r in sweep["pairs_running"]]
     running += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
                 f"{t['level']} (trial {t['trial']} of {t['study']} left out)" for t in sweep.get("trials_superseded", [])]

@@ -166,10 +166,11 @@ def _check_factor(factor: str, rows: pd.DataFrame) -> None:
         pair, arm, level = slots[slots > 1].index[0]
         raise AnalysisInputError(f"factor {factor!r} pair {pair}: {slots.max()} trials of arm {arm} "
                                  f"level {level} (a pair has one trial per arm)")
+    # A pair without its reference (a trial that failed before its first epoch has no rows)
+    # is one that lacks an arm: `split_running_pairs` leaves it out and names it.
     references = rows[rows[ARM] == ARM_REFERENCE]
-    unreferenced = sorted(set(rows[PAIR]) - set(references[PAIR]), key=_natural)
-    if unreferenced:
-        raise AnalysisInputError(f"factor {factor!r} pair {unreferenced[0]} has no reference arm")
+    if references.empty:
+        raise AnalysisInputError(f"factor {factor!r} has no reference arm in any pair")
     levels = references[LEVEL].unique()
     if len(levels) > 1:
         raise AnalysisInputError(f"factor {factor!r}: the reference arms have levels "
