@@ -215,7 +215,7 @@ server: $(STAMP) ## MLflow tracking server for many machines (BACKEND=sqlite|pos
 	@$(call run_as_group,$(mlflow_jobs) $(VENV)/bin/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)'))
 
-test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~603 tests in TEST_WORKERS=2 processes: 19 min of pytest, about 26 min from a bare machine)
+test: setup $(BENCH_STAMP) $(GP_STAMP) ## The full suite, what CI runs (~628 tests in TEST_WORKERS=2 processes: 17 min of pytest, about 18-26 min from a bare machine)
 	$(call banner,tests)
 	# --durations: the slowest tests are named in every run, where the time goes is never a guess
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
