@@ -23,7 +23,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.sweeps import is_sweep
+from analysis.sweeps import is_sweep, mixed_text
 from study.machine import cpu_model
 from study.paths import PROJECT_ROOT
 
@@ -473,8 +473,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
                for r in sweep["pairs_running"]]
     running += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
                 f"{t['level']} (trial {t['trial']} of {t['study']} left out)" for t in sweep.get("trials_superseded", [])]
-    running += [f"- kept, arms trained on different threads or CPUs: {m['factor']} pair {m['pair']} ("
-                + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items()) + ")"
+    running += [f"- kept, arms trained on different threads or CPUs: {mixed_text(m)}"
                 for m in sweep.get("pairs_mixed", [])]
     return "\n".join([
         f"# Sweep `{experiment}`", "",

@@ -817,9 +817,7 @@ def _sweep(doc: Doc, summary: dict) -> None:
         doc.p(f"Trained again (the arm was cut, FAIL, and the sweep re-queued it): the later trial stands, "
               f"the cut one is left out of the pairs: {literal(named)}.")
     if sweep.get("pairs_mixed"):
-        named = "; ".join(f"{m['factor']} pair {m['pair']} ("
-                          + ", ".join(f"{column}: {' / '.join(values)}" for column, values in m["differs"].items())
-                          + ")" for m in sweep["pairs_mixed"])
+        named = "; ".join(sweeps.mixed_text(m) for m in sweep["pairs_mixed"])
         doc.p(f"Kept, but trained on different threads or CPUs across their arms (a pair cut and resumed "
               f"elsewhere; the A/A floor does not hold this difference): {literal(named)}.")
     if sweep["trials_not_analysed"]:
@@ -899,8 +897,13 @@ def _calibration_claims(doc: Doc, claims: list[dict]) -> None:
           "otherwise. " + " ".join(parts))
 
 
+def _ece_outcome() -> sweeps.Outcome:
+    """The sweep outcome both claims read: val ECE at the accuracy pick."""
+    return next(outcome for outcome in sweeps.OUTCOMES if outcome.name == calibration_claims.ECE)
+
+
 def _batch_norm_numbers(claim: dict) -> str:
-    ece = next(outcome for outcome in sweeps.OUTCOMES if outcome.name == calibration_claims.ECE)
+    ece = _ece_outcome()
     accuracy = sweeps.Outcome(calibration_claims.ACCURACY, "val accuracy at the accuracy pick", "share", "val_accuracy")
     return (f"Val ECE {_sweep_value(claim['ece'], ece)} (A/A floor {_sweep_value(claim['floor'], ece)}); "
             f"val accuracy {_sweep_value(claim['accuracy'], accuracy)} (shown, not tested: the claim "
@@ -908,7 +911,7 @@ def _batch_norm_numbers(claim: dict) -> str:
 
 
 def _weight_decay_numbers(claim: dict) -> str:
-    ece = next(outcome for outcome in sweeps.OUTCOMES if outcome.name == calibration_claims.ECE)
+    ece = _ece_outcome()
     means = ", ".join(f"{literal(level)} {_fmt(mean, True)}" for level, mean in zip(claim["levels"], claim["accuracy_means"]))
     steps = "; ".join(f"{literal(step['from'])} → {literal(step['level'])}: {_sweep_value(step['ece'], ece)}"
                       for step in claim["steps"])

@@ -469,6 +469,13 @@ def mixed_pairs(arms: pd.DataFrame, raw: pd.DataFrame, columns: list[str], study
     return sorted(mixed, key=lambda m: (m["factor"], _pair_order(m["pair"])))
 
 
+def mixed_text(mixed: dict) -> str:
+    """One `mixed_pairs` entry as the report and the README name it:
+    'l2 pair 5 (tf_intra_op_threads: 1 / 2)'."""
+    differs = ", ".join(f"{column}: {' / '.join(values)}" for column, values in mixed["differs"].items())
+    return f"{mixed['factor']} pair {mixed['pair']} ({differs})"
+
+
 def replicate_agreement(arms: pd.DataFrame, epochs: pd.DataFrame, factor: str, loss: str) -> dict | None:
     """How far the A/A replicate lands from its reference, over the pairs with both curves:
     a pair is *identical* when the two have the same epochs and the same `loss` at each (bit
