@@ -318,7 +318,6 @@ def _publish_into(folder: Path, experiment: str, tracking_uri: str, storage: str
     """Every file of the published folder `out`, written into `folder`."""
     import json
 
-    from analysis.cli import main as analysis_main
     from analysis.export import csv_flags, export
 
     table = export([experiment], tracking_uri, folder / EXPORT_NAME)
@@ -331,11 +330,8 @@ def _publish_into(folder: Path, experiment: str, tracking_uri: str, storage: str
     elif len(studies) > 1:
         _publish_pool(experiment, table, studies, folder, out, n_boot)
     else:
-        code = analysis_main(["report", "--experiment", experiment, "--tracking-uri", tracking_uri, "--no-log",
-                              "--out", str(folder), "--bootstrap", str(n_boot)])
-        if code != 0:
-            raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = _report_into(folder, experiment, ["--experiment", experiment, "--tracking-uri", tracking_uri,
+                                                    "--no-log", "--bootstrap", str(n_boot)])
         (folder / "README.md").write_text(readme(experiment, out, table, summary, studies, csv_flags(table)))
 
 
@@ -353,16 +349,27 @@ def _publish_pool(experiment: str, table: pd.DataFrame, studies: dict[str, dict]
 
 def csv_report(experiment: str, flags: str, out: Path, n_boot: int) -> dict:
     """`analysis report --csv` on the folder's export, into the folder; its summary."""
-    import json
     import shlex
+
+    return _report_into(out, experiment, ["--csv", str(out / EXPORT_NAME), *shlex.split(flags),
+                                          "--bootstrap", str(n_boot)])
+
+
+def _report_into(folder: Path, experiment: str, flags: list[str]) -> dict:
+    """`analysis report` with `flags`, into `folder`; its summary. The report's own "wrote … to"
+    line is kept off stdout: it would name the staging folder, which is gone once publish ends
+    (its errors still reach stderr)."""
+    import contextlib
+    import io
+    import json
 
     from analysis.cli import main as analysis_main
 
-    code = analysis_main(["report", "--csv", str(out / EXPORT_NAME), *shlex.split(flags), "--out", str(out),
-                          "--bootstrap", str(n_boot)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = analysis_main(["report", *flags, "--out", str(folder)])
     if code != 0:
         raise AnalysisInputError(f"--experiment {experiment}: the report failed (exit {code})")
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((folder / "summary.json").read_text())
 
 
 # ------------------------------------------------------------------ a sweep
@@ -458,6 +465,17 @@ def _agreement(agreement: dict | None) -> str:
             f"(median largest |Δ {agreement['loss']}| over the epochs {agreement['median_max_gap']:.2g})")
 
 
+def _left_out(pairs_running: list[dict]) -> list[str]:
+    """One bullet for every pair left out, its reasons said once: a list of pairs reads better than
+    the same clause repeated per pair."""
+    if not pairs_running:
+        return []
+    pairs = "; ".join(f"{r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})" for r in pairs_running)
+    return [f"- left out, lacking arms: {pairs}. A cut arm is trained by a re-run of `make sweep` on the "
+            "store that holds its study; an arm that failed before its first epoch has no rows; a pair of "
+            "a study that a later seed continued on another store stays as it is."]
+
+
 def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict, flags: str,
                  times: list[dict]) -> str:
     rel = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
@@ -469,8 +487,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
                "usable); each comparison below counts the pairs whose two arms it compares have a value, "
                f"a pair whose other arm failed included{_agreement(f.get('replicate_agreement'))}"
                for f in sweep["factors"]]
-    running = [f"- left out, lacking arms (cut ones a re-run on the store that holds its study trains; one that failed before its first epoch has no rows): {r['factor']} pair {r['pair']} (lacks {', '.join(r['lacking'])})"
-               for r in sweep["pairs_running"]]
+    running = _left_out(sweep["pairs_running"])
     running += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
                 f"{t['level']} (trial {t['trial']} of {t['study']} left out)" for t in sweep.get("trials_superseded", [])]
     running += [f"- kept, arms trained on different threads or CPUs: {mixed_text(m)}"

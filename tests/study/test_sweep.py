@@ -363,6 +363,8 @@ def test_publish_writes_a_sweeps_export_paired_report_and_readme(swept: dict, tm
                    f"sqlite:///{folder / 'mlflow.db'}", "--storage", str(folder / "optuna.journal"),
                    "--out", str(out), "--bootstrap", "50", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # one line naming the published folder: the report's own line named the staging folder
+    assert proc.stdout.splitlines() == [f"published sweep-digits-smoke to {out}"]
     assert (out / "epochs.csv.gz").is_file()
     sweep = json.loads((out / "summary.json").read_text())["sweep"]
     assert [(f["factor"], f["pairs"], f["replicate"]) for f in sweep["factors"]] == [("dropout", 2, True)]
