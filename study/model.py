@@ -117,7 +117,12 @@ def make_optimizer(hp: Mapping[str, Any], steps_per_epoch: int, epochs: int) -> 
     if name == "adamw":
         # Decoupled decay: w -= lr * weight_decay * w each step, outside the loss (unlike L2).
         weight_decay = float(hp.get("weight_decay", KNOB_OFF["weight_decay"]))
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay, clipnorm=clipnorm)
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=weight_decay, clipnorm=clipnorm)
+        # Only the kernels, the weights the L2 penalty covers (kernel_regularizer): Keras would
+        # also shrink biases and batch norm's gamma and beta, and weight_decay = 2 x l2 (the
+        # decay control of the sweeps) would not then shrink what L2 shrinks.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        return optimizer
     raise ValueError(f"unknown optimizer '{name}'")
 
 

@@ -208,23 +208,36 @@ def test_l1_adds_l1_times_sum_of_absolute_kernels_to_the_penalty() -> None:
     assert regularization_penalty(build_model(TINY_NET, (8, 8, 1), 10)) == 0.0
 
 
-def test_adamw_decays_weights_outside_the_loss(digits) -> None:
-    """One step from the same weights: AdamW's weights minus Adam's are -lr * wd * w, exactly
-    the decoupled decay, and the loss holds no term for it."""
+def test_adamw_decays_the_kernels_outside_the_loss_and_nothing_else(digits) -> None:
+    """One step from the same weights: AdamW's kernels minus Adam's are -lr * wd * w, exactly
+    the decoupled decay, and the loss holds no term for it. Biases and batch norm's gamma and
+    beta (set away from 0 so a decay would show) step as Adam's do: L2 covers only kernels,
+    and the sweeps' decay control sets weight_decay = 2 x l2 on the same weights."""
     splits, _ = digits
     images, labels = splits.x_train[:64], splits.y_train[:64]
     rate, decay = 1e-2, 0.5
-    decayed = tiny_model({**TINY_NET, "optimizer": "adamw", "weight_decay": decay, "learning_rate": rate})
-    plain = tiny_model({**TINY_NET, "optimizer": "adam", "learning_rate": rate})
-    start = decayed.get_weights()
+    net = {**TINY_NET, "batch_norm": True, "learning_rate": rate}
+    decayed = tiny_model({**net, "optimizer": "adamw", "weight_decay": decay})
+    plain = tiny_model({**net, "optimizer": "adam"})
+    rng = np.random.default_rng(0)
+    start = [w + rng.normal(0.0, 1.0, w.shape).astype(w.dtype) if w.ndim == 1 else w
+             for w in decayed.get_weights()]  # biases, gamma, beta, BN statistics away from 0
+    decayed.set_weights(start)
     plain.set_weights(start)
     # Keras's loss is the compiled loss plus model.losses: the decay adds no term.
     assert decayed.loss == "sparse_categorical_crossentropy" and not decayed.losses
     assert regularization_penalty(decayed) == 0.0
     decayed.train_on_batch(images, labels)
     plain.train_on_batch(images, labels)
-    for after_decayed, after_plain, before in zip(decayed.get_weights(), plain.get_weights(), start):
-        np.testing.assert_allclose(after_decayed - after_plain, -rate * decay * before, atol=2e-6)
+    names = [variable.path for variable in decayed.weights]
+    kernels_seen = 0
+    for name, after_decayed, after_plain, before in zip(names, decayed.get_weights(), plain.get_weights(), start):
+        is_kernel = name.endswith("/kernel")
+        kernels_seen += is_kernel
+        expected = -rate * decay * before if is_kernel else np.zeros_like(before)
+        np.testing.assert_allclose(after_decayed - after_plain, expected, atol=2e-6, err_msg=name)
+    assert kernels_seen == 3  # the conv and both dense kernels
+    assert any(name.endswith("/gamma") for name in names) and any(name.endswith("/bias") for name in names)
     assert max(np.abs(w).max() for w in start) * rate * decay > 1e-3  # the decay is far above the tolerance
 
 
