@@ -35,10 +35,12 @@ DATA      ?= fashion_mnist
 # One of the files Debian's dataset-fashion-mnist installs: present means the data is there.
 FASHION_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # `make sweep`: the standard set of paired single-factor sweeps (docs/sweeps.md), PAIRS bases
-# each, then the L2 dose-response on DOSE_PAIRS bases.
+# each, then the L2 dose-response on DOSE_PAIRS bases, then the decay control on PAIRS bases.
 SWEEP_FACTORS ?= l2=0,1e-3 label_smoothing=0,0.1 batch_norm=false,true dropout=0,0.3 augment=false,true \
   data.label_noise=0,0.2
 SWEEP_DOSE    ?= l2=0,1e-5,1e-4,1e-3,1e-2
+# Last, at PAIRS bases: the L2 penalty against AdamW's decay of 2 x l2, on Adam bases only
+SWEEP_CONTROL ?= decay=l2,adamw
 PAIRS         ?= 100
 DOSE_PAIRS    ?= 40
 
@@ -166,16 +168,18 @@ campaign: setup ## One regime's pool of i.i.d. unpruned trials (REGIME=balanced|
 	$(show_urls)
 	@$(PY) -m study campaign --regime $(REGIME) --data $(DATA) $(campaign_flags)
 
-# One invocation per sweep size: the standard set at PAIRS bases, the dose-response at DOSE_PAIRS.
+# One invocation per sweep size: the standard set at PAIRS bases, the dose-response at DOSE_PAIRS,
+# then the decay control at PAIRS (after the dose-response, which issue 11's Guo claims need).
 # digits.yaml fixes augment (digits are not flip- or rotation-invariant): its smoke run skips it.
 sweep_factors = $(if $(filter digits,$(DATA)),$(filter-out augment=%,$(SWEEP_FACTORS)),$(SWEEP_FACTORS))
 sweep_flags = --data $(DATA) $(if $(filter command line,$(origin TIMEOUT)),--timeout $(TIMEOUT)) \
   $(if $(filter-out 1,$(pool_workers)),--workers $(pool_workers)) $(foreach kv,$(SET),--set $(kv))
-sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, then the L2 dose-response at DOSE_PAIRS=40 (WORKERS=2, DATA=digits: smoke); resumes
+sweep: setup ## Paired single-factor sweeps: SWEEP_FACTORS at PAIRS=100 bases, the L2 dose-response at DOSE_PAIRS=40, the L2-vs-AdamW control at PAIRS (WORKERS=2, DATA=digits: smoke); resumes
 	$(call banner,sweep $(sweep_factors) on $(DATA))
 	$(show_urls)
 	@$(PY) -m study sweep $(foreach f,$(sweep_factors),--factor $(f)) --pairs $(PAIRS) $(sweep_flags)
 	@$(PY) -m study sweep --factor $(SWEEP_DOSE) --pairs $(DOSE_PAIRS) $(sweep_flags)
+	@$(PY) -m study sweep --factor $(SWEEP_CONTROL) --pairs $(PAIRS) $(sweep_flags)
 
 publish: setup ## A campaign's results/campaign-$(REGIME)/: its export, report and README.md (after `make campaign`)
 	$(call banner,publish campaign-$(REGIME))

@@ -143,8 +143,8 @@ def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
     raises SweepError, SpaceError, ConfigError or ValidationError before anything is created."""
     from study.campaign import floor_problem
     from study.config import check_config
-    from study.sweep import (DATA_FACTORS, Factor, SweepError, check_data_factor, check_knob_factor,
-                             check_overrides, condition_switch, parse_factor, search_argv)
+    from study.sweep import (DATA_FACTORS, DECAY_FACTOR, Factor, SweepError, check_data_factor,
+                             check_decay_factor, check_knob_factor, check_overrides, condition_switch, parse_factor)
 
     parsed = [parse_factor(text) for text in args.factors]
     names = [name for name, _ in parsed]
@@ -157,7 +157,9 @@ def sweep_plans(args: argparse.Namespace) -> list[tuple[SearchConfig, Factor]]:
         check_overrides(name, args.overrides, None)
         config = sweep_search_config(args, factor, args.seed or 0, args.pairs)
         check_config(config, 0)
-        if not factor.changes_data:
+        if name == DECAY_FACTOR:
+            factor = check_decay_factor(levels, config.space, config.space_file)
+        elif not factor.changes_data:
             factor = check_knob_factor(name, levels, config.space, config.space_file)
             switch = condition_switch(config.space, name)
             check_overrides(name, args.overrides, switch[0] if switch else None)

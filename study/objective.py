@@ -184,7 +184,8 @@ class Objective:
         trial.set_user_attr("process_token", own_process_token())  # before the pid: every pid has its life
         trial.set_user_attr("pid", os.getpid())
         # A sweep arm's level of a knob the space pins off reaches the net here.
-        hp = {**suggest_params(trial, config.space), **pinned_level(config.space, arm_of(trial.user_attrs))}
+        pinned = pinned_level(config.space, arm_of(trial.user_attrs))
+        hp = {**suggest_params(trial, config.space), **pinned}
         self._skip_if_over_cost_cap(trial, hp)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
@@ -192,7 +193,7 @@ class Objective:
         self.run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         print(f"[{ctx.study_name}] trial {trial.number} started: "
-              + " ".join(f"{k}={_short(v)}" for k, v in trial.params.items()), flush=True)
+              + " ".join(f"{k}={_short(v)}" for k, v in {**trial.params, **pinned}.items()), flush=True)
         return hp, run_id
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:

@@ -34,6 +34,28 @@ if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
 
 # Settings that change the data, not the net: their arms share base and seed, not the data.
 DATA_FACTORS = ("data.label_noise", "data.class_imbalance")
+
+# The decay control (`--factor decay=l2,adamw`): the L2 penalty, which is inside the loss and so
+# inside val_loss, against AdamW's decoupled decay, which is not. Adam bases only: AdamW is Adam
+# plus the decay, so the pair differs in where the shrinkage sits and nothing else.
+DECAY_FACTOR = "decay"
+# The l2 sweep's treatment level, so that the control reads beside that sweep's effect.
+DECAY_L2 = 1e-3
+# AdamW's weight_decay = 2 x l2: under plain SGD the L2 penalty's gradient is d(l2 |w|^2)/dw =
+# 2 l2 w and Keras's AdamW subtracts lr * weight_decay * w, so the two steps are equal; under
+# Adam they are not (the penalty's gradient is rescaled, the decay is not), which is the question.
+DECAY_WEIGHT_DECAY = 2 * DECAY_L2
+# What each level enqueues. `adamw` is no choice of cnn.yaml's optimizer (Optuna would drop an
+# enqueued value outside the choices), so its arm enqueues Adam without L2 and `pinned_level`
+# makes it AdamW; `none` (Adam, no shrinkage) may be given as a third level.
+DECAY_LEVELS: dict[str, dict[str, Any]] = {"l2": {"optimizer": "adam", "use_l2": True, "l2": DECAY_L2},
+                                           "adamw": {"optimizer": "adam", "use_l2": False},
+                                           "none": {"optimizer": "adam", "use_l2": False}}
+DECAY_PINNED: dict[str, dict[str, Any]] = {"adamw": {"optimizer": "adamw", "weight_decay": DECAY_WEIGHT_DECAY},
+                                           # logged by every arm, also where the space lacks the knob
+                                           "l2": {"weight_decay": 0.0}, "none": {"weight_decay": 0.0}}
+# The knobs the decay control sets in every arm (a --set of any would fix what it varies).
+DECAY_KNOBS = ("optimizer", "use_l2", "l2", "weight_decay")
 DEFAULT_PAIRS = 100
 SEED_BOUND = 2 ** 31  # Keras and TensorFlow seeds fit a signed 32-bit integer
 
@@ -211,6 +233,24 @@ def _knob_problem(space: SearchSpace, space_file: str, name: str) -> str | None:
     return None
 
 
+def check_decay_factor(levels: tuple[str, ...], space: SearchSpace, space_file: str) -> Factor:
+    """The decay control's levels (l2, adamw, none) on a space that can train them: Adam among its
+    optimizers, and an l2 switch and range that hold DECAY_L2."""
+    text = f"{DECAY_FACTOR}={','.join(levels)}"
+    unknown = [level for level in levels if level not in DECAY_LEVELS]
+    if unknown:
+        raise SweepError(f"--factor {text}: level {unknown[0]}: one of {', '.join(DECAY_LEVELS)}")
+    optimizer = space.params.get("optimizer")
+    has_adam = optimizer is not None and ("adam" in (optimizer.choices or []) if optimizer.role != "fixed"
+                                          else optimizer.value == "adam")
+    if not has_adam:
+        raise SweepError(f"--factor {text}: {space_file} offers no adam optimizer; the control runs on Adam bases")
+    problem = _knob_problem(space, space_file, "l2") or _knob_level_problem(space, "l2", DECAY_L2)
+    if problem:
+        raise SweepError(f"--factor {text}: its l2 arm sets l2={DECAY_L2:g}, and l2: {problem}")
+    return _distinct(Factor(DECAY_FACTOR, levels, levels))
+
+
 def check_knob_factor(name: str, levels: tuple[str, ...], space: SearchSpace, space_file: str) -> Factor:
     problem = _knob_problem(space, space_file, name)
     if problem:
@@ -243,6 +283,8 @@ def _pinned_value(name: str, level: str, space_file: str) -> Any:
 def pinned_level(space: SearchSpace, arm: SweepArm | None) -> dict[str, Any]:
     """The arm's value of a knob the space pins (Optuna samples only what the space searches, so
     the level reaches the net here, not through the enqueued params); {} otherwise."""
+    if arm is not None and arm.factor == DECAY_FACTOR:
+        return dict(DECAY_PINNED[arm.level])
     hp = space.params.get(arm.factor) if arm else None
     if hp is None or hp.role != "fixed":
         return {}
@@ -251,8 +293,10 @@ def pinned_level(space: SearchSpace, arm: SweepArm | None) -> dict[str, Any]:
 
 
 def check_overrides(name: str, user_overrides: list[str], switch: str | None) -> None:
-    """A --set of the factor (or of its switch) would fix what the sweep must vary."""
-    keys = {name if name.startswith("data.") else f"params.{name}"} | ({f"params.{switch}"} if switch else set())
+    """A --set of the factor (or of its switch, or of a knob the decay control sets) would fix what
+    the sweep must vary."""
+    knobs = DECAY_KNOBS if name == DECAY_FACTOR else (name, *([switch] if switch else []))
+    keys = {name} if name.startswith("data.") else {f"params.{knob}" for knob in knobs}
     for override in user_overrides:
         key = override.split("=", 1)[0].strip()
         if key in keys:
@@ -261,6 +305,8 @@ def check_overrides(name: str, user_overrides: list[str], switch: str | None) ->
 
 def level_params(space: SearchSpace, factor: Factor, value: Any) -> dict[str, Any]:
     """The knob values one level enqueues (a data factor's live in the data instead)."""
+    if factor.name == DECAY_FACTOR:
+        return dict(DECAY_LEVELS[value])
     if factor.changes_data or space.params[factor.name].role == "fixed":
         return {}  # a data factor lives in the data, a pinned knob in `pinned_level`
     switch = condition_switch(space, factor.name)
@@ -340,6 +386,12 @@ def banner(factor: Factor, data: str, pairs: int) -> str:
     line = (f"sweep {factor.text}: {pairs} pairs x {len(arms)} arms (reference {factor.levels[0]}, "
             f"treatment {', '.join(factor.levels[1:])}, replicate {factor.levels[0]}); bases drawn i.i.d. "
             f"from the space, nets up to {COST_CAP:g} baseline nets' FLOPs")
+    if factor.name == DECAY_FACTOR:
+        meaning = {"l2": f"l2 is Adam with an L2 penalty of {DECAY_L2:g} on the kernels (in the loss, so in val_loss)",
+                   "adamw": f"adamw is AdamW with weight_decay {DECAY_WEIGHT_DECAY:g} on the kernels (2 x l2, the "
+                            "same step as L2 under plain SGD; outside the loss)",
+                   "none": "none is Adam with neither"}
+        line += "; Adam bases only: " + ", ".join(meaning[level] for level in factor.levels)
     if factor.changes_data:
         line += (f"; {factor.name} CHANGES THE DATA: the arms of a pair share base configuration and seed, "
                  "NOT the training data (nor its first-batch hash)")

@@ -37,8 +37,8 @@ from study.secrets import mask_secrets
 from study.signals import raise_at_trial_end_if_signalled
 from study.space import SearchSpace
 from study.supervisor import StopRequest, Supervisor, shared_worker_flags
-from study.sweep import (Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch, level_params,
-                         study_seed)
+from study.sweep import (DECAY_FACTOR, Factor, SweepArm, SweepPlan, arm_of, arms_of_pair, banner, condition_switch,
+                         level_params, study_seed)
 from study.tracking import Tracker
 from study.workers import supervised_experiment, thread_split
 
@@ -52,8 +52,7 @@ def draw_space(space: SearchSpace, factor: Factor) -> SearchSpace:
     always drawn, so that each level finds its values in the base."""
     if factor.changes_data:
         return space
-    switch = condition_switch(space, factor.name)
-    pinned = {factor.name: factor.values[0], **({switch[0]: switch[1]} if switch else {})}
+    pinned = draw_pins(space, factor)
     params = {}
     for name, hp in space.params.items():
         if name in pinned:
@@ -64,6 +63,16 @@ def draw_space(space: SearchSpace, factor: Factor) -> SearchSpace:
         else:
             params[name] = hp
     return space.model_copy(update={"params": params})
+
+
+def draw_pins(space: SearchSpace, factor: Factor) -> dict[str, Any]:
+    """The knobs a factor's levels set, at the values the bases are drawn under: the factor and
+    its switch; for the decay control, Adam (Adam bases only, drawn with Adam's learning-rate
+    range) and L2 off (each level then sets use_l2 and l2: DECAY_LEVELS)."""
+    if factor.name == DECAY_FACTOR:
+        return {"optimizer": "adam", "use_l2": False}
+    switch = condition_switch(space, factor.name)
+    return {factor.name: factor.values[0], **({switch[0]: switch[1]} if switch else {})}
 
 
 def arm_params(space: SearchSpace, factor: Factor, base: dict[str, Any], level: str) -> dict[str, Any]:

@@ -88,8 +88,8 @@ def test_make_campaign_and_sweep_run_two_workers_unless_told_otherwise(target: s
         plan = subprocess.run(["make", "--no-print-directory", "-n", "-o", "setup", "-C", str(PROJECT_ROOT),
                                target, *words], capture_output=True, text=True, check=True, env=env, timeout=60)
         commands = [line for line in plan.stdout.splitlines() if f"-m study {target}" in line]
-        # the sweep runs twice: the standard set, then the L2 dose-response
-        assert len(commands) == (2 if target == "sweep" else 1), plan.stdout
+        # the sweep runs three times: the standard set, the L2 dose-response, the decay control
+        assert len(commands) == (3 if target == "sweep" else 1), plan.stdout
         return commands
 
     def workers(command: str) -> str | None:

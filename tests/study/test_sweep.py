@@ -44,6 +44,11 @@ DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
     (["--factor", "dropout=0,0.3", "--set", "train.epochs=4"], "below the campaign floor of 5"),
     (["--data", "digits", "--factor", "augment=false,true"], "fixes augment=False; a sweep varies a knob the space samples"),
     (["--factor", "dropout=0,0.3", "--workers", "0"], "--workers: 0 must be >= 1"),
+    (["--factor", "decay=l2,sgd"], "--factor decay=l2,sgd: level sgd: one of l2, adamw, none"),
+    (["--factor", "decay=l2,l2"], "--factor decay=l2,l2: the levels must differ"),
+    (["--factor", "decay=l2,adamw", "--set", "params.optimizer=sgd"],
+     "--set params.optimizer=sgd: the sweep of decay sets params.optimizer in each arm"),
+    (["--factor", "decay=l2,adamw", "--set", "params.l2=1e-4"], "the sweep of decay sets params.l2 in each arm"),
 ])
 def test_bad_input_is_exit_2_and_one_line(argv: list[str], expected: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
@@ -488,6 +493,72 @@ def test_a_knob_the_space_pins_off_is_swept_arm_by_arm() -> None:
     assert pinned_level(space, SweepArm("label_smoothing", "0.1", 0, ARM_TREATMENT)) == {"label_smoothing": 0.1}
     assert pinned_level(space, SweepArm("dropout", "0.3", 0, ARM_TREATMENT)) == {}  # a sampled knob
     assert pinned_level(space, None) == {}
+
+
+def test_the_decay_control_sets_l2_or_adamw_at_twice_l2_on_adam_bases(digits_splits) -> None:  # noqa: ANN001
+    from optuna.trial import FixedTrial
+
+    from study.sampling import suggest_params
+    from study.sweep import SweepArm, check_decay_factor, pinned_level
+    from study.sweep_runner import arm_params, draw_bases
+
+    space = load_space(CNN, ["train.max_cost=6"])
+    factor = check_decay_factor(("none", "l2", "adamw"), space, str(CNN))
+    bases = draw_bases(space, factor, "sweep-decay", 10, digits_splits)
+    knobs = ("optimizer", "use_l2", "l2", "weight_decay")
+    for base in bases:
+        assert not {"optimizer", "momentum", "use_l2", "l2"} & set(base)  # pinned while drawing
+        assert 1e-4 <= base["learning_rate"] <= 1e-2  # Adam's range of cnn.yaml
+        arms = {level: {**suggest_params(FixedTrial(arm_params(space, factor, base, level)), space),
+                        **pinned_level(space, SweepArm("decay", level, 0, ARM_TREATMENT))} for level in factor.levels}
+        assert {level: tuple(hp[k] for k in knobs) for level, hp in arms.items()} == {
+            "none": ("adam", False, 0.0, 0.0), "l2": ("adam", True, 1e-3, 0.0), "adamw": ("adamw", False, 0.0, 2e-3)}
+        shared = [{k: v for k, v in hp.items() if k not in knobs} for hp in arms.values()]
+        assert shared[0] == shared[1] == shared[2]  # the base, unchanged by the level
+
+
+def test_the_decay_control_needs_adam_and_an_l2_range_holding_its_level() -> None:
+    from study.sweep import check_decay_factor
+
+    space = load_space(CNN)
+    params = dict(space.params)
+    no_adam = space.model_copy(update={"params": {**params, "optimizer": params["optimizer"].model_copy(
+        update={"choices": ["sgd", "rmsprop"]})}})
+    with pytest.raises(SweepError, match=r"^--factor decay=l2,adamw: cnn.yaml offers no adam optimizer"):
+        check_decay_factor(("l2", "adamw"), no_adam, "cnn.yaml")
+    low_l2 = space.model_copy(update={"params": {**params, "l2": params["l2"].model_copy(update={"high": 1e-4})}})
+    with pytest.raises(SweepError, match=r"its l2 arm sets l2=0.001, and l2: 0.001 is outside \[1e-06, 0.0001\]"):
+        check_decay_factor(("l2", "adamw"), low_l2, "cnn.yaml")
+
+
+@pytest.mark.slow
+def test_a_decay_control_trains_l2_in_the_loss_and_adamw_outside_it(tmp_path: Path) -> None:
+    """The levels reach the net, paired: the l2 arms' val_loss holds the penalty above their
+    val_crossentropy, the adamw arm's val_loss is its cross-entropy (the decay is no loss term),
+    and all three arms start from the same kernels and batch."""
+    from mlflow.tracking import MlflowClient
+
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    done = run_cli("study", "sweep", "--data", "digits", "--factor", "decay=l2,adamw", "--pairs", "1",
+                   "--set", "train.epochs=1", "--set", "data.train_size=400", *stores, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Adam bases only: l2 is Adam with an L2 penalty of 0.001" in done.stdout
+    assert "optimizer=adamw" in done.stdout and "weight_decay=0.002" in done.stdout  # the arm's start line
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.get_experiment_by_name("sweep-digits-smoke")
+    runs = {r.data.params[SWEEP_ARM]: r for r in client.search_runs([experiment.experiment_id],
+                                                                    "tags.run_role = 'trial'")}
+    assert sorted(runs) == sorted([ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE])
+    params = {arm: runs[arm].data.params for arm in runs}
+    assert [(params[arm]["optimizer"], float(params[arm]["l2"]), float(params[arm]["weight_decay"]))
+            for arm in (ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE)] == [
+        ("adam", 1e-3, 0.0), ("adamw", 0.0, 2e-3), ("adam", 1e-3, 0.0)]
+    for key in (SWEEP_INIT_HASH, SWEEP_BATCH_HASH):
+        assert len({params[arm][key] for arm in params}) == 1
+    gap = {arm: runs[arm].data.metrics["val_loss"] - runs[arm].data.metrics["val_crossentropy"] for arm in runs}
+    assert gap[ARM_TREATMENT] == pytest.approx(0.0, abs=1e-6)
+    # 1e-3 x the squared kernels of a fresh Glorot net is well above 1e-3 (digits' nets: 0.01-0.1)
+    assert gap[ARM_REFERENCE] > 1e-3 and gap[ARM_REFERENCE] == pytest.approx(gap[ARM_REPLICATE], abs=1e-6)
 
 
 @pytest.mark.slow
