@@ -39,8 +39,10 @@ FASHION_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SWEEP_FACTORS ?= l2=0,1e-3 label_smoothing=0,0.1 batch_norm=false,true dropout=0,0.3 augment=false,true \
   data.label_noise=0,0.2
 SWEEP_DOSE    ?= l2=0,1e-5,1e-4,1e-3,1e-2
-# Last, at PAIRS bases: the L2 penalty against AdamW's decay of 2 x l2, on Adam bases only
-SWEEP_CONTROL ?= decay=l2,adamw
+# Last, at PAIRS bases, on Adam bases only: the L2 penalty (reference) against AdamW's decay of
+# 2 x l2, and against neither: at these sizes that decay is tiny (docs/sweeps.md), so `none` says
+# whether adamw differs from no shrinkage at all.
+SWEEP_CONTROL ?= decay=l2,adamw,none
 PAIRS         ?= 100
 DOSE_PAIRS    ?= 40
 

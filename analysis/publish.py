@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.sweeps import is_sweep, mixed_text
+from study.contract import DECAY_FACTOR, DECAY_KNOBS
 from study.machine import cpu_model
 from study.paths import PROJECT_ROOT
 
@@ -465,6 +466,22 @@ def _agreement(agreement: dict | None) -> str:
             f"(median largest |Δ {agreement['loss']}| over the epochs {agreement['median_max_gap']:.2g})")
 
 
+def _decay_levels(table: pd.DataFrame) -> list[str]:
+    """What each level of the decay control trained, read from its arms' logged params (the
+    level names alone do not say it): one bullet, or none without that factor."""
+    arms = table[table["factor"] == DECAY_FACTOR].drop_duplicates(["study", "trial"])
+    if arms.empty:
+        return []
+    knobs = [knob for knob in DECAY_KNOBS if knob in arms.columns]
+    levels = []
+    for level, rows in arms.groupby("level", sort=False):
+        values = rows[knobs].drop_duplicates()
+        trained = "; ".join(", ".join(f"{knob} {value}" for knob, value in zip(knobs, row))
+                            for row in values.itertuples(index=False))
+        levels.append(f"{level} = {trained}")
+    return [f"- `{DECAY_FACTOR}` levels as trained (Adam bases; the arms' logged params): {' | '.join(levels)}"]
+
+
 def _left_out(pairs_running: list[dict]) -> list[str]:
     """One bullet for every pair left out, its reasons said once: a list of pairs reads better than
     the same clause repeated per pair."""
@@ -487,10 +504,10 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
                "usable); each comparison below counts the pairs whose two arms it compares have a value, "
                f"a pair whose other arm failed included{_agreement(f.get('replicate_agreement'))}"
                for f in sweep["factors"]]
-    running = _left_out(sweep["pairs_running"])
-    running += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
+    notes = _decay_levels(table) + _left_out(sweep["pairs_running"])
+    notes += [f"- trained again after a cut (the later trial stands): {t['factor']} pair {t['pair']} {t['arm']} "
                 f"{t['level']} (trial {t['trial']} of {t['study']} left out)" for t in sweep.get("trials_superseded", [])]
-    running += [f"- kept, arms trained on different threads or CPUs: {mixed_text(m)}"
+    notes += [f"- kept, arms trained on different threads or CPUs: {mixed_text(m)}"
                 for m in sweep.get("pairs_mixed", [])]
     return "\n".join([
         f"# Sweep `{experiment}`", "",
@@ -503,7 +520,7 @@ def sweep_readme(experiment: str, out: Path, table: pd.DataFrame, summary: dict,
         f"python -m analysis report --csv {rel}/{EXPORT_NAME} {flags} --out {rel}", "```", "",
         "## What was run", "",
         f"- Set-up: {_setup(table)}.",
-        f"- Trials: {len(trials)} ({states}).", *factors, *running,
+        f"- Trials: {len(trials)} ({states}).", *factors, *notes,
         f"- Wall time: {_sweep_hours(times)}.",
         f"- Machine: {machine()}.", "",
         "## At a glance (the table of the top-level README's Results)", "",

@@ -120,8 +120,9 @@ def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     from study.sweep import DEFAULT_PAIRS
 
     sweep.add_argument("--factor", dest="factors", action="append", required=True, metavar="NAME=v1,v2[,...]",
-                       help="a knob (or data.label_noise, data.class_imbalance) and its levels, the first the "
-                            "reference; repeatable: one study per factor")
+                       help="a knob (or data.label_noise, data.class_imbalance, or decay=l2,adamw[,none]: the "
+                            "L2-against-AdamW control) and its levels, the first the reference; repeatable: one "
+                            "study per factor")
     sweep.add_argument("--pairs", type=positive_int, default=DEFAULT_PAIRS,
                        help="base configurations, each trained at every level plus a replicate; re-runs resume")
     sweep.add_argument("--data", choices=tuple(SPACES), default="fashion_mnist",

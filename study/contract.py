@@ -115,6 +115,10 @@ ARM_REFERENCE = "reference"          # the first level given
 ARM_TREATMENT = "treatment"          # any other level
 ARM_REPLICATE = "replicate"          # the reference again, same seed: the A/A control
 SWEEP_ARMS = (ARM_REFERENCE, ARM_TREATMENT, ARM_REPLICATE)
+# The decay control's factor (L2 in the loss against AdamW's decay; study/sweep.py) and the
+# params its levels set, which the published README shows per level as trained.
+DECAY_FACTOR = "decay"
+DECAY_KNOBS = ("optimizer", "use_l2", "l2", "weight_decay")
 # Proof of pairing: hashes of the initial weights of the layers every arm shares, and of the
 # first training batch (images and labels). Equal within a pair, or the pair is not paired.
 SWEEP_INIT_HASH = "sweep.init_hash"

@@ -25,8 +25,8 @@ import numpy as np
 import yaml
 
 from study.campaign import CAPPED, COST_CAP, FLOORS, SIZES, SPACES
-from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, SWEEP_ARM, SWEEP_FACTOR, SWEEP_LEVEL,
-                            SWEEP_PAIR)
+from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, DECAY_FACTOR, DECAY_KNOBS, SWEEP_ARM,
+                            SWEEP_FACTOR, SWEEP_LEVEL, SWEEP_PAIR)
 
 if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
     from study.config import SearchConfig
@@ -35,10 +35,9 @@ if TYPE_CHECKING:  # pydantic loads only once the arguments parse (study/cli.py)
 # Settings that change the data, not the net: their arms share base and seed, not the data.
 DATA_FACTORS = ("data.label_noise", "data.class_imbalance")
 
-# The decay control (`--factor decay=l2,adamw`): the L2 penalty, which is inside the loss and so
-# inside val_loss, against AdamW's decoupled decay, which is not. Adam bases only: AdamW is Adam
-# plus the decay, so the pair differs in where the shrinkage sits and nothing else.
-DECAY_FACTOR = "decay"
+# The decay control (`--factor decay=l2,adamw[,none]`, DECAY_FACTOR): the L2 penalty, which is
+# inside the loss and so inside val_loss, against AdamW's decoupled decay, which is not. Adam
+# bases only: AdamW is Adam plus the decay, so the pair differs in where the shrinkage sits.
 # The l2 sweep's treatment level, so that the control reads beside that sweep's effect.
 DECAY_L2 = 1e-3
 # AdamW's weight_decay = 2 x l2: under plain SGD the L2 penalty's gradient is d(l2 |w|^2)/dw =
@@ -47,15 +46,18 @@ DECAY_L2 = 1e-3
 DECAY_WEIGHT_DECAY = 2 * DECAY_L2
 # What each level enqueues. `adamw` is no choice of cnn.yaml's optimizer (Optuna would drop an
 # enqueued value outside the choices), so its arm enqueues Adam without L2 and `pinned_level`
-# makes it AdamW; `none` (Adam, no shrinkage) may be given as a third level.
+# makes it AdamW; `none` is Adam with no shrinkage. Every level sets DECAY_KNOBS (study/contract.py).
 DECAY_LEVELS: dict[str, dict[str, Any]] = {"l2": {"optimizer": "adam", "use_l2": True, "l2": DECAY_L2},
                                            "adamw": {"optimizer": "adam", "use_l2": False},
                                            "none": {"optimizer": "adam", "use_l2": False}}
 DECAY_PINNED: dict[str, dict[str, Any]] = {"adamw": {"optimizer": "adamw", "weight_decay": DECAY_WEIGHT_DECAY},
                                            # logged by every arm, also where the space lacks the knob
                                            "l2": {"weight_decay": 0.0}, "none": {"weight_decay": 0.0}}
-# The knobs the decay control sets in every arm (a --set of any would fix what it varies).
-DECAY_KNOBS = ("optimizer", "use_l2", "l2", "weight_decay")
+# Knobs a --set may not turn on under the control: l1 would put a penalty into every arm's loss
+# (adamw's val_loss would no longer be its cross-entropy), and clipnorm clips the L2 penalty's
+# gradient but not AdamW's decay, so the arms would differ in more than where the shrinkage sits.
+DECAY_FORBIDDEN = ("l1", "clipnorm")
+
 DEFAULT_PAIRS = 100
 SEED_BOUND = 2 ** 31  # Keras and TensorFlow seeds fit a signed 32-bit integer
 
@@ -213,8 +215,8 @@ def _knob_problem(space: SearchSpace, space_file: str, name: str) -> str | None:
     from study.space import KNOB_OFF
 
     if name not in space.params:
-        return (f"unknown factor; one of the space's knobs ({', '.join(space.searched())}) "
-                f"or {', '.join(DATA_FACTORS)}")
+        return (f"unknown factor; one of the space's knobs ({', '.join(space.searched())}), "
+                f"{', '.join(DATA_FACTORS)} or {DECAY_FACTOR} (l2, adamw, none)")
     hp = space.params[name]
     if hp.role == "fixed" and name in KNOB_OFF:
         return None  # a remedy pinned off in the space (cnn.yaml): the sweep turns it, arm by arm
@@ -297,10 +299,14 @@ def check_overrides(name: str, user_overrides: list[str], switch: str | None) ->
     the sweep must vary."""
     knobs = DECAY_KNOBS if name == DECAY_FACTOR else (name, *([switch] if switch else []))
     keys = {name} if name.startswith("data.") else {f"params.{knob}" for knob in knobs}
+    forbidden = {f"params.{knob}" for knob in DECAY_FORBIDDEN} if name == DECAY_FACTOR else set()
     for override in user_overrides:
         key = override.split("=", 1)[0].strip()
         if key in keys:
             raise SweepError(f"--set {override}: the sweep of {name} sets {key} in each arm; drop the --set")
+        if key in forbidden:
+            raise SweepError(f"--set {override}: the decay control compares L2 in the loss with AdamW's decay "
+                             "outside it; an L1 penalty or gradient clipping would make the arms differ in more")
 
 
 def level_params(space: SearchSpace, factor: Factor, value: Any) -> dict[str, Any]:

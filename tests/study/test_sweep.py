@@ -49,6 +49,9 @@ DIGITS = PROJECT_ROOT / "search_spaces" / "digits.yaml"
     (["--factor", "decay=l2,adamw", "--set", "params.optimizer=sgd"],
      "--set params.optimizer=sgd: the sweep of decay sets params.optimizer in each arm"),
     (["--factor", "decay=l2,adamw", "--set", "params.l2=1e-4"], "the sweep of decay sets params.l2 in each arm"),
+    (["--factor", "decay=l2,adamw", "--set", "params.l1=1e-4"], "--set params.l1=1e-4: the decay control compares"),
+    (["--factor", "decay=l2,adamw", "--set", "params.clipnorm=1"], "an L1 penalty or gradient clipping"),
+    (["--factor", "decay=l2,adamw,adamw"], "the levels must differ"),
 ])
 def test_bad_input_is_exit_2_and_one_line(argv: list[str], expected: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
@@ -559,6 +562,15 @@ def test_a_decay_control_trains_l2_in_the_loss_and_adamw_outside_it(tmp_path: Pa
     assert gap[ARM_TREATMENT] == pytest.approx(0.0, abs=1e-6)
     # 1e-3 x the squared kernels of a fresh Glorot net is well above 1e-3 (digits' nets: 0.01-0.1)
     assert gap[ARM_REFERENCE] > 1e-3 and gap[ARM_REFERENCE] == pytest.approx(gap[ARM_REPLICATE], abs=1e-6)
+    # The published README says what each level trained, from the arms' logged params.
+    published = run_cli("analysis", "publish", "--experiment", "sweep-digits-smoke", "--tracking-uri",
+                        f"sqlite:///{tmp_path / 'm.db'}", "--storage", str(tmp_path / "optuna.journal"),
+                        "--out", str(tmp_path / "published"), "--bootstrap", "20", timeout=300)
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert ("- `decay` levels as trained (Adam bases; the arms' logged params): "
+            "l2 = optimizer adam, use_l2 True, l2 0.001, weight_decay 0.0 | "
+            "adamw = optimizer adamw, use_l2 False, l2 0.0, weight_decay 0.002\n") in (
+        tmp_path / "published" / "README.md").read_text()
 
 
 @pytest.mark.slow
