@@ -169,12 +169,17 @@ class Objective:
                     self.run_id = run.info.run_id
                     break
             else:
+                # The pinned level too: a sweep arm that failed early still says what it trained.
+                hp = {**trial.params, **pinned_level(ctx.config.space, arm_of(trial.user_attrs))}
                 self.run_id = ctx.tracker.start_trial_run(
                     ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
-                    params={**trial.params, **ctx.base_params, **_sweep_params(trial)},
-                    tags={"host": HOST, "pid": os.getpid()})
+                    params=self._run_params(trial, hp), tags={"host": HOST, "pid": os.getpid()})
             trial.set_user_attr("mlflow_run_id", self.run_id)
         return self.run_id
+
+    def _run_params(self, trial: optuna.Trial, hp: dict[str, Any]) -> dict[str, Any]:
+        """What a trial's MLflow run logs as params: its values, the study's fixed ones, its arm."""
+        return {**hp, **self.context.base_params, **_sweep_params(trial)}
 
     def _start(self, trial: optuna.Trial) -> tuple[dict[str, Any], str]:
         """The trial's values and its MLflow run, or PRUNED before any run if over the cost cap."""
@@ -189,7 +194,7 @@ class Objective:
         self._skip_if_over_cost_cap(trial, hp)
         run_id = ctx.tracker.start_trial_run(
             ctx.experiment_id, ctx.study_run_id, ctx.study_name, trial.number,
-            params={**hp, **ctx.base_params, **_sweep_params(trial)}, tags={"host": HOST, "pid": os.getpid()})
+            params=self._run_params(trial, hp), tags={"host": HOST, "pid": os.getpid()})
         self.run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         print(f"[{ctx.study_name}] trial {trial.number} started: "

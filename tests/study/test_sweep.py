@@ -14,7 +14,8 @@ import pytest
 
 from study.cli import main
 from study.contract import (ARM_REFERENCE, ARM_REPLICATE, ARM_TREATMENT, FAILURE_REASON, SWEEP_ARM,
-                            SWEEP_BATCH_HASH, SWEEP_FACTOR, SWEEP_INIT_HASH, SWEEP_LEVEL, SWEEP_PAIR)
+                            SWEEP_BATCH_HASH, SWEEP_FACTOR, SWEEP_INIT_HASH, SWEEP_LEVEL, SWEEP_PAIR,
+                            TRIAL_STATE)
 from study.space import load_space
 from study.sweep import (Factor, SweepError, arms_of_pair, check_knob_factor, level_params, pair_seed,
                          published_pairs, study_name)
@@ -595,3 +596,35 @@ def test_a_label_smoothing_sweep_trains_the_treatment_smoothed(tmp_path: Path) -
     # that is at all confident; the reference's gap is its L2 penalty only, equal in its replicate.
     assert gap[ARM_TREATMENT] > gap[ARM_REFERENCE] + 1e-3
     assert gap[ARM_REFERENCE] == pytest.approx(gap[ARM_REPLICATE], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_an_arm_failing_before_its_run_exists_still_logs_the_level_it_was_to_train(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow refuses the adamw arm's run once: the trial fails before its run exists, and the
+    FAIL run made for it names what that arm was to train (adamw, weight_decay 2e-3), not the
+    Adam base the sweep enqueued, so the arm's params never say the wrong optimizer."""
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import Tracker
+
+    real_start, refused = Tracker.start_trial_run, []
+
+    def refuse_the_first_adamw_run(self: Tracker, *args: object, **kwargs: object) -> str:
+        params = kwargs.get("params", args[4] if len(args) > 4 else {})
+        if params.get("optimizer") == "adamw" and not refused:
+            refused.append(True)
+            raise RuntimeError("tracking server refused the run")
+        return real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tracker, "start_trial_run", refuse_the_first_adamw_run)
+    stores = ["--storage", str(tmp_path / "optuna.journal"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    exit_code(["sweep", "--data", "digits", "--factor", "decay=l2,adamw", "--pairs", "1",
+               "--set", "train.epochs=1", "--set", "data.train_size=400", *stores])
+    assert refused == [True]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.get_experiment_by_name("sweep-digits-smoke")
+    failed = [run for run in client.search_runs([experiment.experiment_id], "tags.run_role = 'trial'")
+              if run.data.tags.get(TRIAL_STATE) == "FAIL"]
+    assert [(run.data.params[SWEEP_ARM], run.data.params["optimizer"], float(run.data.params["weight_decay"]))
+            for run in failed] == [(ARM_TREATMENT, "adamw", 2e-3)]
